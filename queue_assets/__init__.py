@@ -1,0 +1,1 @@
+"""queue_assets: the Dagster hub of a fleet of code-analysis instances."""
