@@ -1,0 +1,181 @@
+"""Settings from the environment, validated once at start.
+
+Names follow the seeds (`SHARED_QUEUE_*`); the hub's own knobs are `QUEUE_ASSETS_*`. Every bad
+value is reported together, each naming the variable and the reason, and no error ever shows a
+password (URLs are redacted with `redact_url`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
+
+SHARED_QUEUE_DATABASE = "shared_queue"
+DAGSTER_DATABASE = "dagster"
+
+
+class SettingsError(ValueError):
+    """One or more environment variables hold a bad value."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("invalid settings:\n  - " + "\n  - ".join(problems))
+
+
+def redact_url(url: str) -> str:
+    """`url` with any password replaced by `***` (also in `password=` query parameters)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable url>"
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        if ":" in userinfo:
+            userinfo = userinfo.split(":", 1)[0] + ":***"
+        netloc = f"{userinfo}@{host}"
+    query = re.sub(r"(?i)(password=)[^&]*", r"\1***", parts.query)
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def project_root() -> Path:
+    """The source checkout this package runs from, or the working directory when installed."""
+    here = Path(__file__).resolve().parent.parent
+    return here if (here / "pyproject.toml").exists() else Path.cwd()
+
+
+@dataclass(frozen=True)
+class Settings:
+    db_url: str | None
+    """Explicit shared_queue URL; None means the embedded server."""
+    dagster_db_url: str | None
+    enabled: bool = True
+    poll_ms: int = 1000
+    batch_size: int = 500
+    retention_days: int = 90
+    dlq_retention_days: int = 365
+    max_attempts: int = 5
+    max_message_bytes: int = 1_048_576
+    visibility_timeout_s: int = 60
+    run_max_messages: int = 200_000
+    run_max_seconds: int = 300
+    stale_after_s: int = 3600
+    data_dir: Path = Path(".queue_assets")
+
+    @property
+    def embedded(self) -> bool:
+        return self.db_url is None
+
+    def describe(self) -> dict[str, str]:
+        """The settings for display, with passwords redacted."""
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in ("db_url", "dagster_db_url"):
+                value = redact_url(value) if value else "(embedded)"
+            out[f.name] = str(value)
+        return out
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        problems: list[str] = []
+
+        def get(name: str, parse: Callable[[str], object], default: object) -> object:
+            raw = env.get(name)
+            if raw is None or raw.strip() == "":
+                return default
+            try:
+                return parse(raw.strip())
+            except ValueError as exc:
+                shown = "***" if "PASSWORD" in name else repr(raw[:80])
+                problems.append(f"{name}={shown}: {exc}")
+                return default
+
+        db_url = get("SHARED_QUEUE_DB_URL", _postgres_url, None)
+        if db_url is None and any(
+            env.get(k) for k in ("SHARED_QUEUE_HOST", "SHARED_QUEUE_PORT", "SHARED_QUEUE_USER")
+        ):
+            host = get("SHARED_QUEUE_HOST", _hostname, "localhost")
+            port = get("SHARED_QUEUE_PORT", _int_range(1, 65535), 5432)
+            user = get("SHARED_QUEUE_USER", _identifier_text, "postgres")
+            password = env.get("SHARED_QUEUE_PASSWORD", "")
+            database = get("SHARED_QUEUE_DATABASE", _identifier_text, SHARED_QUEUE_DATABASE)
+            auth = quote(str(user), safe="") + (":" + quote(password, safe="") if password else "")
+            db_url = f"postgresql://{auth}@{host}:{port}/{database}"
+        data_dir = Path(env.get("QUEUE_ASSETS_DATA_DIR") or project_root() / ".queue_assets")
+        settings = cls(
+            db_url=db_url,
+            dagster_db_url=get("DAGSTER_PG_URL", _postgres_url, None),
+            enabled=get("SHARED_QUEUE_ENABLED", _bool, True),
+            poll_ms=get("SHARED_QUEUE_POLL_MS", _int_range(50, 3_600_000), 1000),
+            batch_size=get("SHARED_QUEUE_BATCH_SIZE", _int_range(1, 10_000), 500),
+            retention_days=get("SHARED_QUEUE_RETENTION_DAYS", _int_range(1, 36_500), 90),
+            dlq_retention_days=get("SHARED_QUEUE_DLQ_RETENTION_DAYS", _int_range(1, 36_500), 365),
+            max_attempts=get("QUEUE_ASSETS_MAX_ATTEMPTS", _int_range(1, 1000), 5),
+            max_message_bytes=get("QUEUE_ASSETS_MAX_MESSAGE_BYTES", _int_range(256, 256 * 2**20), 2**20),
+            visibility_timeout_s=get("QUEUE_ASSETS_VISIBILITY_TIMEOUT_S", _int_range(5, 86_400), 60),
+            run_max_messages=get("QUEUE_ASSETS_RUN_MAX_MESSAGES", _int_range(1, 100_000_000), 200_000),
+            run_max_seconds=get("QUEUE_ASSETS_RUN_MAX_SECONDS", _int_range(1, 86_400), 300),
+            stale_after_s=get("QUEUE_ASSETS_STALE_AFTER_S", _int_range(10, 30 * 86_400), 3600),
+            data_dir=data_dir,
+        )
+        if problems:
+            raise SettingsError(problems)
+        return settings
+
+
+def _bool(raw: str) -> bool:
+    low = raw.lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true or false")
+
+
+def _int_range(lo: int, hi: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ValueError("expected a whole number") from None
+        if not lo <= value <= hi:
+            raise ValueError(f"must be between {lo} and {hi}")
+        return value
+
+    return parse
+
+
+def _postgres_url(raw: str) -> str:
+    try:
+        parts = urlsplit(raw)
+    except ValueError:
+        raise ValueError("not a URL") from None
+    if parts.scheme not in ("postgresql", "postgres", "postgresql+psycopg2", "postgresql+psycopg"):
+        raise ValueError(
+            f"scheme {parts.scheme!r} is not PostgreSQL; expected postgresql://user@host:port/database"
+        )
+    if not parts.path.strip("/"):
+        raise ValueError("the URL names no database; expected postgresql://user@host:port/database")
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise ValueError("the port is not a number between 0 and 65535") from None
+    return raw
+
+
+def _hostname(raw: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9._:\-/]+", raw):
+        raise ValueError("not a host name or address")
+    return raw
+
+
+def _identifier_text(raw: str) -> str:
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_$\-]{0,62}", raw):
+        raise ValueError("not a valid PostgreSQL name")
+    return raw
