@@ -1,0 +1,168 @@
+"""`queue-assets`: bootstrap, run the hub locally, publish demo traffic, inspect settings."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from . import bootstrap, embedded
+from .db import DatabaseUnavailable
+from .names import InvalidNameError
+from .settings import Settings, SettingsError, project_root
+
+
+def _fail(message: str, code: int = 2) -> int:
+    print(f"queue-assets: error: {message}", file=sys.stderr)
+    return code
+
+
+def resolve_urls(settings: Settings) -> dict[str, str]:
+    """shared_queue and dagster URLs: configured ones, or the embedded server's (started if needed)."""
+    if settings.db_url:
+        return {"shared_queue": settings.db_url, "dagster": settings.dagster_db_url or ""}
+    urls = embedded.ensure_running(settings.data_dir)
+    if settings.dagster_db_url:
+        urls["dagster"] = settings.dagster_db_url
+    return urls
+
+
+def cmd_init(settings: Settings, args) -> int:
+    urls = resolve_urls(settings)
+    report = bootstrap.bootstrap(urls["shared_queue"])
+    print(report.summary())
+    return 0
+
+
+def cmd_settings(settings: Settings, args) -> int:
+    for k, v in settings.describe().items():
+        print(f"{k:22} {v}")
+    return 0
+
+
+def cmd_simulate(settings: Settings, args) -> int:
+    from . import simulate
+
+    urls = resolve_urls(settings)
+
+    def progress(s):
+        print(f"\rpublished: {s.patterns} pattern, {s.analyses} analysis, {s.learned} learned, "
+              f"{s.heartbeats} heartbeat, {s.invalid} invalid, {s.requests} llm requests", end="", flush=True)
+
+    stats = simulate.run(urls["shared_queue"], instances=args.instances, rate=args.rate,
+                         duration_s=args.duration, progress=progress)
+    progress(stats)
+    print()
+    return 0
+
+
+def cmd_ingest(settings: Settings, args) -> int:
+    """Drain one queue now, outside Dagster (what the ingest asset does)."""
+    from .db import connection
+    from .ingest.core import IngestConfig, ingest_queue
+    from .queues import CONSUMED_QUEUES
+
+    if args.queue not in CONSUMED_QUEUES:
+        return _fail(f"queue {args.queue[:60]!r} is not consumed by the hub; expected one of: "
+                     f"{', '.join(CONSUMED_QUEUES)}")
+    urls = resolve_urls(settings)
+    with connection(urls["shared_queue"]) as conn:
+        r = ingest_queue(conn, args.queue, IngestConfig.from_settings(settings),
+                         on_batch=lambda r: print(f"\r{r.read} read, {r.stored} stored", end="", flush=True))
+    print(f"\n{args.queue}: {r.read} read, {r.stored} stored, {r.duplicates} duplicates, "
+          f"{r.dead_lettered} dead-lettered in {r.elapsed_s:.2f}s ({r.rate:.0f} msg/s)")
+    return 0
+
+
+def dagster_home(settings: Settings) -> Path:
+    home = settings.data_dir / "dagster_home"
+    home.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(project_root() / "dagster.yaml", home / "dagster.yaml")
+    return home
+
+
+def hub_environment(settings: Settings) -> dict[str, str]:
+    """Environment for the Dagster processes: the resolved URLs and DAGSTER_HOME."""
+    urls = resolve_urls(settings)
+    if not urls.get("dagster"):
+        raise SettingsError(["DAGSTER_PG_URL: must be set when SHARED_QUEUE_DB_URL is (Dagster's own storage)"])
+    env = dict(os.environ)
+    env["SHARED_QUEUE_DB_URL"] = urls["shared_queue"]
+    env["DAGSTER_PG_URL"] = urls["dagster"]
+    env["DAGSTER_HOME"] = str(dagster_home(settings))
+    return env
+
+
+def cmd_dev(settings: Settings, args) -> int:
+    """The embedded hub: server, bootstrap, demo traffic and `dagster dev`, in one command."""
+    env = hub_environment(settings)
+    print(bootstrap.bootstrap(env["SHARED_QUEUE_DB_URL"]).summary())
+    sim = None
+    if not args.no_demo:
+        sim = subprocess.Popen(
+            [sys.executable, "-m", "queue_assets.cli", "simulate", "--instances", str(args.instances),
+             "--rate", str(args.rate)], env=env, stdout=subprocess.DEVNULL)
+    cmd = [sys.executable, "-m", "dagster", "dev", "-w", str(project_root() / "workspace.yaml"),
+           "-h", args.host, "-p", str(args.port)]
+    print(f"starting Dagster at http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
+    proc = subprocess.Popen(cmd, env=env, cwd=project_root())
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        proc.send_signal(signal.SIGINT)
+        return proc.wait()
+    finally:
+        if sim:
+            sim.terminate()
+            sim.wait()
+
+
+def cmd_stop(settings: Settings, args) -> int:
+    if settings.db_url:
+        return _fail("SHARED_QUEUE_DB_URL is set: there is no embedded server to stop")
+    print("stopped the embedded PostgreSQL" if embedded.stop(settings.data_dir) else "the embedded PostgreSQL was not running")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="queue-assets", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("init", help="install pgmq, create the queues and apply the hub schema (idempotent)")
+    sub.add_parser("settings", help="show the settings in force (passwords redacted)")
+    s = sub.add_parser("simulate", help="publish demo traffic from simulated instances")
+    s.add_argument("--instances", type=int, default=3)
+    s.add_argument("--rate", type=float, default=5.0, help="pattern messages per second")
+    s.add_argument("--duration", type=float, default=None, help="seconds (default: until Ctrl-C)")
+    s = sub.add_parser("ingest", help="drain one consumed queue now, outside Dagster")
+    s.add_argument("queue")
+    d = sub.add_parser("dev", help="run the hub locally: embedded PostgreSQL, demo traffic, dagster dev")
+    d.add_argument("--host", default="127.0.0.1")
+    d.add_argument("--port", type=int, default=3000)
+    d.add_argument("--instances", type=int, default=3)
+    d.add_argument("--rate", type=float, default=5.0)
+    d.add_argument("--no-demo", action="store_true", help="do not start simulated instances")
+    sub.add_parser("stop", help="stop the embedded PostgreSQL")
+    return p
+
+
+COMMANDS = {"init": cmd_init, "settings": cmd_settings, "simulate": cmd_simulate, "ingest": cmd_ingest,
+            "dev": cmd_dev, "stop": cmd_stop}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        return COMMANDS[args.command](settings, args)
+    except SettingsError as exc:
+        return _fail(str(exc))
+    except (DatabaseUnavailable, bootstrap.BootstrapError, InvalidNameError) as exc:
+        return _fail(str(exc))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

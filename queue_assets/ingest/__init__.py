@@ -1,0 +1,1 @@
+"""Ingest: drain the consumed pgmq queues into `hub.*` tables, exactly once in effect."""

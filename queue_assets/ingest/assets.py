@@ -1,0 +1,104 @@
+"""Ingest assets: one per consumed queue, each draining its queue into `hub.*` tables.
+
+The queues themselves are external `AssetSpec`s (`pgmq/<queue>`), so the UI draws queue → table lineage.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+from psycopg import sql
+
+from ..names import dlq_for
+from ..queues import INGEST_ASSET_FOR
+from ..resources import SharedQueueResource
+from .core import IngestConfig, IngestResult, ingest_queue
+
+INGEST_GROUP = "ingest"
+QUEUE_GROUP = "queues"
+
+QUEUE_TABLES = {
+    "pattern_messages": "hub.pattern_observations, hub.code_analyses",
+    "learned_patterns": "hub.learned_artifacts",
+    "instance_heartbeat": "hub.heartbeats, hub.instances",
+}
+
+
+def queue_spec(queue: str, description: str) -> dg.AssetSpec:
+    return dg.AssetSpec(
+        key=dg.AssetKey(["pgmq", queue]),
+        description=description,
+        group_name=QUEUE_GROUP,
+        kinds={"postgres"},
+        metadata={"pgmq_queue": queue},
+    )
+
+
+QUEUE_SPECS = [
+    queue_spec(q, f"pgmq queue `{q}`, written by the instances; drained by the `{a}` asset.")
+    for q, a in INGEST_ASSET_FOR.items()
+]
+
+
+def ingest_metadata(result: IngestResult, dlq_depth: int, lag_s: float) -> dict:
+    top = result.per_instance.most_common(20)
+    table = "| instance | stored |\n|---|---|\n" + "\n".join(f"| `{i}` | {n} |" for i, n in top)
+    reasons = "| reason | messages |\n|---|---|\n" + "\n".join(
+        f"| {k} | {n} |" for k, n in result.dlq_reasons.most_common()
+    )
+    return {
+        "read": dg.MetadataValue.int(result.read),
+        "stored": dg.MetadataValue.int(result.stored),
+        "duplicates": dg.MetadataValue.int(result.duplicates),
+        "dead_lettered": dg.MetadataValue.int(result.dead_lettered),
+        "batches": dg.MetadataValue.int(result.batches),
+        "lag_seconds": dg.MetadataValue.float(round(lag_s, 3)),
+        "rate_msgs_per_s": dg.MetadataValue.float(round(result.rate, 1)),
+        "elapsed_seconds": dg.MetadataValue.float(round(result.elapsed_s, 3)),
+        "instances": dg.MetadataValue.int(len(result.per_instance)),
+        "dlq_depth": dg.MetadataValue.int(dlq_depth),
+        "stopped_by": dg.MetadataValue.text(result.stopped_by),
+        "per_instance": dg.MetadataValue.md(table if top else "_no messages stored_"),
+        "dead_letter_reasons": dg.MetadataValue.md(reasons if result.dlq_reasons else "_none_"),
+    }
+
+
+def build_ingest_asset(queue: str, name: str) -> dg.AssetsDefinition:
+    @dg.asset(
+        name=name,
+        deps=[dg.AssetKey(["pgmq", queue])],
+        group_name=INGEST_GROUP,
+        kinds={"postgres", "python"},
+        description=(
+            f"Drains pgmq queue `{queue}` into {QUEUE_TABLES[queue]}, exactly once in effect: "
+            f"read a batch, validate, then store rows + dead-letter + archive in one transaction. "
+            f"Invalid messages go to `{dlq_for(queue)}` with the reason."
+        ),
+        metadata={"source_queue": queue, "dead_letter_queue": dlq_for(queue)},
+    )
+    def _ingest(context: dg.AssetExecutionContext, shared_queue: SharedQueueResource) -> dg.MaterializeResult:
+        cfg = IngestConfig.from_settings(shared_queue.settings)
+
+        def progress(r: IngestResult) -> None:
+            if r.batches % 20 == 0:
+                context.log.info(
+                    f"{queue}: {r.read} read, {r.stored} stored, {r.duplicates} duplicates, "
+                    f"{r.dead_lettered} dead-lettered"
+                )
+
+        with shared_queue.connection() as conn:
+            result = ingest_queue(conn, queue, cfg, on_batch=progress)
+            dlq_depth = conn.execute(
+                sql.SQL("SELECT count(*) FROM pgmq.{}").format(sql.Identifier("q_" + dlq_for(queue)))
+            ).fetchone()[0]
+            now = conn.execute("SELECT clock_timestamp()").fetchone()[0]
+        lag = (now - result.oldest_enqueued_at).total_seconds() if result.oldest_enqueued_at else 0.0
+        context.log.info(
+            f"{queue}: done ({result.stopped_by}): {result.read} read, {result.stored} stored, "
+            f"{result.duplicates} duplicates, {result.dead_lettered} dead-lettered in {result.elapsed_s:.2f}s"
+        )
+        return dg.MaterializeResult(metadata=ingest_metadata(result, dlq_depth, lag))
+
+    return _ingest
+
+
+INGEST_ASSETS = [build_ingest_asset(q, a) for q, a in INGEST_ASSET_FOR.items()]

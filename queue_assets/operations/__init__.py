@@ -1,0 +1,1 @@
+"""Operations: bootstrap, queue statistics, retention, dead-letter tooling."""

@@ -1,0 +1,140 @@
+"""The producer SDK: what an instance calls to talk to the hub and to the request/reply queues.
+
+Every message is validated against its contract before it is sent, so a producer learns about a bad
+message at once (a `ContractError` naming the field and value) instead of finding it in the hub's
+dead-letter queue later. Sends go through the official pgmq client.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import pgmq
+
+from . import contracts
+from .names import validate_instance_id
+from .queues import INSTANCE_HEARTBEAT, LEARNED_PATTERNS, PATTERN_MESSAGES, REPLY_QUEUE_FOR
+from .resources import make_pgmq
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _dumps(message: Mapping[str, Any]) -> str:
+    try:
+        return json.dumps(message, allow_nan=False, default=str)
+    except ValueError as exc:  # NaN / Infinity
+        raise contracts.ContractError(f"message cannot be sent: {exc}", kind="non_finite") from None
+
+
+def _headers(idempotency_key: str | None) -> dict | None:
+    return {"idempotency_key": idempotency_key} if idempotency_key else None
+
+
+class HubClient:
+    """An instance's connection to the hub: publish what it learned, read its inbox."""
+
+    def __init__(self, db_url: str, instance_id: str, *, client: pgmq.PGMQueue | None = None):
+        self.instance_id = validate_instance_id(instance_id)
+        self._own = client is None
+        self.q = client or make_pgmq(db_url)
+
+    def close(self) -> None:
+        if self._own:
+            self.q.close()
+
+    def __enter__(self) -> HubClient:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _send(self, queue: str, message: dict, idempotency_key: str | None) -> int:
+        message.setdefault("instance_id", self.instance_id)
+        message.setdefault("timestamp", _now())
+        contracts.parse_ingest(queue, _dumps(message))  # raises ContractError on a bad message
+        return self.q.send(queue, message, headers=_headers(idempotency_key))
+
+    def publish_patterns(self, patterns: Sequence[Mapping[str, Any]], *, idempotency_key: str | None = None,
+                         timestamp: str | None = None) -> int:
+        msg = {"type": "pattern_detection", "source": self.instance_id, "patterns": [dict(p) for p in patterns]}
+        if timestamp:
+            msg["timestamp"] = timestamp
+        return self._send(PATTERN_MESSAGES, msg, idempotency_key)
+
+    def publish_code_analysis(self, analysis: Mapping[str, Any], *, idempotency_key: str | None = None) -> int:
+        return self._send(PATTERN_MESSAGES, {"type": "code_analysis", "analysis": dict(analysis)}, idempotency_key)
+
+    def publish_learned_patterns(self, artifacts: Sequence[Mapping[str, Any]], *, usage_count: int,
+                                 success_rate: float, idempotency_key: str | None = None) -> int:
+        msg = {"type": "learned_patterns", "source": self.instance_id, "usage_count": usage_count,
+               "success_rate": success_rate, "artifacts": [dict(a) for a in artifacts]}
+        return self._send(LEARNED_PATTERNS, msg, idempotency_key)
+
+    def heartbeat(self, *, version: str | None = None, status: str = "ok",
+                  idempotency_key: str | None = None) -> int:
+        msg = {"type": "heartbeat", "status": status}
+        if version:
+            msg["version"] = version
+        return self._send(INSTANCE_HEARTBEAT, msg, idempotency_key)
+
+
+@dataclass(frozen=True)
+class Reply:
+    msg_id: int
+    read_ct: int
+    enqueued_at: datetime
+    message: Any
+
+
+class RequestReplyClient:
+    """Seed 002's request/reply queues: publish a request, then read, archive and delete replies."""
+
+    KINDS = {q.removesuffix("_requests"): q for q in REPLY_QUEUE_FOR}
+
+    def __init__(self, db_url: str, *, client: pgmq.PGMQueue | None = None):
+        self._own = client is None
+        self.q = client or make_pgmq(db_url)
+
+    def close(self) -> None:
+        if self._own:
+            self.q.close()
+
+    def _request_queue(self, kind: str) -> str:
+        if kind not in self.KINDS:
+            raise ValueError(f"unknown request kind {kind!r}; expected one of: {', '.join(sorted(self.KINDS))}")
+        return self.KINDS[kind]
+
+    def publish_request(self, kind: str, payload: Mapping[str, Any], *, request_id: str | None = None) -> tuple[int, str]:
+        """Send a request; returns (msg_id, request_id). The reply carries the same request_id."""
+        queue = self._request_queue(kind)
+        message = dict(payload)
+        message.setdefault("request_id", request_id or str(uuid.uuid4()))
+        message.setdefault("timestamp", _now())
+        contracts.parse_for_queue(queue, _dumps(message))
+        return self.q.send(queue, message), message["request_id"]
+
+    def publish_reply(self, kind: str, payload: Mapping[str, Any]) -> int:
+        """For the service side: send a reply (must carry the request's `request_id`)."""
+        queue = REPLY_QUEUE_FOR[self._request_queue(kind)]
+        message = dict(payload)
+        message.setdefault("timestamp", _now())
+        contracts.parse_for_queue(queue, _dumps(message))
+        return self.q.send(queue, message)
+
+    def read_replies(self, kind: str, *, limit: int = 10, vt: int = 30) -> list[Reply]:
+        queue = REPLY_QUEUE_FOR[self._request_queue(kind)]
+        msgs = self.q.read(queue, vt=vt, qty=limit) or []
+        return [Reply(m.msg_id, m.read_ct, m.enqueued_at, m.message) for m in msgs]
+
+    def archive_reply(self, kind: str, msg_id: int) -> bool:
+        return self.q.archive(REPLY_QUEUE_FOR[self._request_queue(kind)], msg_id)
+
+    def delete_reply(self, kind: str, msg_id: int) -> bool:
+        return self.q.delete(REPLY_QUEUE_FOR[self._request_queue(kind)], msg_id)
