@@ -92,7 +92,12 @@ class Settings:
             try:
                 return parse(raw.strip())
             except ValueError as exc:
-                shown = "***" if "PASSWORD" in name else repr(raw[:80])
+                if "PASSWORD" in name:
+                    shown = "***"
+                elif name.endswith("_URL"):
+                    shown = repr(redact_url(raw)[:120])
+                else:
+                    shown = repr(raw[:80])
                 problems.append(f"{name}={shown}: {exc}")
                 return default
 

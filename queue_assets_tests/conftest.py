@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import uuid
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
@@ -37,7 +38,13 @@ def _make_db(admin_url: str, prefix: str) -> str:
     name = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    return psycopg.conninfo.make_conninfo(admin_url, dbname=name)
+    return with_database(admin_url, name)
+
+
+def with_database(url: str, name: str) -> str:
+    """`url` pointing at database `name` (kept as a URL, as users write them)."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
 
 
 def _drop_db(admin_url: str, dsn: str) -> None:

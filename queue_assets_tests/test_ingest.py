@@ -1,0 +1,157 @@
+"""Ingest on real PostgreSQL + pgmq: exactly-once effects, dead letters, idempotency, concurrency."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import psycopg
+import pytest
+
+from queue_assets.ingest.core import IngestConfig, ingest_queue, read_batch
+from queue_assets_tests.corpus import BAD_INPUT_CORPUS, VALID_SAMPLES
+from queue_assets_tests.helpers import count, dlq_messages, pattern_message, queue_depth, send_many, send_raw
+
+CFG = IngestConfig(batch_size=50, visibility_timeout_s=30, max_attempts=3, max_message_bytes=4096)
+
+
+def test_valid_pattern_detection_is_stored_one_row_per_pattern(conn):
+    send_raw(conn, "pattern_messages", pattern_message("singularity-1", 1, patterns=3))
+    result = ingest_queue(conn, "pattern_messages", CFG)
+    assert (result.read, result.stored, result.dead_lettered) == (1, 1, 0)
+    assert count(conn, "hub.pattern_observations") == 3
+    assert count(conn, "hub.ingest_ledger", "outcome = 'stored'") == 1
+    assert queue_depth(conn, "pattern_messages") == 0
+    assert count(conn, "pgmq.a_pattern_messages") == 1
+
+
+def test_unknown_extra_fields_are_kept(conn):
+    send_raw(conn, "pattern_messages", pattern_message("singularity-1", 1, patterns=1))
+    ingest_queue(conn, "pattern_messages", CFG)
+    attrs = conn.execute("SELECT attributes FROM hub.pattern_observations").fetchone()[0]
+    assert attrs["seq"] == 1
+
+
+def test_every_valid_sample_is_stored_in_its_table(conn):
+    queues = {"pattern_detection": "pattern_messages", "code_analysis": "pattern_messages",
+              "learned_patterns": "learned_patterns", "learned_artifacts": "learned_patterns",
+              "heartbeat": "instance_heartbeat"}
+    for raw in VALID_SAMPLES:
+        send_raw(conn, queues[json.loads(raw)["type"]], raw)
+    for q in ("pattern_messages", "learned_patterns", "instance_heartbeat"):
+        r = ingest_queue(conn, q, CFG)
+        assert r.dead_lettered == 0, dlq_messages(conn, q)
+    assert count(conn, "hub.ingest_ledger", "outcome = 'stored'") == len(VALID_SAMPLES)
+    assert count(conn, "hub.instances") >= 1
+
+
+def test_bad_input_corpus_is_dead_lettered_with_reasons_and_valid_messages_in_the_batch_are_stored(conn):
+    kinds = {k for k, _ in BAD_INPUT_CORPUS}
+    assert len(kinds) >= 10
+    raws = []
+    for i, (_, raw) in enumerate(BAD_INPUT_CORPUS):
+        raws += [pattern_message("singularity-1", i), raw]
+    send_many(conn, "pattern_messages", raws)
+    result = ingest_queue(conn, "pattern_messages", CFG)
+    assert result.stored == len(BAD_INPUT_CORPUS)
+    assert result.dead_lettered == len(BAD_INPUT_CORPUS)
+    dead = dlq_messages(conn, "pattern_messages")
+    assert len(dead) == len(BAD_INPUT_CORPUS)
+    sent = [json.loads(raw) for _, raw in BAD_INPUT_CORPUS]
+    for (message, headers), original in zip(dead, sent, strict=True):
+        assert message == original  # the original message, unchanged
+        assert headers["x-dlq-source-queue"] == "pattern_messages"
+        assert len(headers["x-dlq-reason"]) > 10
+    assert queue_depth(conn, "pattern_messages") == 0
+
+
+def test_idempotency_key_from_the_same_instance_is_stored_once(conn):
+    raw = pattern_message("singularity-1", 1)
+    send_many(conn, "pattern_messages", [raw, raw, raw], [{"idempotency_key": "k1"}] * 3)
+    send_raw(conn, "pattern_messages", pattern_message("singularity-2", 1), {"idempotency_key": "k1"})
+    result = ingest_queue(conn, "pattern_messages", CFG)
+    assert (result.stored, result.duplicates) == (2, 2)
+    assert count(conn, "hub.ingest_ledger", "outcome = 'duplicate'") == 2
+
+
+def test_a_batch_read_but_never_stored_is_stored_once_after_the_lease_expires(conn):
+    send_many(conn, "pattern_messages", [pattern_message("singularity-1", i) for i in range(5)])
+    short = IngestConfig(batch_size=50, visibility_timeout_s=1, max_attempts=3)
+    assert len(read_batch(conn, "pattern_messages", short)) == 5  # the "crashed" consumer
+    assert ingest_queue(conn, "pattern_messages", short).read == 0  # still leased
+    time.sleep(1.2)
+    result = ingest_queue(conn, "pattern_messages", short)
+    assert (result.read, result.stored) == (5, 5)
+    assert conn.execute("SELECT min(read_ct) FROM hub.ingest_ledger").fetchone()[0] == 2
+
+
+def test_a_message_over_the_attempt_limit_goes_to_the_dlq(conn):
+    send_raw(conn, "pattern_messages", pattern_message("singularity-1", 1))
+    short = IngestConfig(batch_size=10, visibility_timeout_s=0, max_attempts=2)
+    for _ in range(2):
+        read_batch(conn, "pattern_messages", short)
+    result = ingest_queue(conn, "pattern_messages", short)
+    assert (result.stored, result.dead_lettered) == (0, 1)
+    [(_, headers)] = dlq_messages(conn, "pattern_messages")
+    assert "delivered 3 times" in headers["x-dlq-reason"]
+
+
+def test_a_message_the_database_refuses_is_dead_lettered_alone(conn):
+    # Two instance ids that map to the same inbox queue: the second is refused by hub.instances.
+    send_many(conn, "instance_heartbeat", [
+        json.dumps({"type": "heartbeat", "instance_id": "node-a", "timestamp": "2025-10-25T12:00:00Z"}),
+        json.dumps({"type": "heartbeat", "instance_id": "node_a", "timestamp": "2025-10-25T12:00:01Z"}),
+        json.dumps({"type": "heartbeat", "instance_id": "node-b", "timestamp": "2025-10-25T12:00:02Z"}),
+    ])
+    result = ingest_queue(conn, "instance_heartbeat", CFG)
+    assert (result.stored, result.dead_lettered) == (2, 1)
+    [(message, headers)] = dlq_messages(conn, "instance_heartbeat")
+    assert message["instance_id"] in ("node-a", "node_a")
+    assert "database refused" in headers["x-dlq-reason"]
+
+
+def test_two_concurrent_consumers_on_one_queue_store_each_message_once(db_url):
+    with psycopg.connect(db_url) as c:
+        send_many(c, "pattern_messages", [pattern_message(f"singularity-{i % 3}", i) for i in range(3000)])
+    results = []
+    cfg = IngestConfig(batch_size=100, visibility_timeout_s=30)
+
+    def consume():
+        with psycopg.connect(db_url) as c:
+            results.append(ingest_queue(c, "pattern_messages", cfg))
+
+    threads = [threading.Thread(target=consume) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    with psycopg.connect(db_url) as c:
+        assert count(c, "hub.ingest_ledger") == 3000
+        assert count(c, "hub.pattern_observations") == 6000
+        assert c.execute(
+            "SELECT count(*) FROM (SELECT msg_id FROM hub.pattern_observations GROUP BY msg_id, ordinal"
+            " HAVING count(*) > 1) d").fetchone()[0] == 0
+        assert queue_depth(c, "pattern_messages") == 0
+    assert sum(r.stored for r in results) == 3000
+    assert all(r.read > 0 for r in results)  # both really consumed
+
+
+def test_heartbeats_register_instances_with_latest_state(conn):
+    for ts, status in (("2025-10-25T12:00:00Z", "ok"), ("2025-10-25T12:05:00Z", "degraded"),
+                       ("2025-10-25T12:01:00Z", "late")):
+        send_raw(conn, "instance_heartbeat", json.dumps(
+            {"type": "heartbeat", "instance_id": "singularity-3", "timestamp": ts, "version": "1.4.0",
+             "status": status}))
+    ingest_queue(conn, "instance_heartbeat", CFG)
+    row = conn.execute("SELECT status, heartbeat_count, inbox_queue FROM hub.instances").fetchone()
+    assert row == ("degraded", 3, "inbox_singularity_3")
+
+
+@pytest.mark.parametrize("cap", [7])
+def test_a_run_stops_at_its_cap_and_leaves_the_rest(conn, cap):
+    send_many(conn, "pattern_messages", [pattern_message("singularity-1", i) for i in range(20)])
+    result = ingest_queue(conn, "pattern_messages", IngestConfig(batch_size=5, max_messages=cap))
+    assert result.stopped_by == "max_messages"
+    assert result.read == 10  # whole batches: the cap is checked between batches
+    assert queue_depth(conn, "pattern_messages") == 10
