@@ -71,7 +71,7 @@ def cmd_ingest(settings: Settings, args) -> int:
                      f"{', '.join(CONSUMED_QUEUES)}")
     urls = resolve_urls(settings)
     with connection(urls["shared_queue"]) as conn:
-        r = ingest_queue(conn, args.queue, IngestConfig.from_settings(settings),
+        r = ingest_queue(conn, args.queue, IngestConfig.from_settings(settings), prefetch_url=urls["shared_queue"],
                          on_batch=lambda r: print(f"\r{r.read} read, {r.stored} stored", end="", flush=True))
     print(f"\n{args.queue}: {r.read} read, {r.stored} stored, {r.duplicates} duplicates, "
           f"{r.dead_lettered} dead-lettered in {r.elapsed_s:.2f}s ({r.rate:.0f} msg/s)")

@@ -30,7 +30,7 @@ def _dumps(message: Mapping[str, Any]) -> str:
     try:
         return json.dumps(message, allow_nan=False, default=str)
     except ValueError as exc:  # NaN / Infinity
-        raise contracts.ContractError(f"message cannot be sent: {exc}", kind="non_finite") from None
+        raise contracts.ContractError("non_finite", f"message cannot be sent: {exc}") from None
 
 
 def _headers(idempotency_key: str | None) -> dict | None:

@@ -21,7 +21,6 @@ CREATE TABLE IF NOT EXISTS hub.ingest_ledger (
 CREATE UNIQUE INDEX IF NOT EXISTS ingest_ledger_idempotency
     ON hub.ingest_ledger (queue, instance_id, idempotency_key)
     WHERE idempotency_key IS NOT NULL AND outcome = 'stored';
-CREATE INDEX IF NOT EXISTS ingest_ledger_stored_at ON hub.ingest_ledger (stored_at);
 
 -- Instances, known through heartbeats (and any message that names one).
 CREATE TABLE IF NOT EXISTS hub.instances (
@@ -52,7 +51,6 @@ CREATE TABLE IF NOT EXISTS hub.pattern_observations (
     PRIMARY KEY (queue, msg_id, ordinal)
 );
 CREATE INDEX IF NOT EXISTS pattern_observations_stored_at ON hub.pattern_observations (stored_at);
-CREATE INDEX IF NOT EXISTS pattern_observations_kind_name ON hub.pattern_observations (pattern_type, name);
 
 CREATE TABLE IF NOT EXISTS hub.code_analyses (
     queue            text        NOT NULL,

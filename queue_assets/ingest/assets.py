@@ -86,7 +86,7 @@ def build_ingest_asset(queue: str, name: str) -> dg.AssetsDefinition:
                 )
 
         with shared_queue.connection() as conn:
-            result = ingest_queue(conn, queue, cfg, on_batch=progress)
+            result = ingest_queue(conn, queue, cfg, on_batch=progress, prefetch_url=shared_queue.url)
             dlq_depth = conn.execute(
                 sql.SQL("SELECT count(*) FROM pgmq.{}").format(sql.Identifier("q_" + dlq_for(queue)))
             ).fetchone()[0]

@@ -25,9 +25,9 @@ from datetime import UTC, datetime
 
 import psycopg
 from psycopg import sql
-from psycopg.types.json import Jsonb
 
 from ..contracts import ContractError, parse_ingest
+from .. import db
 from ..names import dlq_for, validate_queue_name
 from . import rows as row_builders
 
@@ -114,25 +114,25 @@ def validate(queue: str, d: Delivery, cfg: IngestConfig) -> None:
     try:
         headers = json.loads(d.headers_raw) if d.headers_raw else None
         if headers is not None and not isinstance(headers, dict):
-            raise ContractError("headers must be a JSON object", kind="bad_headers")
+            raise ContractError("bad_headers", "headers must be a JSON object")
         key = (headers or {}).get("idempotency_key")
         if key is not None:
             if not isinstance(key, str) or not key or len(key) > MAX_IDEMPOTENCY_KEY:
                 raise ContractError(
+                    "bad_headers",
                     f"header idempotency_key = {str(key)[:80]!r}: must be a non-empty string of at most "
                     f"{MAX_IDEMPOTENCY_KEY} characters",
-                    kind="bad_headers",
                 )
             d.idempotency_key = key
         if d.read_ct > cfg.max_attempts:
             raise ContractError(
+                "too_many_attempts",
                 f"delivered {d.read_ct} times without being stored (limit {cfg.max_attempts}); "
                 "the hub gave up on it",
-                kind="too_many_attempts",
             )
         model = parse_ingest(queue, d.raw, max_bytes=cfg.max_message_bytes)
     except ContractError as exc:
-        d.error, d.error_kind = str(exc), getattr(exc, "kind", "invalid")
+        d.error, d.error_kind = exc.reason, exc.kind
         return
     d.model = model
     d.message_type = model.type
@@ -160,64 +160,84 @@ def _dlq_headers(queue: str, d: Delivery, reason: str, kind: str) -> str:
     return json.dumps(original)
 
 
+_LEDGER_COLS = (
+    "msg_id bigint, message_type text, instance_id text, idempotency_key text, outcome text,"
+    " enqueued_at timestamptz, produced_at timestamptz, read_ct int"
+)
+
+
+def _store_sql() -> str:
+    """One statement: ledger rows, and the data rows of exactly the messages whose ledger row won."""
+    parts = [
+        "WITH won AS (INSERT INTO hub.ingest_ledger (queue, msg_id, message_type, instance_id,"
+        " idempotency_key, outcome, enqueued_at, produced_at, read_ct)"
+        f" SELECT %(queue)s, x.* FROM jsonb_to_recordset(%(ledger)s::jsonb) AS x({_LEDGER_COLS})"
+        " ON CONFLICT DO NOTHING RETURNING msg_id, outcome)"
+    ]
+    for table, cols in row_builders.TABLES.items():
+        names = ", ".join(c.split()[0] for c in cols.split(","))
+        parts.append(
+            f", ins_{table} AS (INSERT INTO hub.{table} ({names}) SELECT x.* FROM"
+            f" jsonb_to_recordset(%({table})s::jsonb) AS x({cols})"
+            " WHERE x.msg_id IN (SELECT msg_id FROM won WHERE outcome = 'stored'))"
+        )
+    return "".join(parts) + " SELECT msg_id FROM won"
+
+
+STORE_SQL = _store_sql()
+
+
+def _dumps(value) -> str:
+    return json.dumps(value, default=row_builders.json_default, separators=(",", ":"))
+
+
 def store_batch(conn: psycopg.Connection, queue: str, batch: list[Delivery], result: IngestResult) -> None:
     """Ledger, data rows, dead letters and archive for `batch`, inside the caller's transaction."""
     ids = [d.msg_id for d in batch]
-    outcome = ["stored" if d.error is None else "dead_lettered" for d in batch]
-    won = {
-        r[0]
-        for r in conn.execute(
-            "INSERT INTO hub.ingest_ledger (queue, msg_id, message_type, instance_id, idempotency_key,"
-            " outcome, enqueued_at, produced_at, read_ct)"
-            " SELECT %s, * FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[],"
-            " %s::timestamptz[], %s::timestamptz[], %s::int[])"
-            " ON CONFLICT DO NOTHING RETURNING msg_id",
-            (
-                queue,
-                ids,
-                [d.message_type for d in batch],
-                [d.instance_id for d in batch],
-                [d.idempotency_key if d.error is None else None for d in batch],
-                outcome,
-                [d.enqueued_at for d in batch],
-                [getattr(d.model, "timestamp", None) for d in batch],
-                [d.read_ct for d in batch],
-            ),
-        )
-    }
-    lost = [d for d in batch if d.msg_id not in won and d.error is None and d.idempotency_key]
-    if lost:
-        # Same idempotency key already stored: record this msg_id as a duplicate (PK conflict only
-        # means another consumer already took this very message).
-        conn.execute(
-            "INSERT INTO hub.ingest_ledger (queue, msg_id, message_type, instance_id, idempotency_key,"
-            " outcome, enqueued_at, read_ct)"
-            " SELECT %s, m, t, i, k, 'duplicate', e, r FROM unnest(%s::bigint[], %s::text[], %s::text[],"
-            " %s::text[], %s::timestamptz[], %s::int[]) AS u(m, t, i, k, e, r)"
-            " ON CONFLICT DO NOTHING",
-            (
-                queue,
-                [d.msg_id for d in lost],
-                [d.message_type for d in lost],
-                [d.instance_id for d in lost],
-                [d.idempotency_key for d in lost],
-                [d.enqueued_at for d in lost],
-                [d.read_ct for d in lost],
-            ),
-        )
-    fresh = [d for d in batch if d.msg_id in won and d.error is None]
+    valid = [d for d in batch if d.error is None]
+    ledger = [
+        {
+            "msg_id": d.msg_id, "message_type": d.message_type, "instance_id": d.instance_id,
+            "idempotency_key": d.idempotency_key if d.error is None else None,
+            "outcome": "stored" if d.error is None else "dead_lettered",
+            "enqueued_at": d.enqueued_at.isoformat(),
+            "produced_at": d.model.timestamp.isoformat() if d.model is not None else None,
+            "read_ct": d.read_ct,
+        }
+        for d in batch
+    ]
+    params = {"queue": queue, "ledger": _dumps(ledger)}
+    params.update({t: _dumps(rows) for t, rows in row_builders.build_rows(queue, valid).items()})
+    won = {r[0] for r in conn.execute(STORE_SQL, params)}
+    lost = [row for row, d in zip(ledger, batch, strict=True)
+            if d.msg_id not in won and d.error is None and d.idempotency_key]
+    fresh = [d for d in valid if d.msg_id in won]
     dead = [d for d in batch if d.msg_id in won and d.error is not None]
-    row_builders.write_rows(conn, queue, fresh)
-    if dead:
-        conn.execute(
-            "SELECT pgmq.send_batch(%s, %s::jsonb[], %s::jsonb[])",
-            (
-                dlq_for(queue),
-                [d.raw for d in dead],
-                [_dlq_headers(queue, d, d.error, d.error_kind) for d in dead],
-            ),
-        )
-    conn.execute("SELECT pgmq.archive(%s, %s::bigint[])", (queue, ids))
+    with conn.pipeline():
+        if lost:
+            # Same idempotency key already stored: record this msg_id as a duplicate (a conflict on
+            # the primary key instead means another consumer already took this very message).
+            for row in lost:
+                row["outcome"] = "duplicate"
+            conn.execute(
+                "INSERT INTO hub.ingest_ledger (queue, msg_id, message_type, instance_id, idempotency_key,"
+                " outcome, enqueued_at, produced_at, read_ct)"
+                f" SELECT %s, x.* FROM jsonb_to_recordset(%s::jsonb) AS x({_LEDGER_COLS})"
+                " ON CONFLICT DO NOTHING",
+                (queue, _dumps(lost)),
+            )
+        if fresh:
+            row_builders.upsert_instances(conn, row_builders.instance_summary(fresh))
+        if dead:
+            conn.execute(
+                "SELECT pgmq.send_batch(%s, %s::jsonb[], %s::jsonb[])",
+                (
+                    dlq_for(queue),
+                    [d.raw for d in dead],
+                    [_dlq_headers(queue, d, d.error, d.error_kind) for d in dead],
+                ),
+            )
+        conn.execute("SELECT pgmq.archive(%s, %s::bigint[])", (queue, ids))
     result.stored += len(fresh)
     result.dead_lettered += len(dead)
     result.duplicates += len(batch) - len(fresh) - len(dead)
@@ -256,14 +276,78 @@ def extend_if_slow(conn: psycopg.Connection, queue: str, batch: list[Delivery], 
         result.vt_extensions += 1
 
 
+class _Prefetcher:
+    """Reads and validates the next batch on a second connection while the current one is stored.
+
+    Validation is Python CPU work and storing is mostly database work, so overlapping them is what
+    lets ingest keep pace with a bare read/archive loop. On stop, a prefetched batch that will not
+    be stored is made visible again at once (`set_vt` 0) instead of waiting out its lease.
+    """
+
+    def __init__(self, url: str, queue: str, cfg: IngestConfig):
+        import queue as stdlib_queue
+        import threading
+
+        self.queue, self.cfg = queue, cfg
+        self.conn = db.connect(url, application_name="queue_assets-prefetch")
+        self.out: stdlib_queue.Queue = stdlib_queue.Queue(maxsize=1)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name=f"ingest-prefetch-{queue}", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            while not self.stop.is_set():
+                read_at = time.monotonic()
+                batch = read_batch(self.conn, self.queue, self.cfg)
+                for d in batch:
+                    validate(self.queue, d, self.cfg)
+                self.out.put((batch, read_at))
+                if not batch:
+                    return
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            self.out.put(exc)
+
+    def get(self) -> tuple[list[Delivery], float]:
+        item = self.out.get()
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def close(self) -> None:
+        self.stop.set()
+        leftover = []
+        while self.thread.is_alive() or not self.out.empty():
+            try:
+                item = self.out.get(timeout=0.1)
+            except Exception:
+                continue
+            if isinstance(item, tuple):
+                leftover += item[0]
+        if leftover and not self.conn.closed:
+            try:
+                self.conn.execute(
+                    "SELECT * FROM pgmq.set_vt(%s, %s::bigint[], 0)", (self.queue, [d.msg_id for d in leftover])
+                )
+                self.conn.commit()
+            except psycopg.Error:
+                pass  # the lease simply expires
+        self.conn.close()
+
+
 def ingest_queue(
     conn: psycopg.Connection,
     queue: str,
     cfg: IngestConfig,
     *,
     on_batch: Callable[[IngestResult], None] | None = None,
+    prefetch_url: str | None = None,
 ) -> IngestResult:
-    """Drain `queue` until it is empty or the run's cap (messages or seconds) is reached."""
+    """Drain `queue` until it is empty or the run's cap (messages or seconds) is reached.
+
+    With `prefetch_url`, the next batch is read and validated on a second connection while the
+    current one is stored (see `_Prefetcher`).
+    """
     validate_queue_name(queue)
     result = IngestResult(queue=queue)
     started = time.monotonic()
@@ -271,30 +355,38 @@ def ingest_queue(
         sql.SQL("SELECT min(enqueued_at) FROM pgmq.{}").format(sql.Identifier("q_" + queue))
     ).fetchone()[0]
     conn.commit()
-    while True:
-        if result.read >= cfg.max_messages:
-            result.stopped_by = "max_messages"
-            break
-        if time.monotonic() - started >= cfg.max_seconds:
-            result.stopped_by = "max_seconds"
-            break
-        read_at = time.monotonic()
-        batch = read_batch(conn, queue, cfg)
-        if not batch:
-            break
-        for d in batch:
-            validate(queue, d, cfg)
-        extend_if_slow(conn, queue, batch, read_at, cfg, result)
-        try:
-            with conn.transaction():
-                store_batch(conn, queue, batch, result)
-        except psycopg.OperationalError:
-            raise
-        except psycopg.Error:
-            _store_one_by_one(conn, queue, batch, result)
-        result.read += len(batch)
-        result.batches += 1
-        if on_batch:
-            on_batch(result)
+    fetcher = _Prefetcher(prefetch_url, queue, cfg) if prefetch_url else None
+    try:
+        while True:
+            if result.read >= cfg.max_messages:
+                result.stopped_by = "max_messages"
+                break
+            if time.monotonic() - started >= cfg.max_seconds:
+                result.stopped_by = "max_seconds"
+                break
+            if fetcher:
+                batch, read_at = fetcher.get()
+            else:
+                read_at = time.monotonic()
+                batch = read_batch(conn, queue, cfg)
+                for d in batch:
+                    validate(queue, d, cfg)
+            if not batch:
+                break
+            extend_if_slow(conn, queue, batch, read_at, cfg, result)
+            try:
+                with conn.transaction():
+                    store_batch(conn, queue, batch, result)
+            except psycopg.OperationalError:
+                raise
+            except psycopg.Error:
+                _store_one_by_one(conn, queue, batch, result)
+            result.read += len(batch)
+            result.batches += 1
+            if on_batch:
+                on_batch(result)
+    finally:
+        if fetcher:
+            fetcher.close()
     result.elapsed_s = time.monotonic() - started
     return result
