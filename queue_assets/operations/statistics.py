@@ -1,0 +1,260 @@
+"""Queue statistics over every pgmq queue, computed in SQL, read-only (the StatisticsJob of seed 000).
+
+Per queue, for the window `(as_of - window, as_of]` (an hour by default):
+- `depth`, `visible` (vt passed, a read would get it now), `oldest_age_s` of the live messages;
+- `in_window`: messages enqueued in the window, live or archived; `out_window`: archived in it;
+- enqueue -> archive latency p50/p95/p99 (`percentile_cont`, i.e. linear interpolation) over the
+  messages archived in the window;
+- the `read_ct` distribution over the live messages plus those archived in the window (`read_ct_2`
+  and `read_ct_3_plus` are redeliveries), and the largest `read_ct`;
+- `dlq_depth`: live messages in the queue's `<queue>_dlq`, when it has one.
+
+Messages removed with `pgmq.delete` (instead of archived) leave no trace, so they count in neither
+`out_window` nor the latencies. One UNION ALL statement covers up to `chunk` queues; the archive
+part uses pgmq's `archived_at` index, so the cost follows the traffic in the window, not the
+archive's size. Everything runs in one READ ONLY transaction: one snapshot, no writes possible.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, fields
+from datetime import datetime, timedelta
+
+import psycopg
+from psycopg import sql
+
+from ..names import DLQ_SUFFIX
+from .inventory import existing_queues, queue_kind
+from .thresholds import Thresholds
+
+DEFAULT_WINDOW = timedelta(hours=1)
+DEFAULT_CHUNK = 100
+STATEMENT_TIMEOUT_MS = 60_000
+
+_PART = sql.SQL(
+    "SELECT {name}::text,"
+    " l.depth, l.visible, extract(epoch FROM %(as_of)s - l.oldest)::float8, l.in_live + a.in_arch, a.out_n,"
+    " a.pct[1], a.pct[2], a.pct[3],"
+    " l.r0 + a.r0, l.r1 + a.r1, l.r2 + a.r2, l.r3 + a.r3, greatest(l.maxrc, a.maxrc)"
+    " FROM (SELECT count(*) AS depth, count(*) FILTER (WHERE vt <= %(as_of)s) AS visible,"
+    "  min(enqueued_at) AS oldest,"
+    "  count(*) FILTER (WHERE enqueued_at > %(since)s AND enqueued_at <= %(as_of)s) AS in_live,"
+    "  count(*) FILTER (WHERE read_ct <= 0) AS r0, count(*) FILTER (WHERE read_ct = 1) AS r1,"
+    "  count(*) FILTER (WHERE read_ct = 2) AS r2, count(*) FILTER (WHERE read_ct >= 3) AS r3,"
+    "  coalesce(max(read_ct), 0) AS maxrc FROM {live}) l"
+    " CROSS JOIN (SELECT count(*) AS out_n, count(*) FILTER (WHERE enqueued_at > %(since)s) AS in_arch,"
+    "  percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP"
+    "   (ORDER BY extract(epoch FROM archived_at - enqueued_at)::float8) AS pct,"
+    "  count(*) FILTER (WHERE read_ct <= 0) AS r0, count(*) FILTER (WHERE read_ct = 1) AS r1,"
+    "  count(*) FILTER (WHERE read_ct = 2) AS r2, count(*) FILTER (WHERE read_ct >= 3) AS r3,"
+    "  coalesce(max(read_ct), 0) AS maxrc"
+    "  FROM {archive} WHERE archived_at > %(since)s AND archived_at <= %(as_of)s) a"
+)
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    queue: str
+    kind: str
+    depth: int
+    visible: int
+    oldest_age_s: float | None
+    in_window: int
+    out_window: int
+    latency_p50_s: float | None
+    latency_p95_s: float | None
+    latency_p99_s: float | None
+    read_ct_0: int
+    read_ct_1: int
+    read_ct_2: int
+    read_ct_3_plus: int
+    max_read_ct: int
+    dlq_depth: int | None = None
+
+    @property
+    def redelivered(self) -> int:
+        """Messages delivered more than once (live, or archived in the window)."""
+        return self.read_ct_2 + self.read_ct_3_plus
+
+
+@dataclass(frozen=True)
+class Breach:
+    """A queue over one of its thresholds."""
+
+    queue: str
+    check: str  # depth | oldest_age | dlq
+    value: float
+    limit: float
+    severity: str
+
+    def describe(self) -> str:
+        unit = "s" if self.check == "oldest_age" else ""
+        what = {"depth": "depth", "oldest_age": "oldest message age", "dlq": "dead letters"}[self.check]
+        return f"`{self.queue}`: {what} {self.value:g}{unit} > {self.limit:g}{unit}"
+
+
+@dataclass
+class StatisticsReport:
+    measured_at: datetime
+    window_s: int
+    queues: list[QueueStats]
+    elapsed_s: float = 0.0
+
+    def by_queue(self) -> dict[str, QueueStats]:
+        return {q.queue: q for q in self.queues}
+
+    def totals(self) -> dict[str, int]:
+        def total(kind: str | None, attr: str) -> int:
+            return sum(getattr(q, attr) for q in self.queues if kind is None or q.kind == kind)
+
+        live = [q for q in self.queues if q.kind != "dlq"]
+        return {
+            "queues": len(self.queues),
+            "depth": sum(q.depth for q in live),
+            "visible": sum(q.visible for q in live),
+            "in_window": sum(q.in_window for q in live),
+            "out_window": sum(q.out_window for q in live),
+            "redelivered": sum(q.redelivered for q in live),
+            "dlq_queues": sum(1 for q in self.queues if q.kind == "dlq"),
+            "dlq_messages": total("dlq", "depth"),
+            "inboxes": sum(1 for q in self.queues if q.kind == "inbox"),
+            "inbox_depth": total("inbox", "depth"),
+        }
+
+    def breaches(self, thresholds: Thresholds) -> list[Breach]:
+        out = []
+        for q in self.queues:
+            t = thresholds.for_queue(q.queue)
+            if t.max_depth is not None and q.depth > t.max_depth:
+                out.append(Breach(q.queue, "depth", q.depth, t.max_depth, t.severity))
+            if t.max_oldest_age_s is not None and q.oldest_age_s is not None and q.oldest_age_s > t.max_oldest_age_s:
+                out.append(Breach(q.queue, "oldest_age", round(q.oldest_age_s, 1), t.max_oldest_age_s, t.severity))
+            if t.max_dlq_depth is not None and q.dlq_depth is not None and q.dlq_depth > t.max_dlq_depth:
+                out.append(Breach(q.queue, "dlq", q.dlq_depth, t.max_dlq_depth, t.dlq_severity))
+        return out
+
+    def worst_first(self, thresholds: Thresholds) -> list[QueueStats]:
+        """Queues over a threshold first (most breaches first), then by oldest age, depth, DLQ depth."""
+        breached: dict[str, int] = {}
+        for b in self.breaches(thresholds):
+            breached[b.queue] = breached.get(b.queue, 0) + 1
+        return sorted(
+            self.queues,
+            key=lambda q: (-breached.get(q.queue, 0), -(q.oldest_age_s or 0.0), -q.depth, -(q.dlq_depth or 0), q.queue),
+        )
+
+
+def _parts(queues: list[str]) -> sql.Composed:
+    return sql.SQL(" UNION ALL ").join(
+        _PART.format(
+            name=sql.Literal(q),
+            live=sql.Identifier("pgmq", "q_" + q),
+            archive=sql.Identifier("pgmq", "a_" + q),
+        )
+        for q in queues
+    )
+
+
+def collect_statistics(
+    conn: psycopg.Connection,
+    *,
+    queues: Iterable[str] | None = None,
+    as_of: datetime | None = None,
+    window: timedelta = DEFAULT_WINDOW,
+    chunk: int = DEFAULT_CHUNK,
+) -> StatisticsReport:
+    """Statistics of `queues` (default: every queue in pgmq.meta) at `as_of` (default: the database's now).
+
+    Runs in its own read-only transaction on `conn` (which must not be inside a transaction).
+    """
+    started = time.monotonic()
+    with conn.transaction():
+        conn.execute("SET TRANSACTION READ ONLY")
+        conn.execute(sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(STATEMENT_TIMEOUT_MS)))
+        known = existing_queues(conn)
+        if queues is None:
+            selected = known
+        else:
+            wanted = list(dict.fromkeys(queues))
+            missing = [q for q in wanted if q not in known]
+            if missing:
+                raise ValueError(f"queue(s) {', '.join(map(repr, missing[:5]))} do not exist in pgmq.meta")
+            selected = wanted
+        if as_of is None:
+            as_of = conn.execute("SELECT now()").fetchone()[0]
+        params = {"as_of": as_of, "since": as_of - window}
+        rows = []
+        for i in range(0, len(selected), chunk):
+            rows += conn.execute(_parts(selected[i : i + chunk]), params).fetchall()
+    stats = [
+        QueueStats(
+            queue=r[0], kind=queue_kind(r[0]), depth=r[1], visible=r[2], oldest_age_s=r[3], in_window=r[4],
+            out_window=r[5], latency_p50_s=r[6], latency_p95_s=r[7], latency_p99_s=r[8], read_ct_0=r[9],
+            read_ct_1=r[10], read_ct_2=r[11], read_ct_3_plus=r[12], max_read_ct=r[13],
+        )
+        for r in rows
+    ]
+    depth_of = {s.queue: s.depth for s in stats}
+    known_set = set(known)
+    stats = [
+        QueueStats(**{**asdict(s), "dlq_depth": depth_of.get(s.queue + DLQ_SUFFIX)})
+        if s.kind != "dlq" and s.queue + DLQ_SUFFIX in known_set
+        else s
+        for s in stats
+    ]
+    return StatisticsReport(
+        measured_at=as_of, window_s=int(window.total_seconds()), queues=stats, elapsed_s=time.monotonic() - started
+    )
+
+
+_HISTORY_COLUMNS = [f.name for f in fields(QueueStats)]
+
+
+def save_history(conn: psycopg.Connection, report: StatisticsReport) -> int:
+    """Append the report to hub.queue_statistics (one row per queue) and commit. Returns the rows written."""
+    if not report.queues:
+        return 0
+    cols = ["measured_at", *_HISTORY_COLUMNS, "window_s"]
+    stmt = sql.SQL("INSERT INTO hub.queue_statistics ({}) VALUES ({}) ON CONFLICT DO NOTHING").format(
+        sql.SQL(", ").join(map(sql.Identifier, cols)), sql.SQL(", ").join(sql.Placeholder() * len(cols))
+    )
+    with conn.transaction(), conn.cursor() as cur:
+        cur.executemany(
+            stmt,
+            [(report.measured_at, *[getattr(q, c) for c in _HISTORY_COLUMNS], report.window_s) for q in report.queues],
+        )
+    return len(report.queues)
+
+
+def _fmt_s(value: float | None) -> str:
+    if value is None:
+        return "–"
+    if value < 120:
+        return f"{value:.1f}s"
+    if value < 7200:
+        return f"{value / 60:.1f}m"
+    if value < 172_800:
+        return f"{value / 3600:.1f}h"
+    return f"{value / 86_400:.1f}d"
+
+
+def markdown_table(report: StatisticsReport, thresholds: Thresholds, limit: int = 25) -> str:
+    """The `limit` worst queues as a markdown table (queues over a threshold marked ⚠)."""
+    flagged = {b.queue for b in report.breaches(thresholds)}
+    lines = [
+        "| queue | kind | depth | visible | oldest | in/h | out/h | p50 | p95 | p99 | redelivered | max read_ct | DLQ |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    worst = report.worst_first(thresholds)
+    for q in worst[:limit]:
+        mark = " ⚠" if q.queue in flagged else ""
+        lines.append(
+            f"| `{q.queue}`{mark} | {q.kind} | {q.depth} | {q.visible} | {_fmt_s(q.oldest_age_s)} | {q.in_window} | "
+            f"{q.out_window} | {_fmt_s(q.latency_p50_s)} | {_fmt_s(q.latency_p95_s)} | {_fmt_s(q.latency_p99_s)} | "
+            f"{q.redelivered} | {q.max_read_ct} | {'–' if q.dlq_depth is None else q.dlq_depth} |"
+        )
+    if len(worst) > limit:
+        lines.append(f"\n_{len(worst) - limit} more queues not shown (all in `hub.queue_statistics`)._")
+    return "\n".join(lines)
