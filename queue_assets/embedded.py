@@ -25,7 +25,11 @@ def _server(data_dir: Path):
     pgdata = Path(data_dir) / "pg"
     pgdata.mkdir(parents=True, exist_ok=True)
     # cleanup_mode=None: keep running after this process exits; other processes attach to it.
-    return pgserver.get_server(pgdata, cleanup_mode=None)
+    server = pgserver.get_server(pgdata, cleanup_mode=None)
+    # get_server caches its handle per process; if the server was stopped since, start it again.
+    with server._lock:
+        server.ensure_postgres_running()
+    return server
 
 
 def socket_dir(data_dir: Path) -> str:
@@ -65,7 +69,11 @@ def stop(data_dir: Path) -> bool:
     pgdata = Path(data_dir) / "pg"
     if not (pgdata / "postmaster.pid").exists():
         return False
-    from pgserver._commands import pg_ctl  # noqa: PLC0415 - pgserver exposes no public stop
+    import os
 
-    pg_ctl(["-w", "stop", "-m", "fast"], pgdata=pgdata)
+    from pgserver._commands import pg_ctl  # pgserver exposes no public stop
+
+    # As root, pgserver runs the server as its own unprivileged user, and so must pg_ctl.
+    user = "pgserver" if os.geteuid() == 0 else None
+    pg_ctl(["-w", "stop", "-m", "fast"], pgdata=pgdata, user=user)
     return True

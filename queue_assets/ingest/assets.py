@@ -3,7 +3,6 @@
 The queues themselves are external `AssetSpec`s (`pgmq/<queue>`), so the UI draws queue → table lineage.
 """
 
-from __future__ import annotations
 
 import dagster as dg
 from psycopg import sql

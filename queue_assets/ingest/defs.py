@@ -1,6 +1,5 @@
 """The ingest domain's Dagster definitions."""
 
-from __future__ import annotations
 
 import dagster as dg
 

@@ -1,6 +1,5 @@
 """Ingest sensors: one per consumed queue. They probe, never read, and request a run with a run_key."""
 
-from __future__ import annotations
 
 import json
 
@@ -25,7 +24,7 @@ def ingest_job_name(queue: str) -> str:
     return f"ingest_{queue}_job"
 
 
-def build_ingest_job(queue: str, asset_name: str) -> dg.UnresolvedAssetJobDefinition:
+def build_ingest_job(queue: str, asset_name: str) :
     return dg.define_asset_job(
         name=ingest_job_name(queue),
         selection=[dg.AssetKey(asset_name)],
@@ -48,7 +47,7 @@ def next_request(queue: str, newest: int, visible: int, cursor: str | None) -> t
     return key, json.dumps({"newest": newest, "seq": seq})
 
 
-def build_ingest_sensor(queue: str, job: dg.UnresolvedAssetJobDefinition, interval_s: int) -> dg.SensorDefinition:
+def build_ingest_sensor(queue: str, job, interval_s: int) -> dg.SensorDefinition:
     @dg.sensor(
         name=f"{queue}_sensor",
         job=job,

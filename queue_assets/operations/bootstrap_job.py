@@ -1,6 +1,5 @@
 """`queue-assets init` as a Dagster job, for people who work from the UI."""
 
-from __future__ import annotations
 
 import dagster as dg
 
