@@ -13,6 +13,7 @@ from pathlib import Path
 from . import bootstrap, embedded
 from .db import DatabaseUnavailable
 from .names import InvalidNameError
+from .operations import cli_ops
 from .settings import Settings, SettingsError, project_root
 
 
@@ -146,11 +147,13 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--rate", type=float, default=5.0)
     d.add_argument("--no-demo", action="store_true", help="do not start simulated instances")
     sub.add_parser("stop", help="stop the embedded PostgreSQL")
+    cli_ops.add_subcommands(sub)
     return p
 
 
 COMMANDS = {"init": cmd_init, "settings": cmd_settings, "simulate": cmd_simulate, "ingest": cmd_ingest,
             "dev": cmd_dev, "stop": cmd_stop}
+COMMANDS.update(cli_ops.COMMANDS)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -228,7 +228,7 @@ def save_history(conn: psycopg.Connection, report: StatisticsReport) -> int:
     return len(report.queues)
 
 
-def _fmt_s(value: float | None) -> str:
+def format_seconds(value: float | None) -> str:
     if value is None:
         return "–"
     if value < 120:
@@ -251,8 +251,8 @@ def markdown_table(report: StatisticsReport, thresholds: Thresholds, limit: int 
     for q in worst[:limit]:
         mark = " ⚠" if q.queue in flagged else ""
         lines.append(
-            f"| `{q.queue}`{mark} | {q.kind} | {q.depth} | {q.visible} | {_fmt_s(q.oldest_age_s)} | {q.in_window} | "
-            f"{q.out_window} | {_fmt_s(q.latency_p50_s)} | {_fmt_s(q.latency_p95_s)} | {_fmt_s(q.latency_p99_s)} | "
+            f"| `{q.queue}`{mark} | {q.kind} | {q.depth} | {q.visible} | {format_seconds(q.oldest_age_s)} | {q.in_window} | "
+            f"{q.out_window} | {format_seconds(q.latency_p50_s)} | {format_seconds(q.latency_p95_s)} | {format_seconds(q.latency_p99_s)} | "
             f"{q.redelivered} | {q.max_read_ct} | {'–' if q.dlq_depth is None else q.dlq_depth} |"
         )
     if len(worst) > limit:

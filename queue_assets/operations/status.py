@@ -1,0 +1,166 @@
+"""`queue-assets status`: one terminal page on the hub's health, for people without the UI open.
+
+Queues (worst first, from `statistics.collect_statistics`), instances (last heartbeat, stale?),
+dead-letter queues (messages by error kind) and, when a Dagster instance is reachable
+(`DAGSTER_HOME`), each asset's last materialization. A part that cannot be read says why instead
+of failing the whole page.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import psycopg
+
+from .dlq import DlqFilter, count_dead_letters
+from .statistics import StatisticsReport, collect_statistics, format_seconds
+from .thresholds import Thresholds
+
+
+@dataclass(frozen=True)
+class InstanceRow:
+    instance_id: str
+    inbox_queue: str
+    last_heartbeat: datetime | None
+    last_seen: datetime
+    version: str | None
+    status: str | None
+    age_s: float | None
+    stale: bool
+
+
+@dataclass(frozen=True)
+class MaterializationRow:
+    asset: str
+    at: datetime | None
+    run_id: str | None
+
+
+@dataclass
+class StatusReport:
+    now: datetime
+    stats: StatisticsReport
+    instances: list[InstanceRow]
+    dead_letters: dict[str, dict[str, int]]
+    materializations: list[MaterializationRow] = field(default_factory=list)
+    dagster_note: str = ""
+
+
+def read_instances(conn: psycopg.Connection, *, stale_after_s: int) -> list[InstanceRow]:
+    rows = conn.execute(
+        "SELECT instance_id, inbox_queue, last_heartbeat, last_seen, version, status,"
+        " extract(epoch FROM now() - last_heartbeat)::float8 FROM hub.instances ORDER BY instance_id"
+    ).fetchall()
+    conn.commit()
+    return [InstanceRow(*r[:7], stale=r[6] is None or r[6] > stale_after_s) for r in rows]
+
+
+def read_materializations() -> tuple[list[MaterializationRow], str]:
+    """Last materialization of every asset in the Dagster instance at DAGSTER_HOME, or why there are none."""
+    home = os.environ.get("DAGSTER_HOME")
+    if not home:
+        return [], "DAGSTER_HOME is not set: last materializations are not shown (set it to the hub's Dagster home)"
+    try:
+        import dagster as dg
+
+        instance = dg.DagsterInstance.get()
+        try:
+            out = []
+            for key in sorted(instance.get_asset_keys(), key=lambda k: k.to_user_string()):
+                event = instance.get_latest_materialization_event(key)
+                out.append(
+                    MaterializationRow(
+                        key.to_user_string(),
+                        datetime.fromtimestamp(event.timestamp, UTC) if event else None,
+                        event.run_id if event else None,
+                    )
+                )
+        finally:
+            instance.dispose()
+    except Exception as exc:  # noqa: BLE001 - the page shows why, whatever the cause
+        from ..db import scrub
+
+        reason = scrub(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+        return [], f"the Dagster instance at DAGSTER_HOME={home} could not be read: {reason[:300]}"
+    return out, f"Dagster instance at DAGSTER_HOME={home}"
+
+
+def gather(conn: psycopg.Connection, *, stale_after_s: int, include_dagster: bool = True) -> StatusReport:
+    stats = collect_statistics(conn)
+    try:
+        instances = read_instances(conn, stale_after_s=stale_after_s)
+    except psycopg.errors.UndefinedTable:
+        conn.rollback()
+        instances = []
+    dead = count_dead_letters(conn, DlqFilter())
+    mats, note = read_materializations() if include_dagster else ([], "not requested")
+    return StatusReport(stats.measured_at, stats, instances, dead, mats, note)
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
+    out = [line, "  ".join("-" * w for w in widths)]
+    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    return out
+
+
+def render(report: StatusReport, thresholds: Thresholds, *, max_queues: int = 20) -> str:
+    """The status page as plain text."""
+    s = report.stats
+    totals = s.totals()
+    breaches = s.breaches(thresholds)
+    flagged = {b.queue for b in breaches}
+    lines = [
+        f"queue_assets status at {report.now:%Y-%m-%d %H:%M:%S}Z",
+        "",
+        f"QUEUES: {totals['queues']} queues, {totals['depth']} messages waiting, "
+        f"{totals['dlq_messages']} dead letters, {len(breaches)} alerts",
+    ]
+    rows = []
+    worst = s.worst_first(thresholds)
+    for q in worst[:max_queues]:
+        rows.append([
+            ("! " if q.queue in flagged else "  ") + q.queue, q.kind, str(q.depth), str(q.visible),
+            format_seconds(q.oldest_age_s), str(q.in_window), str(q.out_window), format_seconds(q.latency_p95_s),
+            str(q.redelivered), "-" if q.dlq_depth is None else str(q.dlq_depth),
+        ])
+    lines += _table(["  queue", "kind", "depth", "visible", "oldest", "in/h", "out/h", "p95", "redeliv", "DLQ"], rows)
+    if len(worst) > max_queues:
+        lines.append(f"  ... {len(worst) - max_queues} more queues, all quiet or less bad")
+    for b in breaches[:20]:
+        lines.append(f"  {b.severity}: {b.describe().replace('`', '')}")
+
+    stale = [i for i in report.instances if i.stale]
+    lines += ["", f"INSTANCES: {len(report.instances)} known, {len(stale)} stale"]
+    if report.instances:
+        lines += _table(
+            ["instance", "last heartbeat", "age", "status", "version", "stale"],
+            [
+                [i.instance_id, f"{i.last_heartbeat:%Y-%m-%d %H:%M:%S}Z" if i.last_heartbeat else "never",
+                 format_seconds(i.age_s), i.status or "-", i.version or "-", "STALE" if i.stale else "ok"]
+                for i in report.instances
+            ],
+        )
+
+    dead_total = sum(sum(k.values()) for k in report.dead_letters.values())
+    lines += ["", f"DEAD LETTERS: {dead_total} in {len(report.dead_letters)} dead-letter queues"]
+    for dlq, kinds in report.dead_letters.items():
+        detail = ", ".join(f"{k} {n}" for k, n in kinds.items()) or "empty"
+        lines.append(f"  {dlq}: {sum(kinds.values())} ({detail})")
+    if dead_total:
+        lines.append("  inspect: queue-assets dlq list; replay: queue-assets dlq redrive --queue <queue>")
+
+    lines += ["", f"LAST MATERIALIZATIONS: {report.dagster_note}"]
+    if report.materializations:
+        lines += _table(
+            ["asset", "last materialized", "age", "run"],
+            [
+                [m.asset, f"{m.at:%Y-%m-%d %H:%M:%S}Z" if m.at else "never",
+                 format_seconds((report.now - m.at).total_seconds()) if m.at else "-", (m.run_id or "-")[:8]]
+                for m in report.materializations
+            ],
+        )
+    return "\n".join(lines)
