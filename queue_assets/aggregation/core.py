@@ -1,0 +1,270 @@
+"""Pattern aggregation and ranking, pushed down into PostgreSQL (no Dagster here).
+
+One run recomputes the whole ranking from `hub.pattern_observations`, so a message stored late
+(after the previous run read the table) simply counts in the next run. Two passes over the table
+do all the heavy work in the server: one groups per (pattern_type, name, instance_id, language),
+the other counts indicators; the ranking is then computed from those small intermediate tables.
+Only the top rows a caller asks for ever reach Python, so its memory stays flat as the table
+grows. Measured cost: docs/benchmarks.md.
+
+Definitions (see docs/aggregation.md):
+
+- `instance_count`: distinct instances that reported the pattern;
+- `observation_count`: observations of it (one per pattern per stored message);
+- `confidence`: mean over the reporting instances of each instance's mean reported confidence
+  (observations without a confidence are ignored; NULL when nobody reported one), so an instance
+  that reports a pattern 1,000 times weighs as much as one that reports it once;
+- `first_seen` / `last_seen`: earliest / latest producer timestamp (`observed_at`);
+- `language`: the most observed non-null language (ties: alphabetical);
+- `top_indicators`: the `top_indicators` indicators listed most often (ties: alphabetical);
+- `score = instance_count + W_CONFIDENCE * coalesce(confidence, 0)
+           + W_VOLUME * observation_count / (observation_count + VOLUME_HALF)`:
+  the two tie-break terms add at most W_CONFIDENCE + W_VOLUME = 0.9 < 1, so a pattern reported by
+  more instances always ranks above one reported by fewer, however chatty a single instance is;
+- `rank`: 1..n by score, then observation_count, then pattern_type and name (no ties).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import psycopg
+
+W_CONFIDENCE = 0.6
+W_VOLUME = 0.3
+VOLUME_HALF = 10.0
+DEFAULT_TOP_INDICATORS = 5
+DEFAULT_WORK_MEM = "256MB"
+# Serialises aggregation runs (two at once would both replace the ranking).
+_AGGREGATION_LOCK_KEY = 0x5141_4147  # "QAAG"
+
+# Two passes over the observations, each into a temporary table: CREATE TABLE AS may use a
+# parallel plan (the indicator pass does), while INSERT ... SELECT and CTEs never do in
+# PostgreSQL <= 17. Everything after these two statements works on the small per-instance rows.
+_PER_LANGUAGE_SQL = """
+CREATE TEMPORARY TABLE qa_per_language ON COMMIT DROP AS
+SELECT pattern_type, name, instance_id, language,
+       count(*) AS observations,
+       sum(confidence) AS confidence_sum,
+       count(confidence) AS confidence_n,
+       min(observed_at) AS first_seen,
+       max(observed_at) AS last_seen,
+       max(stored_at) AS max_stored_at
+FROM hub.pattern_observations
+GROUP BY pattern_type, name, instance_id, language
+"""
+
+_INDICATORS_SQL = """
+CREATE TEMPORARY TABLE qa_indicators ON COMMIT DROP AS
+SELECT o.pattern_type, o.name, i.indicator, count(*) AS listed
+FROM hub.pattern_observations o
+CROSS JOIN LATERAL unnest(o.indicators) AS i(indicator)
+GROUP BY o.pattern_type, o.name, i.indicator
+"""
+
+_TOTALS_SQL = """
+SELECT (SELECT count(*) FROM (SELECT instance_id FROM qa_per_language GROUP BY instance_id) i)::integer,
+       coalesce(sum(observations), 0)::bigint,
+       max(max_stored_at)
+FROM qa_per_language
+"""
+
+_REPLACE_RANKING_SQL = """
+WITH per_instance AS (
+    SELECT pattern_type, name, instance_id,
+           sum(observations) AS observations,
+           sum(confidence_sum) / nullif(sum(confidence_n), 0) AS confidence,
+           min(first_seen) AS first_seen,
+           max(last_seen) AS last_seen
+    FROM qa_per_language
+    GROUP BY pattern_type, name, instance_id
+),
+per_pattern AS (
+    SELECT pattern_type, name,
+           count(*)::integer AS instance_count,
+           sum(observations)::bigint AS observation_count,
+           avg(confidence) AS confidence,
+           count(confidence)::integer AS confidence_instances,
+           min(first_seen) AS first_seen,
+           max(last_seen) AS last_seen
+    FROM per_instance
+    GROUP BY pattern_type, name
+),
+languages AS (
+    SELECT DISTINCT ON (pattern_type, name) pattern_type, name, language
+    FROM (SELECT pattern_type, name, language, sum(observations) AS n
+          FROM qa_per_language WHERE language IS NOT NULL
+          GROUP BY pattern_type, name, language) l
+    ORDER BY pattern_type, name, n DESC, language
+),
+indicators AS (
+    SELECT pattern_type, name, array_agg(indicator ORDER BY listed DESC, indicator) AS top_indicators
+    FROM (SELECT pattern_type, name, indicator, listed,
+                 row_number() OVER (PARTITION BY pattern_type, name ORDER BY listed DESC, indicator) AS pos
+          FROM qa_indicators) ranked
+    WHERE pos <= %(top_indicators)s
+    GROUP BY pattern_type, name
+),
+scored AS (
+    SELECT p.*,
+           p.instance_count
+             + %(w_confidence)s * coalesce(p.confidence, 0)
+             + %(w_volume)s * p.observation_count / (p.observation_count + %(volume_half)s) AS score
+    FROM per_pattern p
+)
+INSERT INTO hub.aggregated_patterns
+    (pattern_type, name, rank, score, instance_count, observation_count, confidence,
+     confidence_instances, language, first_seen, last_seen, top_indicators, run_id)
+SELECT s.pattern_type, s.name,
+       row_number() OVER (ORDER BY s.score DESC, s.observation_count DESC, s.pattern_type, s.name),
+       s.score, s.instance_count, s.observation_count, s.confidence, s.confidence_instances,
+       l.language, s.first_seen, s.last_seen, coalesce(i.top_indicators, '{}'), %(run_id)s
+FROM scored s
+LEFT JOIN languages l USING (pattern_type, name)
+LEFT JOIN indicators i USING (pattern_type, name)
+"""
+
+_SNAPSHOT_SQL = """
+INSERT INTO hub.aggregated_pattern_snapshots
+    (run_id, snapshot_at, pattern_type, name, rank, score, instance_count, observation_count, confidence)
+SELECT run_id, %(snapshot_at)s, pattern_type, name, rank, score, instance_count, observation_count, confidence
+FROM hub.aggregated_patterns
+"""
+
+
+@dataclass(frozen=True)
+class AggregationResult:
+    run_id: int
+    started_at: datetime
+    patterns: int
+    observations: int
+    instances: int
+    max_stored_at: datetime | None
+    snapshots_pruned: int
+    elapsed_s: float
+
+
+@dataclass(frozen=True)
+class RankedPattern:
+    rank: int
+    pattern_type: str
+    name: str
+    score: float
+    instance_count: int
+    observation_count: int
+    confidence: float | None
+    language: str | None
+    first_seen: datetime
+    last_seen: datetime
+    top_indicators: list[str] = field(default_factory=list)
+
+
+RANKED_COLUMNS = (
+    "rank", "pattern_type", "name", "score", "instance_count", "observation_count", "confidence",
+    "language", "first_seen", "last_seen", "top_indicators",
+)
+_RANKING_SQL = "SELECT " + ", ".join(RANKED_COLUMNS) + " FROM hub.aggregated_patterns ORDER BY rank LIMIT %s"
+
+
+def score(instance_count: int, observation_count: int, confidence: float | None) -> float:
+    """The ranking score, as the SQL computes it (for tests and docs)."""
+    return (
+        instance_count
+        + W_CONFIDENCE * (confidence or 0.0)
+        + W_VOLUME * observation_count / (observation_count + VOLUME_HALF)
+    )
+
+
+def _check_work_mem(value: str) -> str:
+    import re
+
+    if not re.fullmatch(r"[1-9][0-9]{0,6}(kB|MB|GB)", value):
+        raise ValueError(f"work_mem {value!r} is not a PostgreSQL memory size such as '256MB'")
+    return value
+
+
+def aggregate(
+    conn: psycopg.Connection,
+    *,
+    top_indicators: int = DEFAULT_TOP_INDICATORS,
+    retention_days: int | None = 90,
+    work_mem: str = DEFAULT_WORK_MEM,
+    dagster_run_id: str | None = None,
+) -> AggregationResult:
+    """Recompute the ranking from all observations, replace `hub.aggregated_patterns`, snapshot it.
+
+    One transaction: readers see the previous ranking until it commits. Snapshots of runs older
+    than `retention_days` are pruned (None keeps them all).
+    """
+    if not 1 <= top_indicators <= 100:
+        raise ValueError(f"top_indicators={top_indicators}: must be between 1 and 100")
+    _check_work_mem(work_mem)
+    started = time.perf_counter()
+    with conn.transaction():
+        # Server-side memory for the hash aggregates, for this transaction only.
+        conn.execute("SELECT set_config('work_mem', %s, true)", (work_mem,))
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_AGGREGATION_LOCK_KEY,))
+        run_id, started_at = conn.execute(
+            "INSERT INTO hub.aggregation_runs (dagster_run_id) VALUES (%s) RETURNING run_id, started_at",
+            (dagster_run_id,),
+        ).fetchone()
+        conn.execute(_PER_LANGUAGE_SQL)
+        conn.execute(_INDICATORS_SQL)
+        instances, observations, max_stored_at = conn.execute(_TOTALS_SQL).fetchone()
+        conn.execute("DELETE FROM hub.aggregated_patterns")
+        patterns = conn.execute(
+            _REPLACE_RANKING_SQL,
+            {"run_id": run_id, "top_indicators": top_indicators, "w_confidence": W_CONFIDENCE,
+             "w_volume": W_VOLUME, "volume_half": VOLUME_HALF},
+        ).rowcount
+        conn.execute(_SNAPSHOT_SQL, {"snapshot_at": started_at})
+        pruned = 0
+        if retention_days is not None:
+            pruned = conn.execute(
+                "DELETE FROM hub.aggregation_runs WHERE started_at < %s - make_interval(days => %s)"
+                " AND run_id <> %s",
+                (started_at, retention_days, run_id),
+            ).rowcount
+        conn.execute(
+            "UPDATE hub.aggregation_runs SET finished_at = clock_timestamp(), observations = %s,"
+            " patterns = %s, instances = %s, max_stored_at = %s WHERE run_id = %s",
+            (observations, patterns, instances, max_stored_at, run_id),
+        )
+    return AggregationResult(
+        run_id=run_id,
+        started_at=started_at,
+        patterns=patterns,
+        observations=observations,
+        instances=instances,
+        max_stored_at=max_stored_at,
+        snapshots_pruned=pruned,
+        elapsed_s=time.perf_counter() - started,
+    )
+
+
+def ranking(conn: psycopg.Connection, *, limit: int | None = None) -> list[RankedPattern]:
+    """The current ranking, best first (all of it, or the top `limit`)."""
+    rows = conn.execute(
+        _RANKING_SQL,
+        (limit,),
+    ).fetchall()
+    return [RankedPattern(*row) for row in rows]
+
+
+def latest_run(conn: psycopg.Connection) -> tuple[int, datetime] | None:
+    """(run_id, started_at) of the run the current ranking comes from, or None before any run."""
+    return conn.execute(
+        "SELECT r.run_id, r.started_at FROM hub.aggregation_runs r"
+        " WHERE r.run_id = (SELECT max(run_id) FROM hub.aggregation_runs WHERE finished_at IS NOT NULL)"
+    ).fetchone()
+
+
+def rank_history(conn: psycopg.Connection, pattern_type: str, name: str) -> list[tuple[int, int, float]]:
+    """(run_id, rank, score) of one pattern across the kept snapshots, oldest first."""
+    return conn.execute(
+        "SELECT run_id, rank, score FROM hub.aggregated_pattern_snapshots"
+        " WHERE pattern_type = %s AND name = %s ORDER BY run_id",
+        (pattern_type, name),
+    ).fetchall()
