@@ -138,9 +138,23 @@ def retry_call(
     raise AssertionError("unreachable: the loop returns or raises")  # pragma: no cover
 
 
-def _permanent(exc: BaseException) -> bool:
+def is_permanent(exc: BaseException) -> bool:
+    """A connection error another attempt cannot fix (credentials, missing database, configuration)."""
     text = str(exc).lower()
     return any(marker in text for marker in PERMANENT_CONNECT_ERRORS)
+
+
+def retry_db(fn: Callable[[], T], *, what: str, policy: Backoff = RUN_BACKOFF) -> T:
+    """`retry_call` for a read-only database operation (safe to repeat): retries unreachable-database
+    and connection errors, not permanent ones; the final error is a `DatabaseRetryExhausted`."""
+    return retry_call(
+        fn,
+        what=what,
+        policy=policy,
+        retry_on=(DatabaseUnavailable, psycopg.OperationalError),
+        give_up_on=is_permanent,
+        error=DatabaseRetryExhausted,
+    )
 
 
 def connect_with_backoff(url: str, *, policy: Backoff | None = RUN_BACKOFF, **kwargs: Any) -> psycopg.Connection:
@@ -157,7 +171,7 @@ def connect_with_backoff(url: str, *, policy: Backoff | None = RUN_BACKOFF, **kw
         what="connecting to the shared_queue database",
         policy=policy,
         retry_on=(DatabaseUnavailable,),
-        give_up_on=_permanent,
+        give_up_on=is_permanent,
         error=DatabaseRetryExhausted,
     )
 

@@ -16,6 +16,7 @@ from psycopg_pool import ConnectionPool
 from pydantic import PrivateAttr
 
 from . import db, embedded
+from .backoff import RUN_BACKOFF, Backoff, connect_with_backoff
 from .settings import Settings
 
 
@@ -59,9 +60,15 @@ class SharedQueueResource(dg.ConfigurableResource):
         return self._url
 
     @contextlib.contextmanager
-    def connection(self, *, autocommit: bool = False) -> Iterator[psycopg.Connection]:
-        with db.connection(self.url, autocommit=autocommit) as conn:
+    def connection(
+        self, *, autocommit: bool = False, backoff: Backoff | None = RUN_BACKOFF
+    ) -> Iterator[psycopg.Connection]:
+        """A connection; establishing it is retried with bounded backoff (`backoff=None`: one attempt)."""
+        conn = connect_with_backoff(self.url, policy=backoff, autocommit=autocommit)
+        try:
             yield conn
+        finally:
+            conn.close()
 
     @contextlib.contextmanager
     def pgmq(self) -> Iterator[pgmq.PGMQueue]:

@@ -17,6 +17,7 @@ from typing import Any
 import pgmq
 
 from . import contracts
+from .backoff import send_with_backoff
 from .names import validate_instance_id
 from .queues import INSTANCE_HEARTBEAT, LEARNED_PATTERNS, PATTERN_MESSAGES, REPLY_QUEUE_FOR
 from .resources import make_pgmq
@@ -59,7 +60,8 @@ class HubClient:
         message.setdefault("instance_id", self.instance_id)
         message.setdefault("timestamp", _now())
         contracts.parse_ingest(queue, _dumps(message))  # raises ContractError on a bad message
-        return self.q.send(queue, message, headers=_headers(idempotency_key))
+        return send_with_backoff(self.q, queue, message, _headers(idempotency_key),
+                                 idempotent=idempotency_key is not None)
 
     def publish_patterns(self, patterns: Sequence[Mapping[str, Any]], *, idempotency_key: str | None = None,
                          timestamp: str | None = None) -> int:
@@ -118,7 +120,7 @@ class RequestReplyClient:
         message.setdefault("request_id", request_id or str(uuid.uuid4()))
         message.setdefault("timestamp", _now())
         contracts.parse_for_queue(queue, _dumps(message))
-        return self.q.send(queue, message), message["request_id"]
+        return send_with_backoff(self.q, queue, message, None, idempotent=False), message["request_id"]
 
     def publish_reply(self, kind: str, payload: Mapping[str, Any]) -> int:
         """For the service side: send a reply (must carry the request's `request_id`)."""
@@ -126,7 +128,7 @@ class RequestReplyClient:
         message = dict(payload)
         message.setdefault("timestamp", _now())
         contracts.parse_for_queue(queue, _dumps(message))
-        return self.q.send(queue, message)
+        return send_with_backoff(self.q, queue, message, None, idempotent=False)
 
     def read_replies(self, kind: str, *, limit: int = 10, vt: int = 30) -> list[Reply]:
         queue = REPLY_QUEUE_FOR[self._request_queue(kind)]

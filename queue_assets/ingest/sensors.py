@@ -5,6 +5,7 @@ import json
 
 import dagster as dg
 
+from ..backoff import SENSOR_BACKOFF, retry_db
 from ..db import DatabaseUnavailable
 from ..queues import INGEST_ASSET_FOR
 from ..resources import SharedQueueResource
@@ -47,6 +48,12 @@ def next_request(queue: str, newest: int, visible: int, cursor: str | None) -> t
     return key, json.dumps({"newest": newest, "seq": seq})
 
 
+def _probe_once(shared_queue: SharedQueueResource, queue: str):
+    # One attempt: the sensor retries the whole probe (read-only, so safe to repeat) with SENSOR_BACKOFF.
+    with shared_queue.connection(autocommit=True, backoff=None) as conn:
+        return probe_queue(conn, queue)
+
+
 def build_ingest_sensor(queue: str, job, interval_s: int) -> dg.SensorDefinition:
     @dg.sensor(
         name=f"{queue}_sensor",
@@ -59,8 +66,8 @@ def build_ingest_sensor(queue: str, job, interval_s: int) -> dg.SensorDefinition
         if not shared_queue.settings.enabled:
             return dg.SkipReason("SHARED_QUEUE_ENABLED is false: ingestion is switched off")
         try:
-            with shared_queue.connection(autocommit=True) as conn:
-                probe = probe_queue(conn, queue)
+            probe = retry_db(lambda: _probe_once(shared_queue, queue), what=f"probe of queue `{queue}`",
+                             policy=SENSOR_BACKOFF)
         except DatabaseUnavailable as exc:
             return dg.SkipReason(f"{exc}; will try again next tick")
         if probe.visible == 0:
