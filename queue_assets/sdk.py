@@ -15,10 +15,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pgmq
+import psycopg
 
 from . import contracts
 from .backoff import send_with_backoff
-from .names import validate_instance_id
+from .names import inbox_queue_for, validate_instance_id
 from .queues import INSTANCE_HEARTBEAT, LEARNED_PATTERNS, PATTERN_MESSAGES, REPLY_QUEUE_FOR
 from .resources import make_pgmq
 
@@ -85,6 +86,53 @@ class HubClient:
         if version:
             msg["version"] = version
         return self._send(INSTANCE_HEARTBEAT, msg, idempotency_key)
+
+    # --- the inbox: what the hub fans out to this instance (pgmq topics, see queue_assets.fanout) ---
+
+    @property
+    def inbox(self) -> str:
+        """This instance's inbox queue, `inbox_<instance id>`."""
+        return inbox_queue_for(self.instance_id)
+
+    def read_inbox(self, limit: int = 10, vt: int = 30) -> list[InboxMessage]:
+        """Up to `limit` messages from the hub, hidden from other readers for `vt` seconds.
+
+        Archive (or delete) each message once handled; otherwise it is read again after `vt`.
+        Empty until the hub has created the inbox (its next publication after this instance's first
+        heartbeat) and while the instance is stale (no heartbeat for QUEUE_ASSETS_STALE_AFTER_S).
+        """
+        if not 1 <= limit <= 10_000:
+            raise ValueError(f"limit={limit}: must be between 1 and 10000")
+        if not 0 <= vt <= 86_400:
+            raise ValueError(f"vt={vt}: must be between 0 and 86400 seconds")
+        try:
+            msgs = self.q.read_batch(self.inbox, vt=vt, batch_size=limit)
+        except psycopg.errors.UndefinedTable:
+            return []  # the hub has not created this inbox yet
+        return [InboxMessage(m.msg_id, m.read_ct, m.enqueued_at, m.message) for m in msgs]
+
+    def archive_inbox(self, msg_id: int) -> bool:
+        """Move a handled inbox message to the inbox's archive; False if it was not there."""
+        return self.q.archive(self.inbox, msg_id)
+
+    def delete_inbox(self, msg_id: int) -> bool:
+        """Delete a handled inbox message; False if it was not there."""
+        return self.q.delete(self.inbox, msg_id)
+
+
+@dataclass(frozen=True)
+class InboxMessage:
+    """One message from the hub: `message["type"]` is `aggregated_patterns`, `templates_updated` or
+    `learning_exported` (contracts in `queue_assets.contracts.hub`)."""
+
+    msg_id: int
+    read_ct: int
+    enqueued_at: datetime
+    message: dict[str, Any]
+
+    @property
+    def type(self) -> str | None:
+        return self.message.get("type") if isinstance(self.message, dict) else None
 
 
 @dataclass(frozen=True)
