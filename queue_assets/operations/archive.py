@@ -19,7 +19,6 @@ lets PostgreSQL use pgmq's `archived_at` index instead of scanning the whole arc
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 import pandas as pd
@@ -270,5 +269,67 @@ def find_unanswered(
     return unanswered(pairs, timeout=timeout, as_of=as_of)
 
 
-def request_queues() -> Iterable[str]:
-    return tuple(REPLY_QUEUE_FOR)
+UNANSWERED_COLUMNS: dict[str, str] = {
+    "request_queue": "string",
+    "request_id": "string",
+    "request_msg_id": "int64",
+    "requested_at": "datetime64[us, UTC]",
+    "request_live": "bool",
+    "instance_id": "string",
+}
+
+_UNANSWERED_SQL = sql.SQL(
+    "WITH req AS ("
+    " SELECT msg_id, enqueued_at, false AS live, message FROM {req_archive}"
+    "  WHERE enqueued_at >= %(since)s AND archived_at >= %(since)s AND enqueued_at <= %(cutoff)s"
+    " UNION ALL SELECT msg_id, enqueued_at, true, message FROM {req_live}"
+    "  WHERE enqueued_at >= %(since)s AND enqueued_at <= %(cutoff)s),"
+    " rep AS ("
+    " SELECT coalesce(message->>'request_id', message->>'correlation_id') AS rid FROM {rep_archive}"
+    "  WHERE archived_at >= %(since)s AND enqueued_at >= %(since)s"
+    " UNION ALL SELECT coalesce(message->>'request_id', message->>'correlation_id') FROM {rep_live}"
+    "  WHERE enqueued_at >= %(since)s),"
+    " missing AS ("
+    " SELECT msg_id, enqueued_at, live, coalesce(message->>'request_id', message->>'correlation_id') AS rid,"
+    "  coalesce(message->>'instance_id', message->>'source', message->>'agent_id') AS instance"
+    "  FROM req WHERE coalesce(message->>'request_id', message->>'correlation_id') IS NOT NULL"
+    "  AND NOT EXISTS (SELECT 1 FROM rep WHERE rep.rid = coalesce(req.message->>'request_id',"
+    "   req.message->>'correlation_id')))"
+    " SELECT count(*) OVER (), %(queue)s::text, rid, msg_id, enqueued_at, live, instance FROM missing"
+    " ORDER BY enqueued_at, msg_id LIMIT %(sample)s"
+)
+
+
+def count_unanswered(
+    conn: psycopg.Connection,
+    request_queue: str,
+    *,
+    timeout: timedelta,
+    lookback: timedelta = timedelta(days=7),
+    as_of: datetime,
+    sample: int = 10,
+) -> tuple[int, pd.DataFrame]:
+    """`find_unanswered` done inside PostgreSQL (an anti-join), for alerting at any volume.
+
+    Returns the number of unanswered requests and the `sample` oldest as `UNANSWERED_COLUMNS`.
+    """
+    _aware("as_of", as_of)
+    if request_queue not in REPLY_QUEUE_FOR:
+        raise ArchiveQueryError(
+            f"queue {request_queue!r} is not a request queue; expected one of: {', '.join(REPLY_QUEUE_FOR)}"
+        )
+    reply_queue = REPLY_QUEUE_FOR[request_queue]
+    _existing(conn, request_queue)
+    _existing(conn, reply_queue)
+    stmt = _UNANSWERED_SQL.format(
+        req_archive=sql.Identifier("pgmq", "a_" + request_queue),
+        req_live=sql.Identifier("pgmq", "q_" + request_queue),
+        rep_archive=sql.Identifier("pgmq", "a_" + reply_queue),
+        rep_live=sql.Identifier("pgmq", "q_" + reply_queue),
+    )
+    rows = conn.execute(
+        stmt,
+        {"since": as_of - lookback, "cutoff": as_of - timeout, "queue": request_queue, "sample": max(sample, 1)},
+    ).fetchall()
+    total = rows[0][0] if rows else 0
+    return total, _typed([r[1:] for r in rows[:sample]], UNANSWERED_COLUMNS)
