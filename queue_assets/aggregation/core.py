@@ -268,3 +268,104 @@ def rank_history(conn: psycopg.Connection, pattern_type: str, name: str) -> list
         " WHERE pattern_type = %s AND name = %s ORDER BY run_id",
         (pattern_type, name),
     ).fetchall()
+
+
+def rank_changes(conn: psycopg.Connection, run_id: int) -> dict[str, int]:
+    """How the ranking of `run_id` differs from the previous kept snapshot: patterns that are new,
+    gone, moved up or down."""
+    row = conn.execute(
+        """
+        WITH prev AS (SELECT max(run_id) AS run_id FROM hub.aggregated_pattern_snapshots WHERE run_id < %(r)s),
+        cur AS (SELECT pattern_type, name, rank FROM hub.aggregated_pattern_snapshots WHERE run_id = %(r)s),
+        old AS (SELECT s.pattern_type, s.name, s.rank FROM hub.aggregated_pattern_snapshots s, prev
+                WHERE s.run_id = prev.run_id)
+        SELECT count(*) FILTER (WHERE old.rank IS NULL),
+               count(*) FILTER (WHERE cur.rank IS NULL),
+               count(*) FILTER (WHERE cur.rank < old.rank),
+               count(*) FILTER (WHERE cur.rank > old.rank)
+        FROM cur FULL JOIN old USING (pattern_type, name)
+        """,
+        {"r": run_id},
+    ).fetchone()
+    return dict(zip(("new", "gone", "moved_up", "moved_down"), row, strict=True))
+
+
+def previous_ranks(conn: psycopg.Connection, run_id: int, keys: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
+    """Rank of each (pattern_type, name) in the snapshot before `run_id` (absent: it was not ranked)."""
+    if not keys:
+        return {}
+    rows = conn.execute(
+        "SELECT s.pattern_type, s.name, s.rank FROM hub.aggregated_pattern_snapshots s"
+        " JOIN unnest(%s::text[], %s::text[]) AS k(pattern_type, name) USING (pattern_type, name)"
+        " WHERE s.run_id = (SELECT max(run_id) FROM hub.aggregated_pattern_snapshots WHERE run_id < %s)",
+        ([k[0] for k in keys], [k[1] for k in keys], run_id),
+    ).fetchall()
+    return {(t, n): r for t, n, r in rows}
+
+
+# --- validation (what the blocking asset checks run) ----------------------------------------------
+
+_MAX_EXAMPLES = 5
+
+
+def check_keys(conn: psycopg.Connection, pattern_types: tuple[str, ...]) -> list[str]:
+    """Problems with the ranking's identity: duplicate (pattern_type, name), unknown pattern kinds,
+    ranks that are not exactly 1..n, a snapshot that does not match the ranking. Empty: all good."""
+    problems = []
+    dups = conn.execute(
+        "SELECT pattern_type, name, count(*) FROM hub.aggregated_patterns"
+        " GROUP BY 1, 2 HAVING count(*) > 1 ORDER BY 3 DESC, 1, 2 LIMIT %s",
+        (_MAX_EXAMPLES,),
+    ).fetchall()
+    if dups:
+        problems.append("duplicate (pattern_type, name): " + ", ".join(f"{t}/{n} x{c}" for t, n, c in dups))
+    kinds = conn.execute(
+        "SELECT DISTINCT pattern_type FROM hub.aggregated_patterns WHERE pattern_type <> ALL(%s) LIMIT %s",
+        (list(pattern_types), _MAX_EXAMPLES),
+    ).fetchall()
+    if kinds:
+        problems.append("unknown pattern_type: " + ", ".join(repr(k) for (k,) in kinds))
+    n, distinct_ranks, lo, hi, runs = conn.execute(
+        "SELECT count(*), count(DISTINCT rank), min(rank), max(rank), count(DISTINCT run_id)"
+        " FROM hub.aggregated_patterns"
+    ).fetchone()
+    if n and (distinct_ranks != n or lo != 1 or hi != n):
+        problems.append(f"ranks are not exactly 1..{n}: {distinct_ranks} distinct, from {lo} to {hi}")
+    if runs > 1:
+        problems.append(f"the ranking mixes rows of {runs} aggregation runs")
+    if n:
+        (snap,) = conn.execute(
+            "SELECT count(*) FROM hub.aggregated_pattern_snapshots s JOIN hub.aggregated_patterns p"
+            " USING (run_id, pattern_type, name, rank)"
+        ).fetchone()
+        if snap != n:
+            problems.append(f"the run's snapshot matches {snap} of the {n} ranked patterns")
+    return problems
+
+
+def check_values(conn: psycopg.Connection) -> list[str]:
+    """Problems with the ranking's numbers: confidence outside [0, 1], a score outside
+    [instance_count, instance_count + 0.9], counts that cannot be, first_seen after last_seen."""
+    rules = {
+        "confidence outside [0, 1]": "confidence IS NOT NULL AND NOT (confidence BETWEEN 0 AND 1)",
+        f"score outside [instance_count, instance_count + {W_CONFIDENCE + W_VOLUME:g}]":
+            "NOT (score >= instance_count AND score <= instance_count + %(max_tiebreak)s)"
+            " OR score = 'NaN'::float8",
+        "instance_count < 1": "instance_count < 1",
+        "observation_count < instance_count": "observation_count < instance_count",
+        "confidence_instances outside [0, instance_count]":
+            "confidence_instances < 0 OR confidence_instances > instance_count",
+        "first_seen after last_seen": "first_seen > last_seen",
+    }
+    problems = []
+    for label, where in rules.items():
+        rows = conn.execute(
+            "SELECT pattern_type, name, count(*) OVER () FROM hub.aggregated_patterns WHERE "
+            + where  # the rules are constants above
+            + " ORDER BY rank LIMIT %(limit)s",
+            {"max_tiebreak": W_CONFIDENCE + W_VOLUME + 1e-9, "limit": _MAX_EXAMPLES},
+        ).fetchall()
+        if rows:
+            examples = ", ".join(f"{t}/{n}" for t, n, _ in rows)
+            problems.append(f"{label}: {rows[0][2]} patterns, e.g. {examples}")
+    return problems

@@ -1,0 +1,22 @@
+"""PatternAggregationJob: `aggregated_patterns` (and its checks) at `0 * * * *`, UTC (seed 000)."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from .assets import aggregated_patterns
+
+pattern_aggregation_job = dg.define_asset_job(
+    name="pattern_aggregation_job",
+    selection=[aggregated_patterns],
+    description="PatternAggregationJob: rank the fleet's patterns (with the blocking checks).",
+)
+
+pattern_aggregation_schedule = dg.ScheduleDefinition(
+    name="pattern_aggregation_schedule",
+    job=pattern_aggregation_job,
+    cron_schedule="0 * * * *",
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Hourly at minute 0, UTC (seed 000: PatternAggregationJob `0 * * * *`).",
+)
