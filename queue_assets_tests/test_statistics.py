@@ -9,7 +9,7 @@ import pytest
 
 from queue_assets.operations.assets import CHECK_DEPTH, CHECK_DLQ, CHECK_UNANSWERED, queue_statistics
 from queue_assets.operations.statistics import collect_statistics, save_history
-from queue_assets.operations.thresholds import Thresholds, ThresholdError
+from queue_assets.operations.thresholds import ThresholdError, Thresholds
 from queue_assets.resources import SharedQueueResource
 from queue_assets_tests.helpers import count
 from queue_assets_tests.ops_corpus import put
