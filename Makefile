@@ -1,0 +1,29 @@
+# The two commands of the README: `make demo` runs the hub with demo traffic, `make test` runs the tests.
+# Both create .venv/ from uv.lock first (uv is installed with pip if missing).
+UV_VERSION := 0.13.8
+UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+
+.PHONY: setup demo test test-pg15 bench clean-data
+setup: .venv/.synced
+
+.venv/.synced: pyproject.toml uv.lock
+	@command -v uv >/dev/null 2>&1 || python3 -m pip install --quiet --user "uv==$(UV_VERSION)" || python3 -m pip install --quiet "uv==$(UV_VERSION)"
+	$$(command -v uv || echo $(HOME)/.local/bin/uv) sync --frozen --extra dev
+	@touch $@
+
+demo: setup
+	.venv/bin/queue-assets dev
+
+test: setup
+	.venv/bin/pytest
+
+# The same suite against another server, e.g. the machine's PostgreSQL 15.
+test-pg15: setup
+	QUEUE_ASSETS_TEST_SERVER_URL=postgresql://postgres@127.0.0.1:5432/postgres .venv/bin/pytest -m "not browser and not soak"
+
+bench: setup
+	.venv/bin/python bench/bench_ingest.py
+
+clean-data:
+	-.venv/bin/queue-assets stop
+	rm -rf .queue_assets
