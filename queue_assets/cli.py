@@ -36,6 +36,10 @@ def cmd_init(settings: Settings, args) -> int:
     urls = resolve_urls(settings)
     report = bootstrap.bootstrap(urls["shared_queue"])
     print(report.summary())
+    if not os.environ.get("TEMPLATES_REPO_URL", "").strip():
+        from .gitrepo import ensure_embedded_templates_remote
+
+        print(f"templates_data remote (embedded): {ensure_embedded_templates_remote(settings.data_dir)}")
     return 0
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dagster as dg
 
+from .export.defs import build_defs as export_defs
+from .export.resources import GitHubResource, TemplatesRepoResource
 from .ingest.defs import build_defs as ingest_defs
 from .operations.bootstrap_job import bootstrap_job
 from .resources import SharedQueueResource
@@ -15,5 +17,9 @@ _settings = Settings.from_env()
 
 defs = dg.Definitions.merge(
     ingest_defs(_settings),
+    export_defs(),
     dg.Definitions(jobs=[bootstrap_job], resources={"shared_queue": SharedQueueResource()}),
+    # Git: the templates_data repository (TEMPLATES_REPO_URL, default: the embedded remote) and the
+    # pull-request provider (GITHUB_*); both read the environment when a run starts.
+    dg.Definitions(resources={"templates_repo": TemplatesRepoResource(), "github": GitHubResource()}),
 )

@@ -1,0 +1,230 @@
+"""One export cycle, end to end, without Dagster: Git branch, push (checked), record, PR, fan-out.
+
+`run_export` is idempotent per cycle:
+- the branch `feature/learned-patterns-YYYYMMDD` is rebuilt from the remote's state of that branch
+  (or from the base branch the first time), the folder `learned_patterns/` is written to hold
+  exactly the selected artifacts, and a commit is made only when the tree changed; so a re-run
+  with the same data makes no commit and pushes nothing;
+- the pull request is found by its head branch and updated, never opened twice;
+- `learning_exported` is announced only when the commit or the PR URL differs from the last
+  announcement recorded in hub.exports.
+
+Each step is recorded in hub.exports before the next one starts, so a failure anywhere leaves a
+record saying how far the cycle got; the branch (the data) is on the remote before the PR step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+
+import psycopg
+
+from ..contracts import LearningExported
+from ..gitrepo import GitError, GitPushRejected, WorkCopy, redact
+from ..queues import TOPIC_PREFIX
+from .github import GitHubPullRequests, PullRequestError
+from .learning import export_totals, selected_artifacts
+from .render import (
+    SUMMARY_FILE,
+    SUMMARY_TOP,
+    artifact_document,
+    artifact_file_name,
+    branch_for,
+    commit_message,
+    pr_body,
+    pr_title,
+    summary_markdown,
+)
+from .settings import EXPORT_FOLDER, ExportSettings
+
+LEARNING_EXPORTED_KEY = f"{TOPIC_PREFIX}.learning_exported"
+
+Publish = Callable[[psycopg.Connection, dict, str], int]
+
+
+class ExportFailed(RuntimeError):
+    """The cycle could not finish; the message says which step, why, and what is already safe."""
+
+
+@dataclass
+class ExportResult:
+    cycle: date
+    branch: str
+    base_branch: str
+    remote_url: str
+    artifacts: int = 0
+    files_written: int = 0
+    branch_started: str = ""
+    commit_sha: str | None = None
+    committed: bool = False
+    pushed: bool = False
+    status: str = ""
+    provider: str | None = None
+    pr_number: int | None = None
+    pr_url: str | None = None
+    pr_action: str | None = None
+    notified: int | None = None
+    """Inboxes that got `learning_exported`; None when nothing new was announced."""
+    changed_files: list[str] = field(default_factory=list)
+    """Files that differ from the base branch."""
+
+
+def learning_exported_message(result: ExportResult, now: datetime | None = None) -> dict:
+    """The `learning_exported` message (contract: `queue_assets.contracts.LearningExported`)."""
+    msg = LearningExported(
+        type="learning_exported",
+        timestamp=now or datetime.now(UTC),
+        branch=result.branch,
+        pr_url=result.pr_url,
+        artifacts_count=result.artifacts,
+    )
+    return msg.model_dump(mode="json")
+
+
+def _record(conn: psycopg.Connection, result: ExportResult, *, status: str, error: str | None,
+            run_id: str | None, new_attempt: bool = False) -> None:
+    with conn.transaction():
+        conn.execute(
+            "INSERT INTO hub.exports AS e (cycle_date, branch, base_branch, remote_url, commit_sha,"
+            " artifact_count, status, provider, pr_number, pr_url, error, last_run_id)"
+            " VALUES (%(cycle)s, %(branch)s, %(base)s, %(remote)s, %(sha)s, %(n)s, %(status)s, %(provider)s,"
+            "  %(pr_number)s, %(pr_url)s, %(error)s, %(run_id)s)"
+            " ON CONFLICT (cycle_date) DO UPDATE SET branch = excluded.branch,"
+            "  base_branch = excluded.base_branch, remote_url = excluded.remote_url,"
+            "  commit_sha = coalesce(excluded.commit_sha, e.commit_sha),"
+            "  artifact_count = excluded.artifact_count, status = excluded.status,"
+            "  provider = excluded.provider, pr_number = coalesce(excluded.pr_number, e.pr_number),"
+            "  pr_url = coalesce(excluded.pr_url, e.pr_url), error = excluded.error,"
+            "  last_run_id = excluded.last_run_id,"
+            "  attempts = e.attempts + %(attempt)s, updated_at = clock_timestamp()",
+            {"cycle": result.cycle, "branch": result.branch, "base": result.base_branch,
+             "remote": result.remote_url, "sha": result.commit_sha if result.pushed or status == "no_diff" else None,
+             "n": result.artifacts, "status": status, "provider": result.provider,
+             "pr_number": result.pr_number, "pr_url": result.pr_url, "error": error, "run_id": run_id,
+             "attempt": 1 if new_attempt else 0},
+        )
+    result.status = status
+
+
+def run_export(
+    conn: psycopg.Connection,
+    *,
+    cycle: date,
+    cutoff: datetime,
+    settings: ExportSettings,
+    work_copy: Callable[[], contextlib.AbstractContextManager[WorkCopy]],
+    remote_url: str,
+    provider: GitHubPullRequests | None,
+    publish: Publish | None,
+    run_id: str | None = None,
+    log: Callable[[str], None] = lambda _m: None,
+) -> ExportResult:
+    """Export cycle `cycle` (its selected rows in hub.aggregated_learning) to its branch and PR.
+
+    `conn` must be in autocommit mode: each record in hub.exports is its own transaction and must
+    survive a failure in a later step.
+    """
+    if not conn.autocommit:
+        raise ValueError("run_export needs an autocommit connection (each hub.exports record commits on its own)")
+    branch = branch_for(cycle)
+    result = ExportResult(cycle=cycle, branch=branch, base_branch=settings.base_branch,
+                          remote_url=redact(remote_url), provider=provider.name if provider else None)
+    totals = export_totals(conn, cycle)
+    result.artifacts = totals.artifacts
+    if totals.artifacts == 0:
+        raise ExportFailed(
+            f"cycle {cycle}: hub.aggregated_learning holds no selected artifact for this cycle; "
+            "materialize aggregated_learning for it first (an empty export is never pushed)"
+        )
+    top = list(selected_artifacts(conn, cycle, limit=SUMMARY_TOP))
+    summary = summary_markdown(cycle, cutoff, settings, totals, top)
+
+    def files() -> Iterator[tuple[str, str]]:
+        yield SUMMARY_FILE, summary
+        for row in selected_artifacts(conn, cycle):
+            yield artifact_file_name(row.artifact_id), artifact_document(row)
+
+    problem: str | None = None
+    with work_copy() as wc:
+        result.branch_started = wc.checkout_branch(branch, base=settings.base_branch)
+        remote_before = wc.remote_head(branch)
+        base_head = wc.remote_head(settings.base_branch)
+        result.files_written = len(wc.write_files(files(), folder=EXPORT_FOLDER, prune=True))
+        new_sha = wc.commit_if_changed(commit_message(cycle, totals.artifacts), paths=[EXPORT_FOLDER])
+        result.committed = new_sha is not None
+        result.commit_sha = wc.head()
+        result.changed_files = wc.changed_files(base_head, result.commit_sha) if base_head else []
+        learned = [f for f in result.changed_files if f != f"{EXPORT_FOLDER}/{SUMMARY_FILE}"]
+        if remote_before is None and not learned:
+            # No artifact differs from the base branch (e.g. last cycle's PR was merged and nothing
+            # was learned since; only the summary's date would change): nothing to review, so no
+            # branch and no PR. A branch that already exists for this cycle is always kept current.
+            log(f"{settings.base_branch} already holds every exported artifact; no branch or pull request needed")
+            result.commit_sha = base_head
+            _record(conn, result, status="no_diff", error=None, run_id=run_id, new_attempt=True)
+            return result
+        if result.commit_sha != remote_before:
+            try:
+                wc.push(branch)
+                result.pushed = True
+            except GitPushRejected as exc:
+                problem = str(exc)
+        else:
+            result.pushed = True  # the remote already has this exact commit
+            log(f"{branch} on the remote already holds this content; nothing pushed")
+    if problem is not None:
+        _record(conn, result, status="push_failed", error=problem, run_id=run_id, new_attempt=True)
+        raise ExportFailed(f"cycle {cycle}: {problem}. Nothing was recorded as exported; fix the remote "
+                           "and re-run this cycle.")
+    _record(conn, result, status="pushed", error=None, run_id=run_id, new_attempt=True)
+    log(f"{branch} is at {result.commit_sha[:12]} on {result.remote_url}"
+        f" ({'new commit' if result.committed else 'unchanged'})")
+
+    if provider is None:
+        _record(conn, result, status="branch_only", error=None, run_id=run_id)
+    else:
+        try:
+            pr = provider.ensure(head=branch, base=settings.base_branch, title=pr_title(cycle, totals.artifacts),
+                                 body=pr_body(summary, branch))
+        except PullRequestError as exc:
+            problem = str(exc)
+        if problem is not None:
+            _record(conn, result, status="pr_failed", error=problem, run_id=run_id)
+            raise ExportFailed(
+                f"cycle {cycle}: branch {branch} was pushed at {result.commit_sha[:12]} and recorded in "
+                f"hub.exports, but the pull request step failed: {problem}. Nothing is lost: re-run this "
+                "cycle to open or update the pull request."
+            )
+        result.pr_number, result.pr_url, result.pr_action = pr.number, pr.url, pr.action
+        _record(conn, result, status="no_diff" if pr.action == "no_diff" else "pr_open", error=None,
+                run_id=run_id)
+        log(f"pull request {pr.action}: {pr.url or '(none: no commits beyond the base)'}")
+
+    if publish is not None and result.status in ("branch_only", "pr_open"):
+        result.notified = _announce(conn, result, publish)
+    return result
+
+
+def _announce(conn: psycopg.Connection, result: ExportResult, publish: Publish) -> int | None:
+    """Fan `learning_exported` out once per (commit, PR URL); the record and the messages commit together."""
+    with conn.transaction():
+        row = conn.execute(
+            "SELECT notified_sha, notified_pr_url FROM hub.exports WHERE cycle_date = %s FOR UPDATE",
+            (result.cycle,),
+        ).fetchone()
+        if row and row[0] == result.commit_sha and row[1] == result.pr_url:
+            return None
+        count = publish(conn, learning_exported_message(result), LEARNING_EXPORTED_KEY)
+        conn.execute(
+            "UPDATE hub.exports SET notified_sha = %s, notified_pr_url = %s, notified_at = clock_timestamp(),"
+            " notified_count = %s WHERE cycle_date = %s",
+            (result.commit_sha, result.pr_url, count, result.cycle),
+        )
+    return count
+
+
+__all__ = ["ExportFailed", "ExportResult", "GitError", "LEARNING_EXPORTED_KEY", "run_export",
+           "learning_exported_message"]
