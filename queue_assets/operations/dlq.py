@@ -287,8 +287,9 @@ def _process(
             except InvalidNameError as exc:
                 report.skipped[dlq] = str(exc)
                 continue
-            if not _source_exists(conn, source):
-                conn.commit()
+            exists = _source_exists(conn, source)
+            conn.commit()  # each batch below must be a transaction of its own, not a savepoint
+            if not exists:
                 report.skipped[dlq] = f"its source queue {source!r} does not exist; nothing was redriven"
                 continue
         after = 0
