@@ -8,6 +8,7 @@ from .export.defs import build_defs as export_defs
 from .export.resources import GitHubResource, TemplatesRepoResource
 from .ingest.defs import build_defs as ingest_defs
 from .operations.bootstrap_job import bootstrap_job
+from .operations.defs import build_defs as operations_defs
 from .resources import SharedQueueResource
 from .settings import Settings
 
@@ -18,6 +19,7 @@ _settings = Settings.from_env()
 defs = dg.Definitions.merge(
     ingest_defs(_settings),
     export_defs(),
+    operations_defs(),
     dg.Definitions(jobs=[bootstrap_job], resources={"shared_queue": SharedQueueResource()}),
     # Git: the templates_data repository (TEMPLATES_REPO_URL, default: the embedded remote) and the
     # pull-request provider (GITHUB_*); both read the environment when a run starts.
