@@ -159,11 +159,13 @@ class RankedPattern:
     first_seen: datetime
     last_seen: datetime
     top_indicators: list[str] = field(default_factory=list)
+    run_id: int | None = None
+    """The aggregation run the row comes from."""
 
 
 RANKED_COLUMNS = (
     "rank", "pattern_type", "name", "score", "instance_count", "observation_count", "confidence",
-    "language", "first_seen", "last_seen", "top_indicators",
+    "language", "first_seen", "last_seen", "top_indicators", "run_id",
 )
 _RANKING_SQL = "SELECT " + ", ".join(RANKED_COLUMNS) + " FROM hub.aggregated_patterns ORDER BY rank LIMIT %s"
 
