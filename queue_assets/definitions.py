@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dagster as dg
 
+from .aggregation.defs import build_defs as aggregation_defs
+from .distribution.defs import build_defs as distribution_defs
 from .export.defs import build_defs as export_defs
 from .export.resources import GitHubResource, TemplatesRepoResource
 from .ingest.defs import build_defs as ingest_defs
@@ -18,6 +20,8 @@ _settings = Settings.from_env()
 
 defs = dg.Definitions.merge(
     ingest_defs(_settings),
+    aggregation_defs(),
+    distribution_defs(),
     export_defs(),
     operations_defs(),
     dg.Definitions(jobs=[bootstrap_job], resources={"shared_queue": SharedQueueResource()}),
