@@ -76,7 +76,7 @@ def reset_database(dsn: str) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
         for (q,) in conn.execute("SELECT queue_name FROM pgmq.meta").fetchall():
             if q in ALL_STATIC_QUEUES:
-                conn.execute(sql.SQL("TRUNCATE pgmq.{}, pgmq.{}").format(
+                conn.execute(sql.SQL("TRUNCATE pgmq.{}, pgmq.{} RESTART IDENTITY").format(
                     sql.Identifier("q_" + q), sql.Identifier("a_" + q)))
             else:
                 conn.execute("SELECT pgmq.drop_queue(%s)", (q,))

@@ -131,3 +131,16 @@ def test_sensor_and_run_recover_on_the_next_tick_after_the_database_comes_back(r
     with psycopg.connect(url) as c:
         assert count(c, "hub.instances") == 1
         assert queue_depth(c, "instance_heartbeat") == 0
+
+
+def test_ingest_jobs_carry_the_per_queue_tag_that_dagster_yaml_limits_to_one_run():
+    import yaml
+
+    from queue_assets.ingest.sensors import INGEST_QUEUE_TAG
+    from queue_assets.settings import project_root
+
+    config = yaml.safe_load((project_root() / "dagster.yaml").read_text())
+    [limit] = [t for t in config["concurrency"]["runs"]["tag_concurrency_limits"] if t["key"] == INGEST_QUEUE_TAG]
+    assert limit == {"key": INGEST_QUEUE_TAG, "value": {"applyLimitPerUniqueValue": True}, "limit": 1}
+    for queue in ("pattern_messages", "learned_patterns", "instance_heartbeat"):
+        assert defs.resolve_job_def(f"ingest_{queue}_job").tags[INGEST_QUEUE_TAG] == queue

@@ -155,3 +155,19 @@ def test_a_run_stops_at_its_cap_and_leaves_the_rest(conn, cap):
     assert result.stopped_by == "max_messages"
     assert result.read == 10  # whole batches: the cap is checked between batches
     assert queue_depth(conn, "pattern_messages") == 10
+
+
+def test_a_long_batch_gets_its_lease_extended(conn):
+    from queue_assets.ingest.core import IngestResult, extend_if_slow
+
+    send_raw(conn, "pattern_messages", pattern_message("singularity-1", 1))
+    cfg = IngestConfig(visibility_timeout_s=30)
+    batch = read_batch(conn, "pattern_messages", cfg)
+    vt_before = conn.execute("SELECT vt FROM pgmq.q_pattern_messages").fetchone()[0]
+    result = IngestResult(queue="pattern_messages")
+    extend_if_slow(conn, "pattern_messages", batch, time.monotonic(), cfg, result)  # fresh: no extension
+    assert result.vt_extensions == 0
+    extend_if_slow(conn, "pattern_messages", batch, time.monotonic() - 20, cfg, result)  # 20 s of 30 gone
+    vt_after = conn.execute("SELECT vt FROM pgmq.q_pattern_messages").fetchone()[0]
+    assert result.vt_extensions == 1
+    assert vt_after > vt_before

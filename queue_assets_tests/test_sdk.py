@@ -1,0 +1,76 @@
+"""The producer SDK on real pgmq: publish, idempotency keys, request/reply, local validation."""
+
+from __future__ import annotations
+
+import pytest
+
+from queue_assets.contracts import ContractError
+from queue_assets.ingest.core import IngestConfig, ingest_queue
+from queue_assets.sdk import HubClient, RequestReplyClient
+from queue_assets_tests.helpers import count, queue_depth
+
+PATTERN = {"pattern_type": "framework", "name": "phoenix", "confidence": 0.92, "language": "elixir"}
+
+
+def test_published_messages_of_every_kind_are_ingested(conn, db_url):
+    with HubClient(db_url, "singularity-1") as hub:
+        hub.publish_patterns([PATTERN])
+        hub.publish_code_analysis({"files": 3})
+        hub.publish_learned_patterns([{"artifact_id": "tmpl-a", "artifact_type": "template"}],
+                                     usage_count=5, success_rate=0.8)
+        hub.heartbeat(version="1.4.0")
+    for q in ("pattern_messages", "learned_patterns", "instance_heartbeat"):
+        assert ingest_queue(conn, q, IngestConfig()).dead_lettered == 0
+    assert count(conn, "hub.pattern_observations") == 1
+    assert count(conn, "hub.code_analyses") == 1
+    assert count(conn, "hub.learned_artifacts") == 1
+    assert conn.execute("SELECT version FROM hub.instances").fetchone()[0] == "1.4.0"
+
+
+def test_a_retried_send_with_the_same_idempotency_key_is_stored_once(conn, db_url):
+    with HubClient(db_url, "singularity-1") as hub:
+        hub.publish_patterns([PATTERN], idempotency_key="scan-42")
+        hub.publish_patterns([PATTERN], idempotency_key="scan-42")
+    result = ingest_queue(conn, "pattern_messages", IngestConfig())
+    assert (result.stored, result.duplicates) == (1, 1)
+
+
+def test_a_bad_message_is_refused_before_it_is_sent(conn, db_url):
+    with HubClient(db_url, "singularity-1") as hub:
+        with pytest.raises(ContractError, match=r"confidence = 1\.7"):
+            hub.publish_patterns([{**PATTERN, "confidence": 1.7}])
+        with pytest.raises(ContractError, match="NaN|Out of range"):
+            hub.publish_patterns([{**PATTERN, "confidence": float("nan")}])
+    assert queue_depth(conn, "pattern_messages") == 0
+
+
+def test_an_unsafe_instance_id_is_refused_by_the_client():
+    with pytest.raises(ValueError, match="instance id"):
+        HubClient("postgresql://unused@127.0.0.1:1/x", "../etc/passwd")
+
+
+def test_request_reply_round_trip_then_archive_and_delete(conn, db_url):
+    rr = RequestReplyClient(db_url)
+    try:
+        _, rid1 = rr.publish_request("llm", {"agent_id": "a1", "task": "summarise"})
+        _, rid2 = rr.publish_request("llm", {"agent_id": "a1", "task": "translate"})
+        rr.publish_reply("llm", {"request_id": rid1, "result": "ok"})
+        rr.publish_reply("llm", {"request_id": rid2, "result": "ok"})
+        replies = rr.read_replies("llm", limit=10)
+        assert sorted(r.message["request_id"] for r in replies) == sorted([rid1, rid2])
+        assert rr.archive_reply("llm", replies[0].msg_id)
+        assert rr.delete_reply("llm", replies[1].msg_id)
+    finally:
+        rr.close()
+    assert queue_depth(conn, "llm_requests") == 2
+    assert queue_depth(conn, "llm_results") == 0
+    assert count(conn, "pgmq.a_llm_results") == 1
+
+
+def test_unknown_request_kind_is_refused_with_the_choices(db_url):
+    rr = RequestReplyClient(db_url)
+    try:
+        with pytest.raises(ValueError, match="unknown request kind 'sms'; expected one of: approval, job, llm, question"):
+            rr.publish_request("sms", {})
+    finally:
+        rr.close()
