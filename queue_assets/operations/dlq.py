@@ -43,13 +43,14 @@ class DlqError(ValueError):
     """A bad dead-letter request (filter, id, queue); the message names the value and the reason."""
 
 
-def parse_duration(text: str, *, option: str = "duration") -> timedelta:
-    """`30s`, `15m`, `2h`, `7d`, `1w` -> timedelta."""
+def parse_duration(text: str, *, option: str | None = None) -> timedelta:
+    """`30s`, `15m`, `2h`, `7d`, `1w` -> timedelta; `option` names the setting in the error."""
+    prefix = f"{option} " if option else ""
     if not isinstance(text, str):
-        raise DlqError(f"{option} {text!r}: expected a duration such as 30m, 2h or 7d")
+        raise DlqError(f"{prefix}{text!r}: expected a duration such as 30m, 2h or 7d")
     m = _DURATION_RE.match(text)
     if not m:
-        raise DlqError(f"{option} {text[:40]!r} is not a duration: use a number and a unit s, m, h, d or w (e.g. 7d)")
+        raise DlqError(f"{prefix}{text[:40]!r} is not a duration: use a number and a unit s, m, h, d or w (e.g. 7d)")
     return timedelta(seconds=int(m.group(1)) * _UNITS[m.group(2)])
 
 
@@ -95,8 +96,8 @@ class DlqFilter:
             queue=queue or None,
             reason=reason or None,
             message_type=message_type or None,
-            older_than=parse_duration(older_than, option="--older-than") if older_than else None,
-            newer_than=parse_duration(newer_than, option="--newer-than") if newer_than else None,
+            older_than=parse_duration(older_than, option="older_than") if older_than else None,
+            newer_than=parse_duration(newer_than, option="newer_than") if newer_than else None,
         )
 
     @property
