@@ -103,15 +103,25 @@ def test_a_run_fails_with_a_clear_message_when_the_database_is_down():
 
 
 @pytest.fixture
-def restartable_server(tmp_path):
-    """A second embedded server we are allowed to stop and start again."""
-    data = tmp_path / "restartable"
+def restartable_server():
+    """A second embedded server we are allowed to stop and start again.
+
+    It lives under the project's data folder, not pytest's tmp_path: as root, pgserver runs the
+    server as an unprivileged user, which cannot enter pytest's 0700 temporary folders.
+    """
+    import shutil
+    import uuid
+
+    from queue_assets.settings import project_root
+
+    data = project_root() / ".queue_assets" / f"test-restartable-{uuid.uuid4().hex[:8]}"
     urls = embedded.ensure_running(data)
     from queue_assets import bootstrap
 
     bootstrap.bootstrap(urls["shared_queue"])
     yield data, urls["shared_queue"]
     embedded.stop(data)
+    shutil.rmtree(data, ignore_errors=True)
 
 
 def test_sensor_and_run_recover_on_the_next_tick_after_the_database_comes_back(restartable_server):
