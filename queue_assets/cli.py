@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import bootstrap, embedded
+from . import bootstrap, embedded, security
 from .db import DatabaseUnavailable
 from .names import InvalidNameError
 from .operations import cli_ops
@@ -34,7 +34,8 @@ def resolve_urls(settings: Settings) -> dict[str, str]:
 
 def cmd_init(settings: Settings, args) -> int:
     urls = resolve_urls(settings)
-    report = bootstrap.bootstrap(urls["shared_queue"])
+    report = bootstrap.bootstrap(urls["shared_queue"],
+                                 extra_steps=security.bootstrap_steps(urls.get("dagster") or None))
     print(report.summary())
     if not os.environ.get("TEMPLATES_REPO_URL", "").strip():
         from .gitrepo import ensure_embedded_templates_remote
@@ -152,12 +153,14 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--no-demo", action="store_true", help="do not start simulated instances")
     sub.add_parser("stop", help="stop the embedded PostgreSQL")
     cli_ops.add_subcommands(sub)
+    security.add_subcommands(sub)
     return p
 
 
 COMMANDS = {"init": cmd_init, "settings": cmd_settings, "simulate": cmd_simulate, "ingest": cmd_ingest,
             "dev": cmd_dev, "stop": cmd_stop}
 COMMANDS.update(cli_ops.COMMANDS)
+COMMANDS.update(security.COMMANDS)
 
 
 def main(argv: list[str] | None = None) -> int:
