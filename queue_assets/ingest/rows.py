@@ -8,9 +8,6 @@ which is what makes ingest keep pace with a raw pgmq read/archive loop.
 
 from __future__ import annotations
 
-import json
-from datetime import datetime
-
 import psycopg
 
 from ..names import inbox_queue_for
@@ -28,12 +25,6 @@ TABLES = {
     " observed_at timestamptz",
     "heartbeats": "queue text, msg_id bigint, instance_id text, version text, status text, observed_at timestamptz",
 }
-def json_default(value):
-    if isinstance(value, datetime):
-        return value.isoformat()
-    raise TypeError(f"cannot encode {type(value).__name__}")
-
-
 def _pattern_attributes(p) -> dict:
     attrs = dict(p.model_extra or {})
     if p.examples:
