@@ -217,3 +217,12 @@ def test_a_dagster_run_materializes_the_ranking_and_passes_its_checks(conn, db_u
         ("aggregated_patterns_keys_are_unique_and_ranked", True),
         ("aggregated_patterns_values_are_in_range", True),
     ]
+
+
+def test_the_aggregation_schedule_is_hourly_at_minute_zero_utc_and_running():
+    from queue_assets.aggregation.schedules import pattern_aggregation_schedule
+
+    s = pattern_aggregation_schedule
+    assert (s.cron_schedule, s.execution_timezone, s.default_status) == (
+        "0 * * * *", "UTC", dg.DefaultScheduleStatus.RUNNING)
+    assert s.job_name == "pattern_aggregation_job"

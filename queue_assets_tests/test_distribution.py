@@ -379,3 +379,18 @@ def test_the_automation_condition_requests_distribution_only_after_a_passing_agg
     assert not failed.success
     after_fail = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=after_pass.cursor)
     assert after_fail.get_num_requested(key) == 0
+
+
+def test_distribution_runs_after_aggregation_and_templates_every_four_hours_utc():
+    from queue_assets.definitions import defs
+    from queue_assets.distribution.schedules import pattern_sync_sensor, template_distribution_schedule
+
+    s = template_distribution_schedule
+    assert (s.cron_schedule, s.execution_timezone, s.default_status) == (
+        "0 */4 * * *", "UTC", dg.DefaultScheduleStatus.RUNNING)
+    assert pattern_sync_sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    assert pattern_distribution.specs_by_key[dg.AssetKey("pattern_distribution")].automation_condition is not None
+    repo_def = defs.get_repository_def()
+    assert {"pattern_aggregation_schedule", "template_distribution_schedule"} <= {
+        x.name for x in repo_def.schedule_defs}
+    assert "pattern_sync_after_aggregation" in {x.name for x in repo_def.sensor_defs}
