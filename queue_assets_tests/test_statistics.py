@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
+import psycopg
 import pytest
 
 from queue_assets.operations.assets import CHECK_DEPTH, CHECK_DLQ, CHECK_UNANSWERED, queue_statistics
@@ -116,6 +117,38 @@ def test_statistics_run_in_a_read_only_transaction(conn, monkeypatch):
     monkeypatch.setattr(mod, "existing_queues", spy)
     collect_statistics(conn, as_of=T)
     assert seen == ["on"]
+
+
+def test_the_per_queue_statements_run_read_only(conn, monkeypatch):
+    from psycopg import sql
+
+    from queue_assets.operations import statistics as mod
+
+    monkeypatch.setattr(mod, "_parts", lambda queues: sql.SQL("DELETE FROM pgmq.q_llm_requests RETURNING 1"))
+    with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+        collect_statistics(conn, as_of=T)
+
+
+def test_a_queue_dropped_during_the_run_is_left_out(conn, monkeypatch):
+    from queue_assets.operations import statistics as mod
+
+    conn.execute("SELECT pgmq.create('inbox_leaving')")
+    conn.commit()
+    real = mod.existing_queues
+    calls = []
+
+    def listing_then_drop(c):
+        names = real(c)
+        if not calls:  # drop it right after the first listing, from another connection
+            with psycopg.connect(c.info.dsn, autocommit=True) as other:
+                other.execute("SELECT pgmq.drop_queue('inbox_leaving')")
+        calls.append(1)
+        return names
+
+    monkeypatch.setattr(mod, "existing_queues", listing_then_drop)
+    report = collect_statistics(conn, as_of=T)
+    assert "inbox_leaving" not in report.by_queue()
+    assert len(report.queues) == 15
 
 
 def test_history_gets_one_row_per_queue(conn, corpus):

@@ -24,6 +24,19 @@ from .statistics import format_seconds
 from .thresholds import ThresholdError, Thresholds
 
 
+def _progress(text: str) -> None:
+    """A progress line on stderr: rewritten in place on a terminal, one line each otherwise."""
+    if sys.stderr.isatty():
+        print(f"\r{text}\033[K", end="", file=sys.stderr, flush=True)
+    else:
+        print(text, file=sys.stderr, flush=True)
+
+
+def _end_progress() -> None:
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
+
+
 def _fail(message: str, code: int = 2) -> int:
     print(f"queue-assets: error: {message}", file=sys.stderr)
     return code
@@ -142,8 +155,8 @@ def cmd_status(settings: Settings, args) -> int:
 
 def cmd_retention(settings: Settings, args) -> int:
     def progress(label: str, n: int, report) -> None:
-        verb = "would remove" if report.dry_run else "removed"
-        print(f"\r{label}: {verb} {n} rows          ", end="", file=sys.stderr, flush=True)
+        if n:
+            _progress(f"{label}: {'would remove' if report.dry_run else 'removed'} {n} rows")
 
     with _connect(settings) as conn:
         report = run_retention(
@@ -154,7 +167,7 @@ def cmd_retention(settings: Settings, args) -> int:
             dry_run=args.dry_run,
             progress=progress,
         )
-    print(file=sys.stderr)
+    _end_progress()
     for label, n in report.removed.items():
         if n:
             print(f"  {label}: {n}")
@@ -238,14 +251,13 @@ def _dlq_act(conn, args, action: str) -> int:
         return 1
 
     def progress(report) -> None:
-        print(f"\r{action}: {report.total}/{matching} messages, {report.batches} batches", end="",
-              file=sys.stderr, flush=True)
+        _progress(f"{action}: {report.total}/{matching} messages, {report.batches} batches")
 
     fn = dlq_ops.redrive if action == "redrive" else dlq_ops.purge
     report = fn(conn, f, actor=_actor(), batch_size=args.batch_size, limit=args.limit, dry_run=args.dry_run,
                 progress=progress)
     if report.batches:
-        print(file=sys.stderr)
+        _end_progress()
     verb = {"redrive": "redriven", "purge": "purged"}[action]
     prefix = "would be " if args.dry_run else ""
     for dlq, n in report.moved.items():

@@ -10,9 +10,10 @@ Per queue, for the window `(as_of - window, as_of]` (an hour by default):
 - `dlq_depth`: live messages in the queue's `<queue>_dlq`, when it has one.
 
 Messages removed with `pgmq.delete` (instead of archived) leave no trace, so they count in neither
-`out_window` nor the latencies. One UNION ALL statement covers up to `chunk` queues; the archive
-part uses pgmq's `archived_at` index, so the cost follows the traffic in the window, not the
-archive's size. Everything runs in one READ ONLY transaction: one snapshot, no writes possible.
+`out_window` nor the latencies. One UNION ALL statement covers up to `chunk` queues, each in a
+READ ONLY transaction of its own (no writes possible, and locks on the queue tables are released
+after each chunk); the archive part uses pgmq's `archived_at` index, so the cost follows the
+traffic in the window, not the archive's size.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from .inventory import existing_queues, queue_kind
 from .thresholds import Thresholds
 
 DEFAULT_WINDOW = timedelta(hours=1)
-DEFAULT_CHUNK = 100
+DEFAULT_CHUNK = 25  # measured: 10-25 queues per statement is fastest (bench/bench_statistics.py)
 STATEMENT_TIMEOUT_MS = 60_000
 
 _PART = sql.SQL(
@@ -90,9 +91,10 @@ class Breach:
     severity: str
 
     def describe(self) -> str:
-        unit = "s" if self.check == "oldest_age" else ""
-        what = {"depth": "depth", "oldest_age": "oldest message age", "dlq": "dead letters"}[self.check]
-        return f"`{self.queue}`: {what} {self.value:g}{unit} > {self.limit:g}{unit}"
+        if self.check == "oldest_age":
+            return f"`{self.queue}`: oldest message age {format_seconds(self.value)} > {format_seconds(self.limit)}"
+        what = {"depth": "depth", "dlq": "dead letters"}[self.check]
+        return f"`{self.queue}`: {what} {self.value:g} > {self.limit:g}"
 
 
 @dataclass
@@ -157,6 +159,11 @@ def _parts(queues: list[str]) -> sql.Composed:
     )
 
 
+def _read_only(conn: psycopg.Connection) -> None:
+    conn.execute("SET TRANSACTION READ ONLY")
+    conn.execute(sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(STATEMENT_TIMEOUT_MS)))
+
+
 def collect_statistics(
     conn: psycopg.Connection,
     *,
@@ -167,27 +174,42 @@ def collect_statistics(
 ) -> StatisticsReport:
     """Statistics of `queues` (default: every queue in pgmq.meta) at `as_of` (default: the database's now).
 
-    Runs in its own read-only transaction on `conn` (which must not be inside a transaction).
+    Runs in read-only transactions of its own on `conn` (which must not be inside a transaction).
     """
     started = time.monotonic()
     with conn.transaction():
-        conn.execute("SET TRANSACTION READ ONLY")
-        conn.execute(sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(STATEMENT_TIMEOUT_MS)))
+        _read_only(conn)
         known = existing_queues(conn)
-        if queues is None:
-            selected = known
-        else:
-            wanted = list(dict.fromkeys(queues))
-            missing = [q for q in wanted if q not in known]
-            if missing:
-                raise ValueError(f"queue(s) {', '.join(map(repr, missing[:5]))} do not exist in pgmq.meta")
-            selected = wanted
         if as_of is None:
             as_of = conn.execute("SELECT now()").fetchone()[0]
-        params = {"as_of": as_of, "since": as_of - window}
-        rows = []
-        for i in range(0, len(selected), chunk):
-            rows += conn.execute(_parts(selected[i : i + chunk]), params).fetchall()
+    if queues is None:
+        selected = known
+    else:
+        wanted = list(dict.fromkeys(queues))
+        missing = [q for q in wanted if q not in known]
+        if missing:
+            raise ValueError(f"queue(s) {', '.join(map(repr, missing[:5]))} do not exist in pgmq.meta")
+        selected = wanted
+    params = {"as_of": as_of, "since": as_of - window}
+    rows = []
+    for i in range(0, len(selected), chunk):
+        # A transaction per chunk: its locks (a few per queue table and index) are released at once,
+        # so 1,000s of queues never fill the lock table or hold off a DROP for the whole run.
+        part = selected[i : i + chunk]
+        try:
+            with conn.transaction():
+                _read_only(conn)
+                rows += conn.execute(_parts(part), params).fetchall()
+        except psycopg.errors.UndefinedTable:
+            # A queue was dropped since the listing (an instance retired): measure the others.
+            with conn.transaction():
+                _read_only(conn)
+                still = set(existing_queues(conn))
+            part = [q for q in part if q in still]
+            if part:
+                with conn.transaction():
+                    _read_only(conn)
+                    rows += conn.execute(_parts(part), params).fetchall()
     stats = [
         QueueStats(
             queue=r[0], kind=queue_kind(r[0]), depth=r[1], visible=r[2], oldest_age_s=r[3], in_window=r[4],
