@@ -36,7 +36,7 @@ def validate_queue_name(name: object) -> str:
             f"queue name {name[:60]!r} is {len(name)} characters long; pgmq allows at most "
             f"{PGMQ_MAX_QUEUE_NAME}"
         )
-    if not QUEUE_NAME_RE.match(name):
+    if not QUEUE_NAME_RE.fullmatch(name):  # fullmatch: `$` would accept a trailing newline
         raise InvalidNameError(
             f"queue name {name[:60]!r} is not allowed: use lower-case letters, digits and '_', "
             "starting with a letter"
@@ -55,7 +55,7 @@ def validate_instance_id(instance_id: object) -> str:
             f"instance id {instance_id[:60]!r} is {len(instance_id)} characters long; at most "
             f"{MAX_INSTANCE_ID} are allowed so its inbox queue name fits pgmq's limit"
         )
-    if not INSTANCE_ID_RE.match(instance_id):
+    if not INSTANCE_ID_RE.fullmatch(instance_id):  # fullmatch: `$` would accept a trailing newline
         raise InvalidNameError(
             f"instance id {instance_id[:60]!r} is not allowed: use letters, digits, '-' and '_', "
             "starting with a letter or digit"

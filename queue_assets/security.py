@@ -76,7 +76,7 @@ def instance_role_for(instance_id: str) -> str:
 
 
 def _checked_role(name: str) -> str:
-    if not _ROLE_RE.match(name):
+    if not _ROLE_RE.fullmatch(name):
         raise InvalidNameError(
             f"role name {name[:70]!r} is not allowed: lower-case letters, digits and '_', starting with a "
             "letter, at most 63 characters"
