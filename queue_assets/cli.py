@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shutil
 import signal
@@ -77,7 +78,9 @@ def cmd_ingest(settings: Settings, args) -> int:
                      f"{', '.join(CONSUMED_QUEUES)}")
     urls = resolve_urls(settings)
     with connection(urls["shared_queue"]) as conn:
-        r = ingest_queue(conn, args.queue, IngestConfig.from_settings(settings), prefetch_url=urls["shared_queue"],
+        # "Drain now": no lingering on an empty queue and no time cap (the message cap still holds).
+        cfg = dataclasses.replace(IngestConfig.from_settings(settings), linger_s=0.0, max_seconds=86_400.0)
+        r = ingest_queue(conn, args.queue, cfg, prefetch_url=urls["shared_queue"],
                          on_batch=lambda r: print(f"\r{r.read} read, {r.stored} stored", end="", flush=True))
     print(f"\n{args.queue}: {r.read} read, {r.stored} stored, {r.duplicates} duplicates, "
           f"{r.dead_lettered} dead-lettered in {r.elapsed_s:.2f}s ({r.rate:.0f} msg/s)")

@@ -62,7 +62,8 @@ class Settings:
     max_message_bytes: int = 1_048_576
     visibility_timeout_s: int = 60
     run_max_messages: int = 200_000
-    run_max_seconds: int = 300
+    run_max_seconds: int = 30
+    run_linger_s: int = 10
     stale_after_s: int = 3600
     data_dir: Path = Path(".queue_assets")
 
@@ -125,7 +126,8 @@ class Settings:
             max_message_bytes=get("QUEUE_ASSETS_MAX_MESSAGE_BYTES", _int_range(256, 256 * 2**20), 2**20),
             visibility_timeout_s=get("QUEUE_ASSETS_VISIBILITY_TIMEOUT_S", _int_range(5, 86_400), 60),
             run_max_messages=get("QUEUE_ASSETS_RUN_MAX_MESSAGES", _int_range(1, 100_000_000), 200_000),
-            run_max_seconds=get("QUEUE_ASSETS_RUN_MAX_SECONDS", _int_range(1, 86_400), 300),
+            run_max_seconds=get("QUEUE_ASSETS_RUN_MAX_SECONDS", _int_range(1, 86_400), 30),
+            run_linger_s=get("QUEUE_ASSETS_RUN_LINGER_S", _int_range(0, 3600), 10),
             stale_after_s=get("QUEUE_ASSETS_STALE_AFTER_S", _int_range(10, 30 * 86_400), 3600),
             data_dir=data_dir,
         )

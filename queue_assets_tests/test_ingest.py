@@ -171,3 +171,26 @@ def test_a_long_batch_gets_its_lease_extended(conn):
     vt_after = conn.execute("SELECT vt FROM pgmq.q_pattern_messages").fetchone()[0]
     assert result.vt_extensions == 1
     assert vt_after > vt_before
+
+
+def test_a_lingering_run_picks_up_messages_that_arrive_after_the_queue_ran_dry(conn, db_url):
+    send_raw(conn, "pattern_messages", pattern_message("singularity-1", 1))
+
+    def late_producer():
+        time.sleep(1.0)
+        with psycopg.connect(db_url) as c:
+            send_raw(c, "pattern_messages", pattern_message("singularity-1", 2))
+
+    t = threading.Thread(target=late_producer)
+    t.start()
+    result = ingest_queue(conn, "pattern_messages", IngestConfig(linger_s=3.0), prefetch_url=db_url)
+    t.join()
+    assert (result.stored, result.stopped_by) == (2, "drained")
+    assert result.elapsed_s >= 3.0
+
+
+def test_a_run_without_linger_ends_as_soon_as_the_queue_is_empty(conn, db_url):
+    send_raw(conn, "pattern_messages", pattern_message("singularity-1", 1))
+    result = ingest_queue(conn, "pattern_messages", IngestConfig(linger_s=0.0), prefetch_url=db_url)
+    assert result.stored == 1
+    assert result.elapsed_s < 3.0
