@@ -77,6 +77,13 @@ def _positive(text: str) -> int:
     return value
 
 
+def _retention_batch(text: str) -> int:
+    value = _positive(text)
+    if value > 100_000:
+        raise ValueError(f"{value} is more than 100000 rows per batch (locks would be held too long)")
+    return value
+
+
 def _reason(text: str) -> str:
     dlq_ops.DlqFilter(reason=text)
     return text
@@ -105,7 +112,8 @@ def add_subcommands(sub) -> None:
 
     r = sub.add_parser("retention", help="delete archived messages older than the retention (bounded batches)")
     r.add_argument("--dry-run", action="store_true", help="count what would go; delete nothing")
-    r.add_argument("--batch-size", type=_arg(_positive), default=RETENTION_BATCH)
+    r.add_argument("--batch-size", type=_arg(_retention_batch), default=RETENTION_BATCH,
+                   help="rows per DELETE, each its own short transaction")
 
     d = sub.add_parser("dlq", help="dead letters: list, show, redrive, purge")
     dsub = d.add_subparsers(dest="dlq_command", required=True)
