@@ -10,6 +10,7 @@ import itertools
 import json
 import logging
 import subprocess
+import threading
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -18,7 +19,12 @@ import psycopg
 import pytest
 
 from queue_assets.export import learning
-from queue_assets.export.assets import EXPORT_PARTITIONS, aggregated_learning, learned_pattern_export
+from queue_assets.export.assets import (
+    DAILY_FRESHNESS,
+    EXPORT_PARTITIONS,
+    aggregated_learning,
+    learned_pattern_export,
+)
 from queue_assets.export.core import ExportFailed, run_export
 from queue_assets.export.github import GitHubPullRequests, GitHubSettings
 from queue_assets.export.render import artifact_file_name, branch_for
@@ -451,6 +457,39 @@ def test_a_cycle_whose_content_is_already_on_main_makes_no_branch_and_no_pr(db_u
     assert fake.requests == []
 
 
+def test_two_exports_of_one_cycle_at_once_leave_one_branch_one_commit_and_one_pr(
+        db_url, aconn, remote, tmp_path, cycle):
+    add_standard_fleet(aconn)
+    cutoff = datetime.now(UTC) + timedelta(hours=1)
+    learning.aggregate_learning(aconn, cycle, cutoff, ExportSettings())
+    res = resources(db_url, remote, tmp_path)
+    results, errors = [], []
+
+    def export(fake: FakeGitHub) -> None:
+        try:
+            with psycopg.connect(db_url, autocommit=True) as c:
+                provider = GitHubPullRequests(GitHubSettings(f"{fake.owner}/{fake.repo}", fake.token, fake.url))
+                results.append(run_export(c, cycle=cycle, cutoff=cutoff, settings=ExportSettings(),
+                                          work_copy=lambda: res["templates_repo"].work_copy("export"),
+                                          remote_url=remote, provider=provider, publish=None))
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    with serve_fake_github() as fake:
+        threads = [threading.Thread(target=export, args=(fake,)) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    assert errors == []
+    assert sorted(r.committed for r in results) == [False, True]
+    assert git_out(remote, "rev-list", "--count", f"main..{branch_for(cycle)}").strip() == "1"
+    # Whether the second run's list comes before or after the first run's create, one PR results
+    # (a late create gets GitHub's 422 and updates instead).
+    assert len(fake.pulls) == 1 and fake.pulls[0]["head"]["ref"] == branch_for(cycle)
+    assert export_row(aconn, cycle)["attempts"] == 2
+
+
 def test_run_export_refuses_a_cycle_without_a_snapshot(db_url, aconn, remote, tmp_path, cycle):
     res = resources(db_url, remote, tmp_path)
     with pytest.raises(ExportFailed, match="no selected artifact"):
@@ -514,3 +553,26 @@ def test_the_code_location_loads_with_the_export_job_schedule_and_resources():
     assert defs.resolve_schedule_def("knowledge_export_schedule").cron_schedule == "0 1 * * *"
     for key in ("templates_repo", "github", "shared_queue"):
         assert key in defs.resources
+    for asset in (aggregated_learning, learned_pattern_export):
+        assert asset.specs_by_key[asset.key].freshness_policy == DAILY_FRESHNESS
+
+
+def test_init_creates_the_embedded_templates_remote_only_when_no_url_is_set(db_url, tmp_path, monkeypatch, capsys):
+    from queue_assets import cli
+
+    monkeypatch.setenv("SHARED_QUEUE_DB_URL", db_url)
+    monkeypatch.setenv("QUEUE_ASSETS_DATA_DIR", str(tmp_path / "a"))
+    assert cli.main(["init"]) == 0
+    assert list(branches(str(tmp_path / "a" / "git" / "templates_data.git"))) == ["main"]
+    assert "templates_data remote (embedded)" in capsys.readouterr().out
+    monkeypatch.setenv("QUEUE_ASSETS_DATA_DIR", str(tmp_path / "b"))
+    monkeypatch.setenv("TEMPLATES_REPO_URL", "https://git.example.com/acme/templates_data.git")
+    assert cli.main(["init"]) == 0
+    assert not (tmp_path / "b" / "git").exists()
+
+
+def test_a_bad_templates_repo_url_fails_naming_the_variable_without_its_credentials(monkeypatch, tmp_path):
+    monkeypatch.setenv("TEMPLATES_REPO_URL", "ext::https://bob:URLSECRET-99@host/x.git")
+    with pytest.raises(SettingsError) as info:
+        TemplatesRepoResource(data_dir=str(tmp_path)).remote_url()
+    assert "TEMPLATES_REPO_URL" in str(info.value) and "URLSECRET-99" not in str(info.value)

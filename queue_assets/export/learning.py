@@ -19,29 +19,41 @@ from .settings import ExportSettings
 # Deterministic numbers: sums in numeric (exact, so the result does not depend on the order the
 # rows were added in) and the rate rounded, so an unchanged table gives byte-identical files.
 _AGGREGATE_SQL = """
-WITH per_artifact AS (
-    SELECT artifact_id,
-           sum(usage_count)::bigint                                   AS total_usage,
-           sum(usage_count::numeric * success_rate::numeric)          AS weighted,
-           avg(success_rate::numeric)                                 AS mean_rate,
-           count(*)                                                   AS report_count,
-           count(DISTINCT instance_id)::int                           AS instance_count,
-           array_agg(DISTINCT instance_id ORDER BY instance_id)       AS instances,
-           min(observed_at)                                           AS first_seen,
-           max(observed_at)                                           AS last_seen
+WITH per_pair AS (  -- first per (artifact, instance): hash aggregation, no sort of the reports
+    SELECT artifact_id, instance_id,
+           sum(usage_count)                                   AS usage,
+           sum(usage_count::numeric * success_rate::numeric)  AS weighted,
+           sum(success_rate::numeric)                         AS rate_sum,
+           count(*)                                           AS reports,
+           min(observed_at)                                   AS first_seen,
+           max(observed_at)                                   AS last_seen
       FROM hub.learned_artifacts
      WHERE stored_at < %(cutoff)s
+     GROUP BY artifact_id, instance_id
+), per_artifact AS (
+    SELECT artifact_id,
+           sum(usage)::bigint                                 AS total_usage,
+           sum(weighted)                                      AS weighted,
+           sum(rate_sum) / sum(reports)                       AS mean_rate,
+           sum(reports)::bigint                               AS report_count,
+           count(*)::int                                      AS instance_count,
+           array_agg(instance_id ORDER BY instance_id)        AS instances,
+           min(first_seen)                                    AS first_seen,
+           max(last_seen)                                     AS last_seen
+      FROM per_pair
      GROUP BY artifact_id
-), newest AS (
-    SELECT DISTINCT ON (artifact_id) artifact_id, artifact_type, name, content
+), newest AS (  -- the newest report's key only; its wide columns are fetched by primary key below
+    SELECT DISTINCT ON (artifact_id) artifact_id, queue, msg_id, ordinal
       FROM hub.learned_artifacts
      WHERE stored_at < %(cutoff)s
      ORDER BY artifact_id, observed_at DESC, stored_at DESC, queue, msg_id DESC, ordinal
 ), rated AS (
-    SELECT p.*, n.artifact_type, n.name, n.content,
+    SELECT p.*, la.artifact_type, la.name, la.content,
            round(CASE WHEN p.total_usage > 0 THEN p.weighted / p.total_usage ELSE p.mean_rate END, 6)::float8
                AS success_rate
-      FROM per_artifact p JOIN newest n USING (artifact_id)
+      FROM per_artifact p
+      JOIN newest n USING (artifact_id)
+      JOIN hub.learned_artifacts la ON (la.queue, la.msg_id, la.ordinal) = (n.queue, n.msg_id, n.ordinal)
 )
 INSERT INTO hub.aggregated_learning
     (cycle_date, artifact_id, artifact_type, name, content, total_usage, success_rate, report_count,
