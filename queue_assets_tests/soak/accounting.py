@@ -1,0 +1,201 @@
+"""The exact accounting of a soak: what the instances published against what the hub stored.
+
+Published (valid) messages are the fleet's records, one per idempotency key. The hub's side is
+`hub.ingest_ledger` (one row per msg_id taken: stored, duplicate or dead_lettered), the
+dead-letter queues (whose messages keep their original headers, so a valid message that was
+dead-lettered is found by its key and a malformed one by its `soak_bad_id`), and the data tables.
+
+The pass condition, asserted exactly:
+- every published key is stored exactly once or dead-lettered, never both, never missing;
+- nothing is stored that was not published;
+- every malformed message is in a dead-letter queue exactly once;
+- the data tables hold exactly the rows the stored messages make (no row doubled by a retry).
+"""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass, field
+
+import psycopg
+from psycopg import sql
+
+from queue_assets.names import dlq_for
+from queue_assets.queues import CONSUMED_QUEUES
+
+from .publisher import Record
+
+TABLE_OF_KIND = {"pattern_detection": "pattern_observations", "code_analysis": "code_analyses",
+                 "learned_patterns": "learned_artifacts", "heartbeat": "heartbeats"}
+
+
+@dataclass(frozen=True)
+class LedgerRow:
+    queue: str
+    msg_id: int
+    key: str | None
+    outcome: str
+    enqueued: float
+    stored: float
+
+
+@dataclass
+class Accounting:
+    published: int = 0
+    unsent: int = 0
+    stored: int = 0
+    stored_twice: int = 0
+    dead_lettered_valid: int = 0
+    stored_and_dead_lettered: int = 0
+    missing: list[str] = field(default_factory=list)
+    stored_unpublished: int = 0
+    duplicate_deliveries: int = 0
+    """Ledger rows with outcome `duplicate`: a producer retry the hub recognised by its key."""
+    bad_sent: int = 0
+    bad_in_dlq: int = 0
+    bad_in_dlq_twice: int = 0
+    bad_stored: int = 0
+    rows_expected: dict[str, int] = field(default_factory=dict)
+    rows_actual: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def problems(self) -> list[str]:
+        out = []
+        if self.unsent:
+            out.append(f"{self.unsent} messages were never sent")
+        if self.missing:
+            out.append(f"{len(self.missing)} published messages are neither stored nor dead-lettered "
+                       f"(e.g. {self.missing[:5]})")
+        if self.stored_twice:
+            out.append(f"{self.stored_twice} keys stored more than once")
+        if self.stored_and_dead_lettered:
+            out.append(f"{self.stored_and_dead_lettered} keys both stored and dead-lettered")
+        if self.stored_unpublished:
+            out.append(f"{self.stored_unpublished} stored keys that no instance published")
+        if self.published != self.stored + self.dead_lettered_valid:
+            out.append(f"published {self.published} != stored {self.stored} + dead-lettered "
+                       f"{self.dead_lettered_valid}")
+        if self.bad_in_dlq != self.bad_sent or self.bad_in_dlq_twice or self.bad_stored:
+            out.append(f"malformed: {self.bad_sent} sent, {self.bad_in_dlq} in the DLQs "
+                       f"({self.bad_in_dlq_twice} twice), {self.bad_stored} stored")
+        for table, n in self.rows_expected.items():
+            if self.rows_actual.get(table) != n:
+                out.append(f"hub.{table} holds {self.rows_actual.get(table)} rows, expected {n}")
+        return out
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def summary(self) -> dict:
+        return {
+            "published": self.published, "stored": self.stored, "dead_lettered_valid": self.dead_lettered_valid,
+            "stored_twice": self.stored_twice, "missing": len(self.missing),
+            "duplicate_deliveries_dropped": self.duplicate_deliveries, "malformed_sent": self.bad_sent,
+            "malformed_in_dlq": self.bad_in_dlq, "rows_expected": self.rows_expected,
+            "rows_actual": self.rows_actual, "problems": self.problems,
+        }
+
+
+def fetch_ledger(conn: psycopg.Connection) -> list[LedgerRow]:
+    rows = fetch_ledger_in_tx(conn)
+    conn.commit()
+    return rows
+
+
+def fetch_ledger_in_tx(conn: psycopg.Connection) -> list[LedgerRow]:
+    rows = conn.execute(
+        "SELECT queue, msg_id, idempotency_key, outcome, extract(epoch FROM enqueued_at)::float8,"
+        " extract(epoch FROM stored_at)::float8 FROM hub.ingest_ledger"
+    ).fetchall()
+    return [LedgerRow(*r) for r in rows]
+
+
+def stored_keys(conn: psycopg.Connection) -> set[str]:
+    rows = conn.execute(
+        "SELECT idempotency_key FROM hub.ingest_ledger WHERE outcome = 'stored' AND idempotency_key IS NOT NULL"
+    ).fetchall()
+    conn.commit()
+    return {r[0] for r in rows}
+
+
+def dead_letter_headers(conn: psycopg.Connection) -> tuple[collections.Counter, collections.Counter]:
+    """(idempotency keys, soak_bad_ids) of every message in the consumed queues' DLQs (live and archived)."""
+    out = dead_letter_headers_in_tx(conn)
+    conn.commit()
+    return out
+
+
+def dead_letter_headers_in_tx(conn: psycopg.Connection) -> tuple[collections.Counter, collections.Counter]:
+    keys: collections.Counter = collections.Counter()
+    bad: collections.Counter = collections.Counter()
+    for queue in CONSUMED_QUEUES:
+        dlq = dlq_for(queue)
+        for prefix in ("q_", "a_"):
+            rows = conn.execute(
+                sql.SQL("SELECT headers->>'idempotency_key', headers->>'soak_bad_id' FROM pgmq.{}").format(
+                    sql.Identifier(prefix + dlq))
+            ).fetchall()
+            for key, bad_id in rows:
+                if bad_id:
+                    bad[bad_id] += 1
+                elif key:
+                    keys[key] += 1
+    return keys, bad
+
+
+def table_rows_in_tx(conn: psycopg.Connection) -> dict[str, int]:
+    out = {}
+    for table in TABLE_OF_KIND.values():
+        out[table] = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier("hub", table))).fetchone()[0]
+    return out
+
+
+def account(conn: psycopg.Connection, records: list[Record], bad_sent: int, *, upto: float | None = None) -> Accounting:
+    """The accounting of the records made up to `upto` (default: all of them).
+
+    Everything is read in one REPEATABLE READ snapshot, so the ledger, the dead-letter queues and
+    the data tables agree with each other while ingest goes on. Expected data rows are computed
+    over every stored key (records made after `upto` included), so they match the tables exactly.
+    """
+    conn.commit()
+    conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+    try:
+        ledger = fetch_ledger_in_tx(conn)
+        dlq_keys, bad = dead_letter_headers_in_tx(conn)
+        rows_actual = table_rows_in_tx(conn)
+    finally:
+        conn.commit()
+        conn.isolation_level = None
+    all_records = {r.key: r for r in records}
+    subject = {k: r for k, r in all_records.items() if upto is None or r.created <= upto}
+    published = {k: r for k, r in subject.items() if r.msg_id is not None}
+    stored_count = collections.Counter(row.key for row in ledger if row.outcome == "stored" and row.key)
+    acc = Accounting(published=len(published), unsent=len(subject) - len(published))
+    acc.stored = sum(1 for k in published if k in stored_count)
+    acc.stored_twice = sum(1 for n in stored_count.values() if n > 1)
+    acc.stored_unpublished = sum(1 for k in stored_count if k not in all_records)
+    acc.dead_lettered_valid = sum(1 for k in published if k in dlq_keys and k not in stored_count)
+    acc.stored_and_dead_lettered = sum(1 for k in dlq_keys if k in stored_count)
+    acc.missing = sorted(k for k in published if k not in stored_count and k not in dlq_keys)
+    acc.duplicate_deliveries = sum(1 for row in ledger if row.outcome == "duplicate")
+    acc.bad_sent = bad_sent
+    acc.bad_in_dlq = len(bad)
+    acc.bad_in_dlq_twice = sum(1 for n in bad.values() if n > 1)
+    expected = dict.fromkeys(TABLE_OF_KIND.values(), 0)
+    for key in stored_count:
+        rec = all_records.get(key)
+        if rec is not None:
+            expected[TABLE_OF_KIND[rec.kind]] += rec.rows
+    acc.rows_expected = expected
+    acc.rows_actual = rows_actual
+    return acc
+
+
+def unaccounted(conn: psycopg.Connection, records: list[Record]) -> int:
+    """How many of `records` are not yet stored or dead-lettered (unsent ones included)."""
+    if not records:
+        return 0
+    done = stored_keys(conn)
+    keys, _ = dead_letter_headers(conn)
+    return sum(1 for r in records if r.key not in done and r.key not in keys)

@@ -1,0 +1,129 @@
+"""The CI variant of the soak-plus-faults run (marked `soak`): one hub, driven by its daemon.
+
+A 2-minute fault-free soak, then the faults (malformed burst, SIGKILLed ingest run, PostgreSQL
+stopped for 20 s, daemon killed and restarted, Git remote gone during an export), then the drain.
+The run happens once per module (`soak_report`); each test checks one pass condition of it.
+
+`QUEUE_ASSETS_SOAK_MINUTES` changes the soak phase, `QUEUE_ASSETS_SOAK_REPORT` names a file for the
+JSON report. The visibility timeout is 30 s here (the default is 60 s) so the leases a fault left
+behind expire sooner and the whole run fits well inside 10 minutes; the long variant
+(`python -m queue_assets_tests.soak.run --minutes 10`) keeps the default.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+from .faults import FAULTS
+from .run import Soak, SoakOptions, markdown
+
+pytestmark = [pytest.mark.soak, pytest.mark.timeout(900)]
+
+
+def free_port(lo: int = 3300, hi: int = 3399) -> int:
+    for port in range(lo, hi + 1):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port between {lo} and {hi}")
+
+
+@pytest.fixture(scope="module")
+def soak_report(tmp_path_factory) -> dict:
+    data_dir: Path = tmp_path_factory.mktemp("soak") / "hub"
+    opts = SoakOptions(minutes=float(os.environ.get("QUEUE_ASSETS_SOAK_MINUTES", "2")), port=free_port(),
+                       data_dir=data_dir, visibility_timeout_s=30, settle_timeout_s=240, drain_timeout_s=240,
+                       ready_timeout_s=240)
+    report = Soak(opts).run()
+    out = os.environ.get("QUEUE_ASSETS_SOAK_REPORT")
+    if out:
+        Path(out).write_text(json.dumps(report, indent=2, default=str))
+    print("\n" + markdown(report))
+    return report
+
+
+def test_every_published_message_is_stored_exactly_once_or_dead_lettered(soak_report):
+    acc = soak_report["accounting"]
+    assert acc["published"] > 0
+    assert acc["published"] == acc["stored"] + acc["dead_lettered_valid"], acc
+    assert (acc["missing"], acc["stored_twice"]) == (0, 0), acc
+
+
+def test_no_valid_message_is_dead_lettered(soak_report):
+    assert soak_report["accounting"]["dead_lettered_valid"] == 0
+
+
+def test_every_malformed_message_ends_in_a_dead_letter_queue_exactly_once(soak_report):
+    acc = soak_report["accounting"]
+    assert acc["malformed_sent"] == 10_000
+    assert acc["malformed_in_dlq"] == acc["malformed_sent"]
+    assert not [p for p in acc["problems"] if p.startswith("malformed")]
+
+
+def test_the_data_tables_hold_exactly_the_rows_of_the_stored_messages(soak_report):
+    acc = soak_report["accounting"]
+    assert acc["rows_actual"] == acc["rows_expected"]
+
+
+def test_the_queues_are_empty_at_the_end(soak_report):
+    assert soak_report["queue_depth_at_end"] == {"pattern_messages": 0, "learned_patterns": 0, "instance_heartbeat": 0}
+
+
+@pytest.mark.parametrize("fault", list(FAULTS))
+def test_each_fault_ends_with_nothing_lost_or_doubled(soak_report, fault):
+    result = next(f for f in soak_report["faults"] if f["name"] == fault)
+    if result["skipped"]:
+        pytest.skip(result["skipped"])
+    assert result["problems"] == []
+    acc = result["details"]["accounting"]
+    assert acc["published"] == acc["stored"] + acc["dead_lettered_valid"]
+    assert (acc["missing"], acc["stored_twice"]) == (0, 0)
+
+
+def test_the_sigkilled_run_was_caught_with_a_batch_in_flight(soak_report):
+    kill = next(f for f in soak_report["faults"] if f["name"] == "sigkill_ingest_run")
+    assert kill["details"]["killed_pids"]
+    assert kill["details"]["killed_run_final_status"] == "FAILURE"
+    assert kill["details"]["redelivered_messages"] > 0
+
+
+def test_publishers_buffered_and_retried_through_the_database_outage(soak_report):
+    outage = next(f for f in soak_report["faults"] if f["name"] == "postgres_restart")
+    assert outage["details"]["down_s"] >= 20
+    assert outage["details"]["publisher_send_errors"] > 0
+
+
+def test_lag_stays_bounded_during_the_soak(soak_report):
+    lags = soak_report["lag"]["soak"]
+    assert set(lags) == {"pattern_messages", "learned_patterns", "instance_heartbeat"}
+    bound = soak_report["options"]["max_lag_s"]
+    assert all(v["max_oldest_age_s"] <= bound for v in lags.values()), lags
+
+
+def test_memory_of_webserver_daemon_and_code_servers_does_not_grow_without_bound(soak_report):
+    mem = soak_report["memory_mb"]
+    assert set(mem["soak_start"]) == {"webserver", "daemon", "code_server"}
+    for role, start in mem["soak_start"].items():
+        assert start > 0
+        assert mem["soak_end"][role] <= 1.5 * start + 100, (role, mem)
+
+
+def test_only_the_daemons_sensors_launched_ingest_runs(soak_report):
+    ingest = {j: c for j, c in soak_report["runs"]["by_job"].items() if j.startswith("ingest_")}
+    assert set(ingest) == {"ingest_pattern_messages_job", "ingest_learned_patterns_job",
+                           "ingest_instance_heartbeat_job"}
+    assert soak_report["runs"]["ingest_runs_per_minute_soak"] > 0
+
+
+def test_publish_to_stored_latency_is_measured_for_every_stored_soak_message(soak_report):
+    lat = soak_report["latency"]["soak_enqueued_to_stored"]
+    assert lat["n"] == sum(soak_report["rate"]["soak_published_per_queue"].values())
+    assert lat["p50"] <= lat["p95"] <= lat["p99"]
