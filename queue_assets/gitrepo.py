@@ -264,7 +264,7 @@ class WorkCopy:
     ) -> list[str]:
         """Write files (paths relative to `folder`) into the work tree; return the paths written.
 
-        Every path must stay inside `folder` (checked before and after resolving symlinks), so names
+        Every path must stay inside `folder` (checked on the text and on the disk: see `safe_path`), so names
         such as `../x`, `/etc/passwd` or `..\\x` raise `UnsafePathError` and nothing is written
         outside. With `prune`, files in `folder` that were not written now are removed, so the
         folder ends up holding exactly this set. Unchanged files are left untouched.

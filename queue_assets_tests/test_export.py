@@ -576,3 +576,18 @@ def test_a_bad_templates_repo_url_fails_naming_the_variable_without_its_credenti
     with pytest.raises(SettingsError) as info:
         TemplatesRepoResource(data_dir=str(tmp_path)).remote_url()
     assert "TEMPLATES_REPO_URL" in str(info.value) and "URLSECRET-99" not in str(info.value)
+
+
+def test_the_scheduled_job_from_the_definitions_runs_on_environment_settings(
+        db_url, aconn, remote, tmp_path, cycle, monkeypatch):
+    from queue_assets.definitions import defs
+
+    add_standard_fleet(aconn)
+    monkeypatch.setenv("SHARED_QUEUE_DB_URL", db_url)
+    monkeypatch.setenv("TEMPLATES_REPO_URL", remote)
+    monkeypatch.setenv("QUEUE_ASSETS_DATA_DIR", str(tmp_path / "data"))
+    job = defs.resolve_job_def("knowledge_export_job")
+    result = job.execute_in_process(partition_key=cycle.isoformat(), instance=dg.DagsterInstance.ephemeral())
+    assert result.success
+    assert branches(remote)[branch_for(cycle)] == export_row(aconn, cycle)["commit_sha"]
+    assert export_row(aconn, cycle)["status"] == "branch_only"
