@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 import time
+import uuid
 
 import dagster as dg
 import psycopg
@@ -24,7 +26,7 @@ from queue_assets.ingest.core import IngestConfig, ingest_queue
 from queue_assets.ingest.sensors import build_ingest_jobs_and_sensors
 from queue_assets.resources import SharedQueueResource
 from queue_assets.sdk import HubClient
-from queue_assets.settings import Settings
+from queue_assets.settings import Settings, project_root
 from queue_assets_tests.helpers import queue_depth
 
 UNREACHABLE = "postgresql://hub:topsecret@127.0.0.1:1/shared_queue"
@@ -117,8 +119,11 @@ def test_a_missing_database_is_not_retried(server_admin_url):
     assert time.monotonic() - started < 3
 
 
-def test_a_connection_succeeds_once_the_server_comes_back(tmp_path):
-    data = tmp_path / "restartable"
+def test_a_connection_succeeds_once_the_server_comes_back():
+    # Not under pytest's tmp_path: a concurrent pytest session resets /tmp/pytest-of-<user> to 0700,
+    # and the embedded server (running as its own system user when we are root) could no longer
+    # create its socket there.
+    data = project_root() / ".queue_assets" / f"test-restart-{uuid.uuid4().hex[:8]}"
     url = embedded.ensure_running(data)["shared_queue"]
     embedded.stop(data)
     starter = threading.Timer(1.0, lambda: embedded.ensure_running(data))
@@ -129,6 +134,7 @@ def test_a_connection_succeeds_once_the_server_comes_back(tmp_path):
     finally:
         starter.join()
         embedded.stop(data)
+        shutil.rmtree(data, ignore_errors=True)
 
 
 def test_the_ingest_sensor_retries_its_probe_and_then_skips_naming_the_attempts():
