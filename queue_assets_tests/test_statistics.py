@@ -278,3 +278,14 @@ def test_unanswered_requests_warn_and_answered_ones_do_not(conn, db_url):
     assert c.metadata["unanswered.llm_requests"].value == 1
     assert c.metadata["unanswered"].value == 1
     assert "`r-lost`" in c.metadata["oldest"].value and "agent-7" in c.metadata["oldest"].value
+
+
+def test_a_missing_request_queue_does_not_break_the_unanswered_check(conn, db_url):
+    conn.execute("SELECT pgmq.drop_queue('job_results')")
+    conn.commit()
+    try:
+        c = _checks(_materialize(db_url))[CHECK_UNANSWERED]
+        assert c.passed and "unanswered.job_requests" not in c.metadata
+    finally:
+        conn.execute("SELECT pgmq.create('job_results')")
+        conn.commit()

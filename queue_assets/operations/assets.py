@@ -105,10 +105,13 @@ def _unanswered_check(conn, report: StatisticsReport, thresholds: Thresholds, lo
     counts: dict[str, int] = {}
     rows = []
     severity = "WARN"
+    known = report.by_queue()
     for request_queue in REPLY_QUEUE_FOR:
         t = thresholds.for_queue(request_queue)
         if t.reply_timeout_s is None:
             continue
+        if request_queue not in known or REPLY_QUEUE_FOR[request_queue] not in known:
+            continue  # the service's queues were never created (or were dropped) here
         n, oldest = count_unanswered(conn, request_queue, timeout=timedelta(seconds=t.reply_timeout_s),
                                      lookback=lookback, as_of=report.measured_at)
         conn.commit()
