@@ -226,3 +226,30 @@ def test_the_aggregation_schedule_is_hourly_at_minute_zero_utc_and_running():
     assert (s.cron_schedule, s.execution_timezone, s.default_status) == (
         "0 * * * *", "UTC", dg.DefaultScheduleStatus.RUNNING)
     assert s.job_name == "pattern_aggregation_job"
+
+
+def test_concurrent_runs_are_serialised_and_the_ranking_comes_from_the_last(conn, db_url):
+    import threading
+
+    import psycopg
+
+    store(conn, FIXTURE)
+    results, errors = [], []
+
+    def run():
+        try:
+            with psycopg.connect(db_url) as own:
+                results.append(core.aggregate(own))
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert sorted(r.patterns for r in results) == [4, 4, 4]
+    last = max(r.run_id for r in results)
+    assert conn.execute("SELECT DISTINCT run_id FROM hub.aggregated_patterns").fetchall() == [(last,)]
+    assert core.check_keys(conn, PATTERN_TYPES) == []

@@ -26,6 +26,7 @@ Definitions (see docs/aggregation.md):
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -50,8 +51,7 @@ SELECT pattern_type, name, instance_id, language,
        sum(confidence) AS confidence_sum,
        count(confidence) AS confidence_n,
        min(observed_at) AS first_seen,
-       max(observed_at) AS last_seen,
-       max(stored_at) AS max_stored_at
+       max(observed_at) AS last_seen
 FROM hub.pattern_observations
 GROUP BY pattern_type, name, instance_id, language
 """
@@ -64,10 +64,11 @@ CROSS JOIN LATERAL unnest(o.indicators) AS i(indicator)
 GROUP BY o.pattern_type, o.name, i.indicator
 """
 
+# max(stored_at) comes from its index, in the run's snapshot.
 _TOTALS_SQL = """
 SELECT (SELECT count(*) FROM (SELECT instance_id FROM qa_per_language GROUP BY instance_id) i)::integer,
        coalesce(sum(observations), 0)::bigint,
-       max(max_stored_at)
+       (SELECT max(stored_at) FROM hub.pattern_observations)
 FROM qa_per_language
 """
 
@@ -197,43 +198,67 @@ def aggregate(
 ) -> AggregationResult:
     """Recompute the ranking from all observations, replace `hub.aggregated_patterns`, snapshot it.
 
-    One transaction: readers see the previous ranking until it commits. Snapshots of runs older
-    than `retention_days` are pruned (None keeps them all).
+    One transaction: readers see the previous ranking until it commits. Runs are serialised.
+    Snapshots of runs older than `retention_days` are pruned (None keeps them all).
     """
     if not 1 <= top_indicators <= 100:
         raise ValueError(f"top_indicators={top_indicators}: must be between 1 and 100")
     _check_work_mem(work_mem)
     started = time.perf_counter()
-    with conn.transaction():
-        # Server-side memory for the hash aggregates, for this transaction only.
-        conn.execute("SELECT set_config('work_mem', %s, true)", (work_mem,))
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_AGGREGATION_LOCK_KEY,))
-        run_id, started_at = conn.execute(
-            "INSERT INTO hub.aggregation_runs (dagster_run_id) VALUES (%s) RETURNING run_id, started_at",
-            (dagster_run_id,),
-        ).fetchone()
-        conn.execute(_PER_LANGUAGE_SQL)
-        conn.execute(_INDICATORS_SQL)
-        instances, observations, max_stored_at = conn.execute(_TOTALS_SQL).fetchone()
-        conn.execute("DELETE FROM hub.aggregated_patterns")
-        patterns = conn.execute(
-            _REPLACE_RANKING_SQL,
-            {"run_id": run_id, "top_indicators": top_indicators, "w_confidence": W_CONFIDENCE,
-             "w_volume": W_VOLUME, "volume_half": VOLUME_HALF},
+    # On a connection of its own, the run reads one REPEATABLE READ snapshot, so both passes and the
+    # totals see exactly the same rows. Its snapshot must start after the previous run committed,
+    # so the lock that serialises runs is taken first, at session level. Inside a caller's open
+    # transaction the run joins it (as a savepoint) and locks for that transaction.
+    own = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    if own:
+        conn.execute("SELECT pg_advisory_lock(%s)", (_AGGREGATION_LOCK_KEY,))
+        conn.commit()
+    try:
+        with conn.transaction():
+            if own:
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            else:
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_AGGREGATION_LOCK_KEY,))
+            result = _aggregate(conn, top_indicators, retention_days, work_mem, dagster_run_id, started)
+    finally:
+        if own:
+            # A connection that died took its lock with it.
+            with contextlib.suppress(psycopg.OperationalError):
+                conn.execute("SELECT pg_advisory_unlock(%s)", (_AGGREGATION_LOCK_KEY,))
+                conn.commit()
+    return result
+
+
+def _aggregate(conn: psycopg.Connection, top_indicators: int, retention_days: int | None, work_mem: str,
+               dagster_run_id: str | None, started: float) -> AggregationResult:
+    # Server-side memory for the hash aggregates, for this transaction only.
+    conn.execute("SELECT set_config('work_mem', %s, true)", (work_mem,))
+    run_id, started_at = conn.execute(
+        "INSERT INTO hub.aggregation_runs (dagster_run_id) VALUES (%s) RETURNING run_id, started_at",
+        (dagster_run_id,),
+    ).fetchone()
+    conn.execute(_PER_LANGUAGE_SQL)
+    conn.execute(_INDICATORS_SQL)
+    instances, observations, max_stored_at = conn.execute(_TOTALS_SQL).fetchone()
+    conn.execute("DELETE FROM hub.aggregated_patterns")
+    patterns = conn.execute(
+        _REPLACE_RANKING_SQL,
+        {"run_id": run_id, "top_indicators": top_indicators, "w_confidence": W_CONFIDENCE,
+         "w_volume": W_VOLUME, "volume_half": VOLUME_HALF},
+    ).rowcount
+    conn.execute(_SNAPSHOT_SQL, {"snapshot_at": started_at})
+    pruned = 0
+    if retention_days is not None:
+        pruned = conn.execute(
+            "DELETE FROM hub.aggregation_runs WHERE started_at < %s - make_interval(days => %s)"
+            " AND run_id <> %s",
+            (started_at, retention_days, run_id),
         ).rowcount
-        conn.execute(_SNAPSHOT_SQL, {"snapshot_at": started_at})
-        pruned = 0
-        if retention_days is not None:
-            pruned = conn.execute(
-                "DELETE FROM hub.aggregation_runs WHERE started_at < %s - make_interval(days => %s)"
-                " AND run_id <> %s",
-                (started_at, retention_days, run_id),
-            ).rowcount
-        conn.execute(
-            "UPDATE hub.aggregation_runs SET finished_at = clock_timestamp(), observations = %s,"
-            " patterns = %s, instances = %s, max_stored_at = %s WHERE run_id = %s",
-            (observations, patterns, instances, max_stored_at, run_id),
-        )
+    conn.execute(
+        "UPDATE hub.aggregation_runs SET finished_at = clock_timestamp(), observations = %s,"
+        " patterns = %s, instances = %s, max_stored_at = %s WHERE run_id = %s",
+        (observations, patterns, instances, max_stored_at, run_id),
+    )
     return AggregationResult(
         run_id=run_id,
         started_at=started_at,
