@@ -19,6 +19,7 @@ The pandas ranking is compared with the SQL one (ranks, counts, scores) before a
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -170,7 +171,7 @@ def main() -> None:
     url, label, drop = fresh_database(args.server)
     print(f"server: {label}")
     print(f"{'rows':>11} | {'load s':>7} | {'sql s':>7} | {'sql peak MB':>11} | {'pandas s':>8} | "
-          f"{'pandas peak MB':>14} | {'time ratio':>10} | {'patterns':>8}")
+          f"{'pandas peak MB':>14} | {'time ratio':>10} | {'patterns':>8} | load avg")
     try:
         for size in sizes:
             load_s = grow(url, size)
@@ -189,8 +190,9 @@ def main() -> None:
             else:
                 pandas_cols = f"{'skipped':>8} | {'skipped':>14} | {'—':>10}"
             print(f"{size:11,d} | {load_s:7.1f} | {sql_s:7.2f} | {sql_mb:11.0f} | {pandas_cols} | "
-                  f"{sql_runs[0]['patterns']:8d}   (sql process baseline after imports: {base_mb:.0f} MB)",
-                  flush=True)
+                  f"{sql_runs[0]['patterns']:8d} | {os.getloadavg()[0]:.1f}", flush=True)
+        print(f"(the sql process holds {base_mb:.0f} MB after importing the asset module: dagster, pandas, psycopg; "
+              f"load avg = 1-minute load average of this {os.cpu_count()}-core machine after each size)")
     finally:
         if not args.keep:
             drop()

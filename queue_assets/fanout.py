@@ -189,12 +189,16 @@ def publish(conn: psycopg.Connection, message: dict[str, Any], routing_key: str 
             f"routing key {key[:80]!r} is not a hub topic: it must start with {TOPIC_PREFIX + '.'!r} so "
             f"the inboxes (bound to {INBOX_BINDING!r}) receive it"
         )
+    # The validated form (UTC timestamps, normalised names), without defaults nobody set.
+    body = json.dumps(parsed.model_dump(mode="json", exclude_unset=True), allow_nan=False)
+    if len(body.encode()) > contracts.MAX_BYTES:
+        raise contracts.ContractError(
+            "too_large", f"{parsed.type} message is {len(body.encode())} bytes, over the limit of "
+            f"{contracts.MAX_BYTES} bytes that instances accept", message_type=parsed.type,
+        )
     if sync:
         sync_inboxes(conn, stale_after_s if stale_after_s is not None else Settings.from_env().stale_after_s)
-    body = parsed.model_dump(mode="json")
-    (copies,) = conn.execute(
-        "SELECT pgmq.send_topic(%s, %s::jsonb)", (key, json.dumps(body, allow_nan=False))
-    ).fetchone()
+    (copies,) = conn.execute("SELECT pgmq.send_topic(%s, %s::jsonb)", (key, body)).fetchone()
     return copies
 
 

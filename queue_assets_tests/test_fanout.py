@@ -170,3 +170,10 @@ def test_an_archived_inbox_message_is_not_read_again(conn, db_url):
         assert client.archive_inbox(msg.msg_id) is True
         assert client.read_inbox(vt=0) == []
     assert count(conn, "pgmq.a_inbox_singularity_1") == 1
+
+
+def test_a_message_over_the_size_limit_is_refused(conn):
+    heartbeat(conn, "singularity-1")
+    huge = hub_message("templates_updated", git_url="/srv/t.git", updated_files=[f"f{i:07d}" * 40 for i in range(4000)])
+    with pytest.raises(contracts.ContractError, match="over the limit of 1048576 bytes"):
+        publish(conn, huge, stale_after_s=HOUR)

@@ -143,7 +143,8 @@ def distribute_templates(
         result.files_sent = len(message["updated_files"])
         out = fan_out(conn, message, stale_after_s)
         result.copies, result.sync = out.copies, out.sync
-        body = contracts.parse_for_queue(TEMPLATE_UPDATES, json.dumps(message)).model_dump(mode="json")
+        body = contracts.parse_for_queue(TEMPLATE_UPDATES, json.dumps(message)).model_dump(
+            mode="json", exclude_unset=True)
         (result.queue_msg_id,) = conn.execute(
             "SELECT * FROM pgmq.send(%s, %s::jsonb)", (TEMPLATE_UPDATES, json.dumps(body))
         ).fetchone()
