@@ -28,6 +28,8 @@ class SettingsError(ValueError):
 
 def redact_url(url: str) -> str:
     """`url` with any password replaced by `***` (also in `password=` query parameters)."""
+    if "://" not in url:  # libpq's keyword/value form (what psycopg.conninfo.make_conninfo returns)
+        return re.sub(r"(?i)(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", r"\1***", url)
     try:
         parts = urlsplit(url)
     except ValueError:

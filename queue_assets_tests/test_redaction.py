@@ -1,0 +1,544 @@
+"""Secrets never appear in logs, Dagster metadata or error texts.
+
+The main test runs the whole demo the way a user does (`queue-assets init`, then `queue-assets dev`:
+webserver, daemon, code server, sensors, simulated instances) against a password-protected
+PostgreSQL role and a GitHub token, both set to known strings, with the GitHub API served by a fake
+on loopback. It launches every job from the webserver, makes things fail (GitHub refusing the
+token and echoing it back, the hub's database role refusing logins), and then searches for the
+secrets in: the processes' stdout/stderr, every file under the data folder (compute logs, Dagster
+home, Git work copies), every row of Dagster's database and of the hub's database, and every
+GraphQL answer (instance info, runs with tags and config, every event of every run, asset
+metadata, sensor and schedule ticks and dry runs, resource configuration, launch errors).
+
+The smaller tests pin the error paths one by one (settings, connections, the SDK, GitHub settings).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import psycopg
+import pytest
+import requests
+from psycopg import sql
+
+from queue_assets import db
+from queue_assets.settings import Settings, SettingsError, project_root
+from queue_assets_tests.conftest import with_database
+from queue_assets_tests.fake_github import FakeGitHub, Request, serve_fake_github
+
+HEX = uuid.uuid4().hex
+HUB_PASSWORD = f"HubPw{HEX[:12]}"
+DAGSTER_PASSWORD = f"DagPw{HEX[12:24]}"
+TOKEN = f"ghp_{HEX}{HEX[:4]}"
+
+
+def secret_forms() -> dict[str, str]:
+    """Every form a secret could leak in: as is, URL-quoted, and inside HTTP basic credentials."""
+    forms = {}
+    for name, secret in (("hub password", HUB_PASSWORD), ("dagster password", DAGSTER_PASSWORD),
+                         ("github token", TOKEN)):
+        forms[name] = secret
+        forms[name + " (url-quoted)"] = quote(secret, safe="")
+    for user in ("x-access-token", "git"):
+        forms[f"github token (basic auth as {user})"] = base64.b64encode(f"{user}:{TOKEN}".encode()).decode()
+    forms["github token (base64)"] = base64.b64encode(TOKEN.encode()).decode()[:-4]
+    return forms
+
+
+class Haystack:
+    """Texts collected from everywhere, each with where it came from."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[str, str]] = []
+
+    def add(self, where: str, text: str | bytes) -> None:
+        if isinstance(text, bytes):
+            text = text.decode("utf-8", "replace")
+        self.items.append((where, text))
+
+    def leaks(self) -> list[str]:
+        found = []
+        for where, text in self.items:
+            for name, form in secret_forms().items():
+                at = text.find(form)
+                if at >= 0:
+                    context = text[max(0, at - 120): at + len(form) + 40].replace(form, f"<{name}>")
+                    found.append(f"{name} in {where}: ...{context}...")
+        return found
+
+    def size(self) -> int:
+        return sum(len(t) for _, t in self.items)
+
+
+# --- the small error paths -----------------------------------------------------------------------
+
+
+def test_settings_errors_and_display_never_show_the_password():
+    url = f"postgresql://hub:{HUB_PASSWORD}@db.example:notaport/shared_queue"
+    with pytest.raises(SettingsError) as info:
+        Settings.from_env({"SHARED_QUEUE_DB_URL": url})
+    assert "SHARED_QUEUE_DB_URL" in str(info.value) and HUB_PASSWORD not in str(info.value)
+    with pytest.raises(SettingsError) as info:
+        Settings.from_env({"SHARED_QUEUE_HOST": "db.example", "SHARED_QUEUE_PORT": "x",
+                           "SHARED_QUEUE_PASSWORD": HUB_PASSWORD})
+    assert "SHARED_QUEUE_PORT" in str(info.value) and HUB_PASSWORD not in str(info.value)
+    settings = Settings.from_env({"SHARED_QUEUE_DB_URL": url.replace("notaport", "5432"),
+                                  "DAGSTER_PG_URL": f"postgresql+psycopg2://d:{DAGSTER_PASSWORD}@h/dagster"})
+    shown = json.dumps(settings.describe())
+    assert HUB_PASSWORD not in shown and DAGSTER_PASSWORD not in shown and "***" in shown
+
+
+def test_settings_cli_never_shows_the_password(monkeypatch, capsys):
+    from queue_assets import cli
+
+    monkeypatch.setenv("SHARED_QUEUE_DB_URL", f"postgresql://hub:{HUB_PASSWORD}@127.0.0.1:1/shared_queue")
+    monkeypatch.setenv("DAGSTER_PG_URL", f"postgresql+psycopg2://d:{DAGSTER_PASSWORD}@127.0.0.1:1/dagster")
+    assert cli.main(["settings"]) == 0
+    out = capsys.readouterr()
+    assert HUB_PASSWORD not in out.out + out.err and DAGSTER_PASSWORD not in out.out + out.err
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_an_unreachable_database_error_never_shows_the_password():
+    url = f"postgresql://hub:{HUB_PASSWORD}@127.0.0.1:{_closed_port()}/shared_queue"
+    with pytest.raises(db.DatabaseUnavailable) as info:
+        db.connect(url)
+    assert "hub:***@127.0.0.1" in str(info.value) and HUB_PASSWORD not in str(info.value)
+
+
+def test_a_database_refusing_the_role_shows_no_password(server_admin_url):
+    url = psycopg.conninfo.make_conninfo(server_admin_url, user=f"no_such_role_{HEX[:6]}", password=HUB_PASSWORD)
+    with pytest.raises(db.DatabaseUnavailable) as info:
+        db.connect(url)
+    assert "does not exist" in str(info.value) and HUB_PASSWORD not in str(info.value)
+
+
+def test_redact_url_handles_urls_and_libpq_keyword_strings():
+    from queue_assets.settings import redact_url
+
+    assert redact_url(f"postgresql://hub:{HUB_PASSWORD}@h/db?password={HUB_PASSWORD}") == (
+        "postgresql://hub:***@h/db?password=***")
+    assert redact_url(f"user=hub password={HUB_PASSWORD} host=h") == "user=hub password=*** host=h"
+    assert redact_url(f"user=hub password='{HUB_PASSWORD} x' dbname=d") == "user=hub password=*** dbname=d"
+
+
+def test_the_sdk_reports_an_unreachable_hub_without_the_password(caplog):
+    from queue_assets.sdk import HubClient
+
+    url = f"postgresql://producer:{HUB_PASSWORD}@127.0.0.1:{_closed_port()}/shared_queue"
+    with pytest.raises(Exception) as info:  # noqa: B017 - whatever it raises, it must not hold the password
+        with HubClient(url, "singularity-1") as hub:
+            hub.q.pool.timeout = 1.0  # wait 1 s per attempt for a connection instead of 30
+            hub.heartbeat()
+    text = "".join(str(e) + repr(e) for e in (info.value, info.value.__cause__, info.value.__context__) if e)
+    assert "127.0.0.1" in text + caplog.text  # the failure is explained...
+    assert HUB_PASSWORD not in text + caplog.text  # ...without the password, also in the pool's log lines
+
+
+def test_github_settings_errors_and_repr_never_show_the_token():
+    from queue_assets.export.github import GitHubSettings
+    from queue_assets.gitrepo import GitAuth
+
+    with pytest.raises(SettingsError) as info:
+        GitHubSettings.from_env({"GITHUB_TOKEN": TOKEN, "GITHUB_REPOSITORY": "not a repo"})
+    assert "GITHUB_REPOSITORY" in str(info.value) and TOKEN not in str(info.value)
+    with pytest.raises(SettingsError) as info:
+        GitHubSettings.from_env({"GITHUB_TOKEN": TOKEN, "GITHUB_REPOSITORY": "acme/t",
+                                 "GITHUB_API_URL": f"https://x-access-token:{TOKEN}@api.github.com"})
+    assert "GITHUB_API_URL" in str(info.value) and TOKEN not in str(info.value)
+    settings = GitHubSettings.from_env({"GITHUB_TOKEN": TOKEN, "GITHUB_REPOSITORY": "acme/t"})
+    assert TOKEN not in repr(settings) and TOKEN not in repr(GitAuth("x-access-token", TOKEN))
+
+
+def test_a_github_error_echoing_the_token_is_redacted():
+    from queue_assets.export.github import GitHubPullRequests, GitHubSettings, PullRequestError
+
+    fake = FakeGitHub(token=TOKEN)
+    fake.fail["GET"] = (401, {"message": f"Bad credentials: {TOKEN}"})
+    with serve_fake_github(fake) as gh:
+        settings = GitHubSettings(repository="acme/templates_data", token=TOKEN, api_url=gh.url)
+        with pytest.raises(PullRequestError) as info:
+            GitHubPullRequests(settings, retries=0).ensure(head="feature/x", base="main", title="t", body="b")
+    assert "401" in str(info.value) and TOKEN not in str(info.value)
+
+
+# --- the whole demo ------------------------------------------------------------------------------
+
+
+def _free_port(lo: int = 3400, hi: int = 3499) -> int:
+    for port in range(lo, hi + 1):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 3400-3499")
+
+
+def _selection(graphql_type, depth: int) -> str | None:
+    """A selection of every field (no required arguments) down to `depth`, unions expanded."""
+    from graphql import GraphQLEnumType, GraphQLNonNull, GraphQLScalarType, GraphQLUnionType, get_named_type
+
+    t = get_named_type(graphql_type)
+    if isinstance(t, (GraphQLScalarType, GraphQLEnumType)):
+        return ""
+    if depth <= 0:
+        return None
+    parts = ["__typename"]
+    if isinstance(t, GraphQLUnionType):
+        parts += [f"... on {m.name} {s}" for m in t.types if (s := _selection(m, depth))]
+    else:
+        for name, field in t.fields.items():
+            required = any(isinstance(a.type, GraphQLNonNull) and a.default_value is None for a in field.args.values())
+            if name in _SKIP_FIELDS or required:
+                continue
+            s = _selection(field.type, depth - 1)
+            if s is not None:
+                parts.append(f"{name} {s}".strip())
+    return "{ " + " ".join(parts) + " }"
+
+
+# Fields that lead back into the whole repository graph (covered by their own queries) or are heavy.
+_SKIP_FIELDS = frozenset({
+    "repository", "repositoryOrigin", "pipeline", "runs", "run", "assetNode", "solidHandle", "solidHandles",
+    "solids", "solid", "dagsterTypes", "executionPlan", "jobs", "dependedBy", "dependencies", "op",
+    "assetsForSameStorageAddress", "requiredResources", "partitionDefinition", "assetPartitionStatuses",
+    "latestRunForPartition", "dataVersionByPartition", "partitionKeysByDimension", "partitionKeys", "configField",
+    "nestedResources", "parentResources", "jobsOpsUsing", "assetObservations", "modes", "presets", "schedules",
+    "sensors", "assetChecksOrError", "type", "configSchemaOrError", "automationCondition", "autoMaterializePolicy",
+    "lastAutoMaterializationEvaluationRecord", "targetingInstigators", "assetSelection", "assetCheckSelection",
+    "assets", "stepStats", "eventConnection", "partitionStats", "staleCauses", "staleCausesByPartition",
+    "staleStatusByPartition", "freshnessInfo", "freshnessStatusInfo", "assetMaterializationUsedData",
+    "internalFreshnessPolicy", "freshnessPolicy", "backfillPolicy", "assetMaterializations", "ticks", "nextTick",
+    "futureTicks", "tick", "capturedLogs", "daemonHealth", "concurrencyLimits", "concurrencyLimit",
+    "typeSpecificData", "sensorState", "scheduleState", "partitionSet", "dependencyKeys", "dependedByKeys", "stats",
+    "rootConcurrencyKeys", "assetChecks", "assetCheckExecutions",
+})
+
+
+class GraphQL:
+    """The webserver's GraphQL endpoint; every answer is also added to the haystack."""
+
+    def __init__(self, port: int, haystack: Haystack):
+        from dagster_graphql.schema import create_schema
+
+        self.url = f"http://127.0.0.1:{port}/graphql"
+        self.haystack = haystack
+        self.schema = create_schema().graphql_schema
+
+    def sel(self, root: str, field: str, depth: int) -> str:
+        root_type = self.schema.query_type if root == "query" else self.schema.mutation_type
+        return _selection(root_type.fields[field].type, depth)
+
+    def __call__(self, query: str, variables: dict | None = None, *, where: str = "graphql") -> dict:
+        resp = requests.post(self.url, json={"query": query, "variables": variables or {}}, timeout=120)
+        self.haystack.add(f"{where} (GraphQL)", resp.text)
+        body = resp.json()
+        assert not body.get("errors"), f"{where}: {json.dumps(body['errors'])[:2000]}"
+        return body["data"]
+
+
+class Demo:
+    """`queue-assets init` + `queue-assets dev` in a data folder of their own, stopped at the end."""
+
+    def __init__(self, tmp_path: Path, env: dict[str, str], port: int):
+        self.tmp_path, self.env, self.port = tmp_path, env, port
+        self.out = tmp_path / "dev.stdout"
+        self.err = tmp_path / "dev.stderr"
+        self.proc: subprocess.Popen | None = None
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "queue_assets.cli", *args], env=self.env, cwd=project_root(),
+                              capture_output=True, text=True, timeout=300)
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "queue_assets.cli", "dev", "--port", str(self.port), "--instances", "3",
+             "--rate", "5"],
+            env=self.env, cwd=project_root(), stdout=self.out.open("wb"), stderr=self.err.open("wb"),
+            start_new_session=True,
+        )
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # the session holds only what this demo started
+            self.proc.wait(timeout=30)
+
+
+def _wait(what: str, check, timeout_s: float, every_s: float = 2.0):
+    deadline = time.monotonic() + timeout_s
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+        except (requests.RequestException, AssertionError, KeyError) as exc:
+            last = exc
+        else:
+            if last:
+                return last
+        time.sleep(every_s)
+    raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what} (last: {str(last)[:500]})")
+
+
+@pytest.fixture
+def password_protected_databases(server_admin_url):
+    """A hub role and a Dagster role with known passwords, each owning its database."""
+    hub_role, dagster_role = f"qa_hub_{HEX[:8]}", f"qa_dag_{HEX[:8]}"
+    hub_db, dagster_db = f"qa_redact_sq_{HEX[:8]}", f"qa_redact_dg_{HEX[:8]}"
+    with psycopg.connect(server_admin_url, autocommit=True) as conn:
+        try:  # the producer group is cluster-wide; create it here so the hub role need not own it
+            conn.execute("CREATE ROLE queue_assets_producer NOLOGIN")
+        except (psycopg.errors.DuplicateObject, psycopg.errors.UniqueViolation):
+            pass
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN CREATEROLE PASSWORD {}").format(
+            sql.Identifier(hub_role), sql.Literal(HUB_PASSWORD)))
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+            sql.Identifier(dagster_role), sql.Literal(DAGSTER_PASSWORD)))
+        conn.execute(sql.SQL("GRANT queue_assets_producer TO {} WITH ADMIN OPTION").format(sql.Identifier(hub_role)))
+        conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(hub_db), sql.Identifier(hub_role)))
+        conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
+            sql.Identifier(dagster_db), sql.Identifier(dagster_role)))
+
+    def url(role, password, database, scheme="postgresql"):
+        parts = urlsplit(with_database(server_admin_url, database))
+        host = parts.netloc.rsplit("@", 1)[-1]
+        return urlunsplit((scheme, f"{role}:{quote(password, safe='')}@{host}", parts.path, parts.query, ""))
+
+    yield {
+        "shared_queue": url(hub_role, HUB_PASSWORD, hub_db),
+        "dagster": url(dagster_role, DAGSTER_PASSWORD, dagster_db, "postgresql+psycopg2"),
+        "hub_role": hub_role,
+        "admin_shared_queue": with_database(server_admin_url, hub_db),
+        "admin_dagster": with_database(server_admin_url, dagster_db),
+    }
+    with psycopg.connect(server_admin_url, autocommit=True) as conn:
+        for database in (hub_db, dagster_db):
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database)))
+        for role in (hub_role, dagster_role):
+            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+
+
+def _dump_database(url: str, haystack: Haystack, label: str) -> int:
+    """Every row of every table (but pg_catalog's) as text into the haystack; returns the row count."""
+    rows = 0
+    with psycopg.connect(url) as conn:
+        tables = conn.execute(
+            "SELECT schemaname, tablename FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema')"
+        ).fetchall()
+        for schema, table in tables:
+            for (text,) in conn.execute(sql.SQL("SELECT t::text FROM {} t").format(sql.Identifier(schema, table))):
+                haystack.add(f"{label} table {schema}.{table}", text)
+                rows += 1
+    return rows
+
+
+def _dump_files(root: Path, haystack: Haystack) -> int:
+    n = 0
+    for path in root.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            haystack.add(f"file {path.relative_to(root)}", path.read_bytes())
+            n += 1
+    return n
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(2700)
+def test_no_secret_appears_in_any_log_metadata_or_error_of_the_whole_demo(password_protected_databases, tmp_path):
+    dbs = password_protected_databases
+    haystack = Haystack()
+    fake = FailingCycleGitHub(token=TOKEN)
+    with serve_fake_github(fake) as gh:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("SHARED_QUEUE_", "DAGSTER_", "GITHUB_"))}
+        env.update({
+            "SHARED_QUEUE_DB_URL": dbs["shared_queue"], "DAGSTER_PG_URL": dbs["dagster"],
+            "QUEUE_ASSETS_DATA_DIR": str(tmp_path / "data"), "GITHUB_TOKEN": TOKEN,
+            "GITHUB_REPOSITORY": "acme/templates_data", "GITHUB_API_URL": gh.url,
+            "QUEUE_ASSETS_EXPORT_MIN_USAGE": "0", "QUEUE_ASSETS_EXPORT_MIN_SUCCESS_RATE": "0",
+            "PYTHONUNBUFFERED": "1",
+        })
+        demo = Demo(tmp_path, env, _free_port())
+        init = demo.cli("init")
+        haystack.add("queue-assets init stdout", init.stdout)
+        haystack.add("queue-assets init stderr", init.stderr)
+        assert init.returncode == 0, init.stderr[-2000:]
+        demo.start()
+        try:
+            gql = _wait("the webserver", lambda: _graphql_ready(demo.port, haystack), 240)
+            failed = _exercise(gql, demo, dbs, fake)
+            _collect_graphql(gql)
+        finally:
+            demo.stop()
+        assert failed == {"export refused by GitHub": "FAILURE", "role refused": "FAILURE"}
+        # The token was really used: one cycle's pull request was opened with it, the other refused.
+        assert len(fake.open_pulls()) == 1 and all(r.headers.get("authorization") == f"Bearer {TOKEN}"
+                                                   for r in fake.requests)
+    haystack.add("dev stdout", demo.out.read_bytes())
+    haystack.add("dev stderr", demo.err.read_bytes())
+    files = _dump_files(tmp_path / "data", haystack)
+    rows = _dump_database(dbs["admin_dagster"], haystack, "dagster database")
+    hub_rows = _dump_database(dbs["admin_shared_queue"], haystack, "shared_queue database")
+    assert files > 10 and rows > 100 and hub_rows > 100, (files, rows, hub_rows)
+    # The searched material must hold the places a leak would land: compute logs and failures.
+    assert any("compute_logs" in w or w.endswith((".out", ".err")) for w, _ in haystack.items)
+    assert "PullRequestError" in "".join(t for _, t in haystack.items)
+    assert haystack.leaks() == []
+
+
+def _graphql_ready(port: int, haystack: Haystack) -> GraphQL | None:
+    gql = GraphQL(port, haystack)
+    data = gql("{ repositoriesOrError { ... on RepositoryConnection { nodes { name location { name } } } } }",
+               where="repositories")
+    nodes = data["repositoriesOrError"]["nodes"]
+    if not nodes:
+        return None
+    gql.repo = {"repositoryName": nodes[0]["name"], "repositoryLocationName": nodes[0]["location"]["name"]}
+    return gql
+
+
+def _runs(gql: GraphQL) -> list[dict]:
+    q = "{ runsOrError(limit: 1000) { ... on Runs { results { runId jobName status tags { key value } } } } }"
+    return gql(q, where="runs")["runsOrError"]["results"]
+
+
+def _launch(gql: GraphQL, job: str, *, tags: list | None = None, run_config: str | None = None,
+            assets: list | None = None) -> str | None:
+    selector = {**gql.repo, "jobName": job}
+    if assets:
+        selector["assetSelection"] = assets
+    params = {"selector": selector, "executionMetadata": {"tags": tags or []}}
+    if run_config:
+        params["runConfigData"] = run_config
+    q = ("mutation($p: ExecutionParams!) { launchRun(executionParams: $p) { __typename"
+         " ... on LaunchRunSuccess { run { runId } } ... on Error { message }"
+         " ... on PythonError { stack } ... on RunConfigValidationInvalid { errors { message } } } }")
+    result = gql(q, {"p": params}, where=f"launchRun {job}")["launchRun"]
+    return result.get("run", {}).get("runId") if result["__typename"] == "LaunchRunSuccess" else None
+
+
+def _wait_finished(gql: GraphQL, run_ids: list[str], timeout_s: float) -> None:
+    def done():
+        status = {r["runId"]: r["status"] for r in _runs(gql)}
+        return all(status.get(i) in ("SUCCESS", "FAILURE", "CANCELED") for i in run_ids)
+
+    _wait(f"runs {run_ids}", done, timeout_s, every_s=3)
+
+
+class FailingCycleGitHub(FakeGitHub):
+    """The fake GitHub, but every call about one export cycle's branch is refused as GitHub refuses a
+    bad token, with the token echoed back in the body (as a careless proxy might)."""
+
+    failing_cycle: str = "never"
+
+    def handle(self, method, path, query, body, headers):
+        if self.failing_cycle in json.dumps([path, query, body]):
+            self.requests.append(Request(method, path, query, body, headers))
+            return 401, {"message": f"Bad credentials for {TOKEN}", "token": TOKEN}
+        return super().handle(method, path, query, body, headers)
+
+
+def _exercise(gql: GraphQL, demo: Demo, dbs: dict, fake: FailingCycleGitHub) -> dict[str, str]:
+    """Sensors ingest while every job is launched (the export for two cycles, one of which GitHub
+    refuses); then the hub's role may not log in while a run starts. Returns the failed run ids."""
+    ingest_tag = "queue_assets/ingest_queue"
+    export_job = "knowledge_export_job"
+    cycles = _partition_keys(gql, export_job, 2)
+    fake.failing_cycle = cycles[1].replace("-", "")
+    jobs = gql("query($r: RepositorySelector!) { repositoryOrError(repositorySelector: $r) {"
+               " ... on Repository { jobs { name } } } }", {"r": gql.repo}, where="jobs")["repositoryOrError"]["jobs"]
+    launched = []
+    for job in sorted(j["name"] for j in jobs):
+        if not job.startswith("ingest_") and job != "__ASSET_JOB":
+            launched.append(_launch(gql, job, **_partition_of(gql, job, cycles[0] if job == export_job else None)))
+    refused_export = _launch(gql, export_job, **_partition_of(gql, export_job, cycles[1]))
+    launched = [r for r in [*launched, refused_export] if r]
+
+    def all_done():
+        runs = _runs(gql)
+        status = {r["runId"]: r["status"] for r in runs}
+        ingested = {t["value"] for r in runs if r["status"] == "SUCCESS" for t in r["tags"] if t["key"] == ingest_tag}
+        return ingested >= {"pattern_messages", "learned_patterns", "instance_heartbeat"} and all(
+            status.get(i) in ("SUCCESS", "FAILURE", "CANCELED") for i in launched)
+
+    _wait("every launched run, and a successful sensor-driven ingest of each queue", all_done, 1500, every_s=5)
+
+    # The hub's role may not log in: a run fails to connect, sensor ticks report it.
+    with psycopg.connect(dbs["admin_shared_queue"], autocommit=True) as conn:
+        conn.execute(sql.SQL("ALTER ROLE {} NOLOGIN").format(sql.Identifier(dbs["hub_role"])))
+        try:
+            refused_login = _launch(gql, "queue_statistics_job")
+            _wait_finished(gql, [refused_login], 600)
+        finally:
+            conn.execute(sql.SQL("ALTER ROLE {} LOGIN").format(sql.Identifier(dbs["hub_role"])))
+    statuses = {r["runId"]: r["status"] for r in _runs(gql)}
+    return {"export refused by GitHub": statuses[refused_export], "role refused": statuses[refused_login]}
+
+
+def _partition_keys(gql: GraphQL, job: str, n: int) -> list[str]:
+    q = ("query($s: PipelineSelector!, $n: Int!) { pipelineOrError(params: $s) { ... on Pipeline {"
+         " partitionKeysOrError(reverse: true, limit: $n) { partitionKeys } } } }")
+    data = gql(q, {"s": {**gql.repo, "pipelineName": job}, "n": n}, where=f"partitions of {job}")["pipelineOrError"]
+    return (data.get("partitionKeysOrError") or {}).get("partitionKeys") or []
+
+
+def _partition_of(gql: GraphQL, job: str, key: str | None = None) -> dict:
+    """Tags and run config of one partition of the job (default: its newest; {} when unpartitioned)."""
+    keys = [key] if key else _partition_keys(gql, job, 1)
+    if not keys:
+        return {}
+    q = ("query($s: PipelineSelector!, $k: String!) { pipelineOrError(params: $s) { ... on Pipeline {"
+         " partition(partitionName: $k) { tagsOrError { ... on PartitionTags { results { key value } } }"
+         " runConfigOrError { ... on PartitionRunConfig { yaml } } } } } }")
+    part = gql(q, {"s": {**gql.repo, "pipelineName": job}, "k": keys[0]},
+               where=f"partition {keys[0]} of {job}")["pipelineOrError"]["partition"]
+    tags = [{"key": t["key"], "value": t["value"]} for t in part["tagsOrError"]["results"]]
+    return {"tags": tags, "run_config": part["runConfigOrError"].get("yaml") or None}
+
+
+def _collect_graphql(gql: GraphQL) -> None:
+    """Ask the webserver for everything it shows; every answer lands in the haystack."""
+    gql("{ instance " + gql.sel("query", "instance", 2) + " }", where="instance")
+    runs = gql("{ runsOrError(limit: 1000) " + gql.sel("query", "runsOrError", 3) + " }",
+               where="runs in full")["runsOrError"]["results"]
+    events_sel = gql.sel("query", "logsForRun", 4)
+    for run in runs:
+        gql("query($id: ID!) { logsForRun(runId: $id, limit: 100000) " + events_sel + " }", {"id": run["runId"]},
+            where=f"events of run {run['runId']} ({run['jobName']})")
+    gql("{ assetNodes(loadMaterializations: true) " + gql.sel("query", "assetNodes", 3)[:-1]
+        + " assetMaterializations(limit: 50) " + _selection(
+            gql.schema.get_type("MaterializationEvent"), 3) + " } }", where="asset nodes and materializations")
+    tick_sel = _selection(gql.schema.get_type("InstigationTick"), 4)
+    for kind in ("sensor", "schedule"):
+        q = (f"query($r: RepositorySelector!) {{ {kind}sOrError(repositorySelector: $r) {{ ... on {kind.title()}s {{"
+             f" results {{ name {kind}State {{ ticks(limit: 500) {tick_sel} }} }} }} }} }}")
+        results = gql(q, {"r": gql.repo}, where=f"{kind} ticks")[f"{kind}sOrError"]["results"]
+        for item in results:
+            selector = {**gql.repo, f"{kind}Name": item["name"]}
+            mutation = f"{kind}DryRun"
+            gql(f"mutation($s: {kind.title()}Selector!) {{ {mutation}(selectorData: $s) "
+                + gql.sel("mutation", mutation, 4) + " }", {"s": selector}, where=f"{kind} dry run {item['name']}")
+    gql("query($r: RepositorySelector!) { allTopLevelResourceDetailsOrError(repositorySelector: $r) "
+        + gql.sel("query", "allTopLevelResourceDetailsOrError", 3) + " }", {"r": gql.repo}, where="resources")
+    gql("query($r: RepositorySelector!) { utilizedEnvVarsOrError(repositorySelector: $r) "
+        + gql.sel("query", "utilizedEnvVarsOrError", 3) + " }", {"r": gql.repo}, where="environment variables")
