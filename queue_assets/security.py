@@ -257,7 +257,14 @@ def grant_instance(
         (group, role),
     ).fetchone()
     if not member:
-        conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(group), sql.Identifier(role)))
+        try:
+            with conn.transaction():
+                conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(group), sql.Identifier(role)))
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise SecurityError(
+                f"cannot make {role!r} a member of {group!r}: {_first_line(exc)}. The user running this needs "
+                f"ADMIN OPTION on {group} (GRANT {group} TO <that user> WITH ADMIN OPTION) or to be a superuser"
+            ) from None
         out.actions.append(f"made {role} a member of {group}")
     if not _table_exists(conn, "q", inbox):
         conn.execute("SELECT pgmq.create(%s)", (inbox,))

@@ -374,3 +374,18 @@ def test_revoke_instance_cli_drops_the_role(producers, db_url, monkeypatch, caps
     assert f"dropped role {security.instance_role_for(me)}" in capsys.readouterr().out
     with pytest.raises(psycopg.OperationalError):
         psycopg.connect(producers.url(me)).close()
+
+
+def test_grant_instance_without_admin_option_on_the_group_says_what_is_missing(producers, db_url, server_admin_url):
+    name = f"qa_nonadmin_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(server_admin_url, autocommit=True) as admin:
+        if admin.info.server_version < 160000:
+            pytest.skip("before PostgreSQL 16, CREATEROLE may grant membership in any role")
+        admin.execute(sql.SQL("CREATE ROLE {} LOGIN CREATEROLE").format(sql.Identifier(name)))
+    try:
+        with psycopg.connect(psycopg.conninfo.make_conninfo(db_url, user=name)) as conn:
+            with pytest.raises(security.SecurityError, match="needs ADMIN OPTION on queue_assets_producer"):
+                security.grant_instance(conn, f"sec-{uuid.uuid4().hex[:10]}")
+    finally:
+        with psycopg.connect(server_admin_url, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
