@@ -32,6 +32,8 @@ from .names import InvalidNameError, inbox_queue_for, validate_queue_name
 from .queues import INBOX_BINDING, TOPIC_PREFIX
 from .settings import Settings
 
+# Inbox queues created per transaction (see sync_inboxes).
+CREATE_BATCH = 25
 # Serialises concurrent syncs (pattern distribution and the export may run at the same time).
 _SYNC_LOCK_KEY = 0x5141_4642  # "QAFB"
 
@@ -71,37 +73,45 @@ def sync_inboxes(conn: psycopg.Connection, stale_after_s: int, *, now: datetime 
     """Create every known instance's inbox queue; bind the active ones and unbind the stale ones.
 
     Active: a heartbeat (producer timestamp) no older than `stale_after_s` before `now` (default:
-    the database's clock). Idempotent; runs in the caller's transaction (a savepoint if one is
-    open) under an advisory lock.
+    the database's clock). Idempotent, serialised by an advisory lock.
+
+    Creating a pgmq queue takes a dozen locks (tables, indexes, sequence), and one transaction can
+    hold only `max_locks_per_transaction` (64 by default) times the connection count: on a
+    connection with no open transaction, missing inboxes are therefore created in transactions of
+    `CREATE_BATCH` each. Inside a caller's transaction they are created in it, at most
+    `CREATE_BATCH` of them (more raises, asking for a sync outside the transaction first). Binding,
+    unbinding and the states are one transaction (a savepoint inside the caller's).
     """
     if stale_after_s <= 0:
         raise ValueError(f"stale_after_s={stale_after_s}: must be a positive number of seconds")
     result = InboxSync()
+    own = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SYNC_LOCK_KEY,))
-        rows = conn.execute(
-            "SELECT instance_id, inbox_queue, last_heartbeat,"
-            " coalesce(last_heartbeat >= coalesce(%s::timestamptz, now()) - make_interval(secs => %s), false)"
-            " FROM hub.instances ORDER BY instance_id",
-            (now, stale_after_s),
-        ).fetchall()
-        queues = {r[0] for r in conn.execute("SELECT queue_name FROM pgmq.list_queues()")}
+        inboxes, states = _read_instances(conn, stale_after_s, now, result)
+        existing = {r[0] for r in conn.execute("SELECT queue_name FROM pgmq.list_queues()")}
+        missing = [(i, q) for i, q in inboxes if q not in existing]
+        if not own and len(missing) > CREATE_BATCH:
+            raise RuntimeError(
+                f"{len(missing)} instance inboxes need creating, more than the {CREATE_BATCH} that fit in one "
+                "transaction: call sync_inboxes on a connection with no open transaction first"
+            )
+        if not own:
+            _create(conn, missing, result)
+    if own:
+        for lo in range(0, len(missing), CREATE_BATCH):
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SYNC_LOCK_KEY,))
+                _create(conn, missing[lo : lo + CREATE_BATCH], result)
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SYNC_LOCK_KEY,))
         bound = {
             r[0]
             for r in conn.execute("SELECT queue_name FROM pgmq.list_topic_bindings() WHERE pattern = %s",
                                   (INBOX_BINDING,))
         }
-        states = []
-        for instance_id, stored_inbox, last_heartbeat, fresh in rows:
-            try:
-                inbox = _inbox_of(instance_id, stored_inbox)
-            except InvalidNameError as exc:
-                result.skipped[instance_id] = str(exc)
-                continue
-            if inbox not in queues:
-                conn.execute("SELECT pgmq.create(%s)", (inbox,))
-                result.created.append(instance_id)
-            if fresh:
+        for instance_id, inbox, state, _ in states:
+            if state == "active":
                 result.active.append(instance_id)
                 if inbox not in bound:
                     conn.execute("SELECT pgmq.bind_topic(%s, %s)", (INBOX_BINDING, inbox))
@@ -111,10 +121,37 @@ def sync_inboxes(conn: psycopg.Connection, stale_after_s: int, *, now: datetime 
                 if inbox in bound:
                     conn.execute("SELECT pgmq.unbind_topic(%s, %s)", (INBOX_BINDING, inbox))
                     result.unbound.append(instance_id)
-            states.append((instance_id, inbox, "active" if fresh else "stale", last_heartbeat))
         if states:
             _record_states(conn, states)
     return result
+
+
+def _read_instances(conn: psycopg.Connection, stale_after_s: int, now: datetime | None,
+                    result: InboxSync) -> tuple[list[tuple[str, str]], list[tuple]]:
+    rows = conn.execute(
+        "SELECT instance_id, inbox_queue, last_heartbeat,"
+        " coalesce(last_heartbeat >= coalesce(%s::timestamptz, now()) - make_interval(secs => %s), false)"
+        " FROM hub.instances ORDER BY instance_id",
+        (now, stale_after_s),
+    ).fetchall()
+    inboxes, states = [], []
+    for instance_id, stored_inbox, last_heartbeat, fresh in rows:
+        try:
+            inbox = _inbox_of(instance_id, stored_inbox)
+        except InvalidNameError as exc:
+            result.skipped[instance_id] = str(exc)
+            continue
+        inboxes.append((instance_id, inbox))
+        states.append((instance_id, inbox, "active" if fresh else "stale", last_heartbeat))
+    return inboxes, states
+
+
+def _create(conn: psycopg.Connection, missing: list[tuple[str, str]], result: InboxSync) -> None:
+    existing = {r[0] for r in conn.execute("SELECT queue_name FROM pgmq.list_queues()")}
+    for instance_id, inbox in missing:
+        if inbox not in existing:  # another sync may have created it meanwhile
+            conn.execute("SELECT pgmq.create(%s)", (inbox,))
+            result.created.append(instance_id)
 
 
 def _inbox_of(instance_id: str, stored_inbox: str) -> str:

@@ -15,7 +15,7 @@ from queue_assets import contracts
 from queue_assets.fanout import fan_out, hub_message, publish, sync_inboxes
 from queue_assets.ingest.core import IngestConfig, ingest_queue
 from queue_assets.sdk import HubClient
-from queue_assets_tests.helpers import count, queue_depth, send_raw
+from queue_assets_tests.helpers import count, queue_depth, send_many, send_raw
 
 CFG = IngestConfig(batch_size=100, visibility_timeout_s=30, max_attempts=3)
 HOUR = 3600
@@ -177,3 +177,28 @@ def test_a_message_over_the_size_limit_is_refused(conn):
     huge = hub_message("templates_updated", git_url="/srv/t.git", updated_files=[f"f{i:07d}" * 40 for i in range(4000)])
     with pytest.raises(contracts.ContractError, match="over the limit of 1048576 bytes"):
         publish(conn, huge, stale_after_s=HOUR)
+
+
+def many_heartbeats(conn, n: int) -> None:
+    now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    send_many(conn, "instance_heartbeat", [
+        json.dumps({"type": "heartbeat", "instance_id": f"node-{i}", "timestamp": now}) for i in range(n)])
+    assert ingest_queue(conn, "instance_heartbeat", CFG).stored == n
+
+
+def test_a_large_fleet_gets_its_inboxes_in_several_transactions(conn):
+    from queue_assets.fanout import CREATE_BATCH
+
+    many_heartbeats(conn, 2 * CREATE_BATCH + 10)
+    result = sync_inboxes(conn, HOUR)
+    assert len(result.created) == len(result.bound) == 2 * CREATE_BATCH + 10
+    assert publish(conn, patterns_message(), stale_after_s=HOUR) == 2 * CREATE_BATCH + 10
+
+
+def test_inside_an_open_transaction_a_large_sync_is_refused_with_what_to_do(conn):
+    from queue_assets.fanout import CREATE_BATCH
+
+    many_heartbeats(conn, CREATE_BATCH + 1)
+    conn.execute("SELECT 1")  # the caller's transaction is open
+    with pytest.raises(RuntimeError, match="call sync_inboxes on a connection with no open transaction first"):
+        sync_inboxes(conn, HOUR)

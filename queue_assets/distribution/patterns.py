@@ -21,7 +21,7 @@ import psycopg
 
 from .. import contracts
 from ..aggregation import core as aggregation
-from ..fanout import InboxSync, fan_out, hub_message
+from ..fanout import InboxSync, hub_message, publish, sync_inboxes, validate_hub_message
 from ..gitrepo import GitPushRejected, WorkCopy
 
 PATTERNS_FOLDER = "patterns"
@@ -222,9 +222,11 @@ def distribute_patterns(
                                max_patterns=max_patterns)
     result.sent_patterns = message["stats"]["patterns_sent"]
     result.truncated = message["stats"]["truncated"]
+    validate_hub_message(message)
+    # Inboxes first, in transactions of their own (a fleet appearing at once needs several).
+    result.sync = sync_inboxes(conn, stale_after_s)
     with conn.transaction():
-        out = fan_out(conn, message, stale_after_s)
-        result.copies, result.sync = out.copies, out.sync
+        result.copies = publish(conn, message, sync=False)
         (result.distribution_id,) = conn.execute(
             "INSERT INTO hub.distributions (kind, git_url, commit, files, aggregation_run_id, inbox_copies,"
             " dagster_run_id) VALUES ('aggregated_patterns', %s, %s, %s, %s, %s, %s) RETURNING distribution_id",

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import psycopg
 
 from .. import contracts
-from ..fanout import InboxSync, fan_out, hub_message
+from ..fanout import InboxSync, hub_message, publish, sync_inboxes, validate_hub_message
 from ..gitrepo import GitError, WorkCopy
 from ..queues import TEMPLATE_UPDATES
 from .patterns import PATTERNS_FOLDER
@@ -124,6 +124,11 @@ def distribute_templates(
     files = [f for f in changed if not f.startswith(EXCLUDED_PREFIXES)]
     result = TemplateDistribution(commit=head, previous_commit=previous, outcome="published",
                                   files=files, full_tree=full_tree)
+    message = templates_message(git_url, head, previous, files, full_tree=full_tree) if files else None
+    if message is not None:
+        validate_hub_message(message)
+        # Inboxes first, in transactions of their own (a fleet appearing at once needs several).
+        result.sync = sync_inboxes(conn, stale_after_s)
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_DISTRIBUTION_LOCK_KEY,))
         current = last_distributed(conn, git_url)
@@ -139,10 +144,8 @@ def distribute_templates(
             result.outcome = "no_template_changes"
             _record_state(conn, git_url, head)
             return result
-        message = templates_message(git_url, head, previous, files, full_tree=full_tree)
         result.files_sent = len(message["updated_files"])
-        out = fan_out(conn, message, stale_after_s)
-        result.copies, result.sync = out.copies, out.sync
+        result.copies = publish(conn, message, sync=False)
         body = contracts.parse_for_queue(TEMPLATE_UPDATES, json.dumps(message)).model_dump(
             mode="json", exclude_unset=True)
         (result.queue_msg_id,) = conn.execute(
