@@ -183,7 +183,7 @@ def daemon_restart(soak, down_s: float = 5.0) -> FaultResult:
 
 # --- 5. Git remote unavailable during an export --------------------------------------------------
 
-def git_remote_outage(soak, run_timeout_s: float = 300.0) -> FaultResult:
+def git_remote_outage(soak, run_timeout_s: float = 600.0) -> FaultResult:
     """The templates_data remote disappears for one export run of today's cycle (the run must fail
     with the reason), then comes back: the next run exports, a re-run of the same cycle updates in
     place, and the cycle ends with exactly one branch on the remote and one pull request."""

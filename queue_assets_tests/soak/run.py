@@ -189,9 +189,15 @@ class Soak:
         for name in opts.faults:
             self.sampler.phase = name
             self.log(f"fault: {name}")
-            kwargs = {"malformed_burst": {"n": opts.malformed}, "sigkill_ingest_run": {"burst": opts.kill_burst},
-                      "postgres_restart": {"down_s": opts.db_down_s}}.get(name, {})
-            res = FAULTS[name](self, **kwargs)
+            kwargs = {"malformed_burst": {"n": opts.malformed}, "sigkill_ingest_run": {"burst": opts.kill_burst, "find_timeout_s": opts.settle_timeout_s},
+                      "postgres_restart": {"down_s": opts.db_down_s},
+                      "git_remote_outage": {"run_timeout_s": opts.settle_timeout_s * 2}}.get(name, {})
+            try:
+                res = FAULTS[name](self, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - a fault step that breaks fails the soak, the rest still run
+                res = FaultResult(name, time.time(), ended=time.time())
+                res.problems.append(f"the fault step raised {type(exc).__name__}: {str(exc)[:300]}")
+                self.supervise()
             if res.skipped:
                 self.log(f"  skipped: {res.skipped}")
             elif res.problems:
