@@ -33,8 +33,8 @@ def resolve_urls(settings: Settings) -> dict[str, str]:
     return urls
 
 
-def cmd_init(settings: Settings, args) -> int:
-    urls = resolve_urls(settings)
+def initialise(settings: Settings, urls: dict[str, str]) -> None:
+    """Everything `queue-assets init` does: pgmq, queues, migrations, roles, the templates remote."""
     report = bootstrap.bootstrap(urls["shared_queue"],
                                  extra_steps=security.bootstrap_steps(urls.get("dagster") or None))
     print(report.summary())
@@ -42,6 +42,10 @@ def cmd_init(settings: Settings, args) -> int:
         from .gitrepo import ensure_embedded_templates_remote
 
         print(f"templates_data remote (embedded): {ensure_embedded_templates_remote(settings.data_dir)}")
+
+
+def cmd_init(settings: Settings, args) -> int:
+    initialise(settings, resolve_urls(settings))
     return 0
 
 
@@ -109,7 +113,9 @@ def hub_environment(settings: Settings) -> dict[str, str]:
 def cmd_dev(settings: Settings, args) -> int:
     """The embedded hub: server, bootstrap, demo traffic and `dagster dev`, in one command."""
     env = hub_environment(settings)
-    print(bootstrap.bootstrap(env["SHARED_QUEUE_DB_URL"]).summary())
+    if not args.no_demo:
+        env["QUEUE_ASSETS_DEMO"] = "1"  # turns on demo_lineage_sensor (see queue_assets/demo.py)
+    initialise(settings, {"shared_queue": env["SHARED_QUEUE_DB_URL"], "dagster": env["DAGSTER_PG_URL"]})
     sim = None
     if not args.no_demo:
         sim = subprocess.Popen(

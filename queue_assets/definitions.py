@@ -6,6 +6,7 @@ import dagster as dg
 
 from .aggregation.defs import build_defs as aggregation_defs
 from .distribution.defs import build_defs as distribution_defs
+from .demo import demo_lineage_sensor
 from .export.defs import build_defs as export_defs
 from .export.resources import GitHubResource, TemplatesRepoResource
 from .ingest.defs import build_defs as ingest_defs
@@ -24,7 +25,8 @@ defs = dg.Definitions.merge(
     distribution_defs(),
     export_defs(),
     operations_defs(),
-    dg.Definitions(jobs=[bootstrap_job], resources={"shared_queue": SharedQueueResource()}),
+    dg.Definitions(jobs=[bootstrap_job], sensors=[demo_lineage_sensor],
+                   resources={"shared_queue": SharedQueueResource()}),
     # Git: the templates_data repository (TEMPLATES_REPO_URL, default: the embedded remote) and the
     # pull-request provider (GITHUB_*); both read the environment when a run starts.
     dg.Definitions(resources={"templates_repo": TemplatesRepoResource(), "github": GitHubResource()}),
