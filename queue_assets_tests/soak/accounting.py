@@ -48,6 +48,9 @@ class Accounting:
     dead_lettered_valid: int = 0
     stored_and_dead_lettered: int = 0
     missing: list[str] = field(default_factory=list)
+    """Published, not stored, not dead-lettered, and no longer in its queue: lost."""
+    pending: int = 0
+    """Published and still in its queue (not yet ingested): not lost, not yet done."""
     stored_unpublished: int = 0
     duplicate_deliveries: int = 0
     """Ledger rows with outcome `duplicate`: a producer retry the hub recognised by its key."""
@@ -64,8 +67,10 @@ class Accounting:
         if self.unsent:
             out.append(f"{self.unsent} messages were never sent")
         if self.missing:
-            out.append(f"{len(self.missing)} published messages are neither stored nor dead-lettered "
-                       f"(e.g. {self.missing[:5]})")
+            out.append(f"{len(self.missing)} published messages are neither stored, dead-lettered nor queued: "
+                       f"lost (e.g. {self.missing[:5]})")
+        if self.pending:
+            out.append(f"{self.pending} published messages are still waiting in their queues")
         if self.stored_twice:
             out.append(f"{self.stored_twice} keys stored more than once")
         if self.stored_and_dead_lettered:
@@ -90,7 +95,7 @@ class Accounting:
     def summary(self) -> dict:
         return {
             "published": self.published, "stored": self.stored, "dead_lettered_valid": self.dead_lettered_valid,
-            "stored_twice": self.stored_twice, "missing": len(self.missing),
+            "stored_twice": self.stored_twice, "missing": len(self.missing), "pending": self.pending,
             "duplicate_deliveries_dropped": self.duplicate_deliveries, "malformed_sent": self.bad_sent,
             "malformed_in_dlq": self.bad_in_dlq, "rows_expected": self.rows_expected,
             "rows_actual": self.rows_actual, "problems": self.problems,
@@ -164,6 +169,7 @@ def account(conn: psycopg.Connection, records: list[Record], bad_sent: int, *, u
         ledger = fetch_ledger_in_tx(conn)
         dlq_keys, bad = dead_letter_headers_in_tx(conn)
         rows_actual = table_rows_in_tx(conn)
+        queued = queued_ids_in_tx(conn)
     finally:
         conn.commit()
         conn.isolation_level = None
@@ -177,7 +183,9 @@ def account(conn: psycopg.Connection, records: list[Record], bad_sent: int, *, u
     acc.stored_unpublished = sum(1 for k in stored_count if k not in all_records)
     acc.dead_lettered_valid = sum(1 for k in published if k in dlq_keys and k not in stored_count)
     acc.stored_and_dead_lettered = sum(1 for k in dlq_keys if k in stored_count)
-    acc.missing = sorted(k for k in published if k not in stored_count and k not in dlq_keys)
+    not_done = [r for k, r in published.items() if k not in stored_count and k not in dlq_keys]
+    acc.pending = sum(1 for r in not_done if (r.queue, r.msg_id) in queued)
+    acc.missing = sorted(r.key for r in not_done if (r.queue, r.msg_id) not in queued)
     acc.duplicate_deliveries = sum(1 for row in ledger if row.outcome == "duplicate")
     acc.bad_sent = bad_sent
     acc.bad_in_dlq = len(bad)
@@ -190,6 +198,15 @@ def account(conn: psycopg.Connection, records: list[Record], bad_sent: int, *, u
     acc.rows_expected = expected
     acc.rows_actual = rows_actual
     return acc
+
+
+def queued_ids_in_tx(conn: psycopg.Connection) -> set[tuple[str, int]]:
+    """(queue, msg_id) of every message still in a consumed queue."""
+    out = set()
+    for queue in CONSUMED_QUEUES:
+        rows = conn.execute(sql.SQL("SELECT msg_id FROM pgmq.{}").format(sql.Identifier("q_" + queue))).fetchall()
+        out.update((queue, r[0]) for r in rows)
+    return out
 
 
 def unaccounted(conn: psycopg.Connection, records: list[Record]) -> int:
