@@ -206,11 +206,14 @@ def git_remote_outage(soak, run_timeout_s: float = 600.0) -> FaultResult:
 
     shutil.move(remote, offline)
     try:
-        failed = soak.gql.wait_run(soak.gql.launch_run(EXPORT_JOB, tags=tags), run_timeout_s)
+        failed, launches = soak.gql.run_to_end(EXPORT_JOB, run_timeout_s, tags=tags)
     finally:
         shutil.move(offline, remote)
-    res.details["outage_run"] = {"run_id": failed.run_id, "status": failed.status,
-                                 "error": _first_line(soak.gql.failure_text(failed.run_id))}
+    error = soak.gql.failure_text(failed.run_id)
+    res.details["outage_run"] = {"run_id": failed.run_id, "status": failed.status, "launches": launches,
+                                 "error": _first_line(error)}
+    if failed.status == "FAILURE" and not error.strip():
+        res.problems.append("the export failed without an error message")
     if failed.status != "FAILURE":
         res.problems.append(f"the export with the remote gone ended {failed.status}, expected FAILURE")
     res.details["branches_after_outage"] = branches(remote, BRANCH_PREFIX)
@@ -220,8 +223,8 @@ def git_remote_outage(soak, run_timeout_s: float = 600.0) -> FaultResult:
 
     runs = []
     for _ in range(2):  # back online, then a re-run of the same cycle
-        info = soak.gql.wait_run(soak.gql.launch_run(EXPORT_JOB, tags=tags), run_timeout_s)
-        runs.append({"run_id": info.run_id, "status": info.status,
+        info, launches = soak.gql.run_to_end(EXPORT_JOB, run_timeout_s, tags=tags)
+        runs.append({"run_id": info.run_id, "status": info.status, "launches": launches,
                      "error": _first_line(soak.gql.failure_text(info.run_id)) if info.status != "SUCCESS" else None})
         if info.status != "SUCCESS":
             res.problems.append(f"export run {info.run_id} after the outage ended {info.status}")

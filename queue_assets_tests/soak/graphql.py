@@ -165,6 +165,19 @@ class HubGraphQL:
                 raise TimeoutError(f"run {run_id} still {info.status} after {timeout_s:.0f}s")
             time.sleep(1)
 
+    def run_to_end(self, job: str, timeout_s: float, *, tags: dict[str, str] | None = None,
+                   attempts: int = 3) -> tuple[RunInfo, int]:
+        """Launch `job` and wait for it; launch again (up to `attempts` in all) when run monitoring
+        failed it for not starting in time (a CPU-starved machine). Returns the last run and the
+        number of launches."""
+        for n in range(1, attempts + 1):
+            info = self.wait_run(self.launch_run(job, tags=tags), timeout_s)
+            if info.status != "FAILURE" or n == attempts or not info.started or info.ended != info.started:
+                return info, n
+            if "marked as failed from outside the execution context" not in self.failure_text(info.run_id):
+                return info, n
+        raise AssertionError("unreachable")
+
     # --- sensors --------------------------------------------------------------------------------
 
     def sensor_ticks(self, sensor: str, *, after: float | None = None, limit: int = 5000) -> list[Tick]:

@@ -156,8 +156,8 @@ def fanout_phase(hub: Hub, gql: HubGraphQL, opts: ScaleOptions, jobs: set[str], 
     """An aggregation run; `pattern_distribution` after it (the automation sensor, else a manual run)."""
     out: dict = {}
     t = time.time()
-    agg = gql.wait_run(gql.launch_run(AGGREGATION_JOB), opts.run_timeout_s)
-    out["aggregation_run"] = {"status": agg.status, "run_s": _dur(agg)}
+    agg, launches = gql.run_to_end(AGGREGATION_JOB, opts.run_timeout_s)
+    out["aggregation_run"] = {"status": agg.status, "run_s": _dur(agg), "launches": launches}
     log(f"aggregation run {agg.status} in {_dur(agg)}s; waiting for pattern_distribution after it")
     dist = None
     deadline = time.monotonic() + 180
@@ -224,9 +224,9 @@ def inbox_copies(conn: psycopg.Connection, instance_ids: list[str]) -> dict:
 
 
 def statistics_run(gql: HubGraphQL, timeout_s: float) -> dict:
-    run = gql.wait_run(gql.launch_run(STATISTICS_JOB), timeout_s)
+    run, launches = gql.run_to_end(STATISTICS_JOB, timeout_s)
     meta = materialization_metadata(gql, "queue_statistics", run.run_id)
-    return {"status": run.status, "run_s": _dur(run), "asset_elapsed_s": meta.get("elapsed_seconds"),
+    return {"status": run.status, "run_s": _dur(run), "launches": launches, "asset_elapsed_s": meta.get("elapsed_seconds"),
             "queues": meta.get("total.queues"), "inboxes": meta.get("total.inboxes")}
 
 
