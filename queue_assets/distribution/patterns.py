@@ -194,9 +194,9 @@ def distribute_patterns(
 ) -> PatternDistribution:
     """Validate the current ranking, commit it to `main` if it changed, fan it out, record it.
 
-    `git_url` is the remote as it may be shown (no credentials). Git first, then one database
-    transaction for the fan-out and the record: a failed push publishes nothing, and a re-run after
-    a failure commits nothing new (same bytes) and publishes again.
+    `git_url` is the remote as it may be shown (no credentials). Git first, then the inbox sync,
+    then one transaction for the publication and its record: a failed push publishes nothing, and
+    a re-run after a failure commits nothing new (same bytes) and publishes again.
     """
     conn.commit()
     with conn.transaction():
