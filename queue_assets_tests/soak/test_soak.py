@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -39,8 +40,10 @@ def free_port(lo: int = 3300, hi: int = 3399) -> int:
 
 
 @pytest.fixture(scope="module")
-def soak_report(tmp_path_factory) -> dict:
-    data_dir: Path = tmp_path_factory.mktemp("soak") / "hub"
+def soak_report() -> dict:
+    # Not pytest's tmp_path: another pytest session on the machine prunes old numbered tmp folders,
+    # and the embedded server (running as its own user) would lose its data folder mid-run.
+    data_dir = Path(tempfile.mkdtemp(prefix="qa-soak-ci-"))
     opts = SoakOptions(minutes=float(os.environ.get("QUEUE_ASSETS_SOAK_MINUTES", "2")), port=free_port(),
                        data_dir=data_dir, visibility_timeout_s=30, settle_timeout_s=240, drain_timeout_s=240,
                        ready_timeout_s=240)
