@@ -13,6 +13,8 @@ table grows to each size in turn (then VACUUM ANALYZE, as autovacuum would), and
   --pandas-max rows: beyond that it needs several GB and minutes on this 2-core machine).
 
 Each measurement runs in its own process, so `ru_maxrss` is that run's peak (resident set, MB).
+With the server on this machine, one more SQL run with parallel workers off reads the server
+process's CPU time from /proc: the work itself, independent of how busy the shared machine is.
 The pandas ranking is compared with the SQL one (ranks, counts, scores) before anything is printed.
 """
 
@@ -61,6 +63,33 @@ def rss_mb() -> float:
 
 
 # --- workers (each in its own process) ------------------------------------------------------------
+
+
+def backend_cpu_s(conn) -> float | None:
+    """CPU seconds the server process of `conn` has used (a server on this machine only)."""
+    (pid,) = conn.execute("SELECT pg_backend_pid()").fetchone()
+    conn.commit()
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def worker_sql_cpu(url: str) -> dict:
+    """The aggregation with parallel workers off, timing the server's CPU: what the work costs,
+    whatever else the machine runs (wall time on a busy machine measures the queue for the CPU)."""
+    from queue_assets.aggregation import core
+
+    with psycopg.connect(url) as conn:
+        conn.execute("SET max_parallel_workers_per_gather = 0")
+        conn.commit()
+        before = backend_cpu_s(conn)
+        t = time.perf_counter()
+        core.aggregate(conn)
+        elapsed = time.perf_counter() - t
+        after = backend_cpu_s(conn)
+    return {"elapsed_s": elapsed, "server_cpu_s": None if before is None else after - before}
 
 
 def worker_sql(url: str) -> dict:
@@ -161,7 +190,7 @@ def grow(url: str, target: int) -> float:
 def main() -> None:
     if "--worker" in sys.argv:
         kind, url = sys.argv[sys.argv.index("--worker") + 1], sys.argv[sys.argv.index("--url") + 1]
-        print(json.dumps((worker_sql if kind == "sql" else worker_pandas)(url)))
+        print(json.dumps({"sql": worker_sql, "sql-cpu": worker_sql_cpu, "pandas": worker_pandas}[kind](url)))
         return
     args = parse_args(__doc__, sizes=(str, "100000,1000000,10000000", "comma-separated row counts"),
                       pandas_max=(int, 1_000_000, "largest size measured with pandas"),
@@ -171,7 +200,7 @@ def main() -> None:
     url, label, drop = fresh_database(args.server)
     print(f"server: {label}")
     print(f"{'rows':>11} | {'load s':>7} | {'sql s':>7} | {'sql peak MB':>11} | {'pandas s':>8} | "
-          f"{'pandas peak MB':>14} | {'time ratio':>10} | {'patterns':>8} | load avg")
+          f"{'pandas peak MB':>14} | {'time ratio':>10} | {'patterns':>8} | {'server CPU s':>12} | load avg")
     try:
         for size in sizes:
             load_s = grow(url, size)
@@ -189,9 +218,12 @@ def main() -> None:
                 pandas_cols = f"{pd_s:8.2f} | {pd_mb:14.0f} | {pd_s / sql_s:9.1f}x"
             else:
                 pandas_cols = f"{'skipped':>8} | {'skipped':>14} | {'—':>10}"
+            cpu = run_worker("sql-cpu", url)["server_cpu_s"]
+            cpu_col = f"{cpu:12.1f}" if cpu is not None else f"{'n/a':>12}"
             print(f"{size:11,d} | {load_s:7.1f} | {sql_s:7.2f} | {sql_mb:11.0f} | {pandas_cols} | "
-                  f"{sql_runs[0]['patterns']:8d} | {os.getloadavg()[0]:.1f}", flush=True)
+                  f"{sql_runs[0]['patterns']:8d} | {cpu_col} | {os.getloadavg()[0]:.1f}", flush=True)
         print(f"(the sql process holds {base_mb:.0f} MB after importing the asset module: dagster, pandas, psycopg; "
+              f"server CPU s = CPU time of the server process for one run with parallel workers off; "
               f"load avg = 1-minute load average of this {os.cpu_count()}-core machine after each size)")
     finally:
         if not args.keep:
