@@ -69,23 +69,28 @@ class Accounting:
         if self.missing:
             out.append(f"{len(self.missing)} published messages are neither stored, dead-lettered nor queued: "
                        f"lost (e.g. {self.missing[:5]})")
-        if self.pending:
-            out.append(f"{self.pending} published messages are still waiting in their queues")
         if self.stored_twice:
             out.append(f"{self.stored_twice} keys stored more than once")
         if self.stored_and_dead_lettered:
             out.append(f"{self.stored_and_dead_lettered} keys both stored and dead-lettered")
         if self.stored_unpublished:
             out.append(f"{self.stored_unpublished} stored keys that no instance published")
-        if self.published != self.stored + self.dead_lettered_valid:
+        if self.published != self.stored + self.dead_lettered_valid + self.pending:
             out.append(f"published {self.published} != stored {self.stored} + dead-lettered "
-                       f"{self.dead_lettered_valid}")
+                       f"{self.dead_lettered_valid} + still queued {self.pending}")
         if self.bad_in_dlq != self.bad_sent or self.bad_in_dlq_twice or self.bad_stored:
             out.append(f"malformed: {self.bad_sent} sent, {self.bad_in_dlq} in the DLQs "
                        f"({self.bad_in_dlq_twice} twice), {self.bad_stored} stored")
         for table, n in self.rows_expected.items():
             if self.rows_actual.get(table) != n:
                 out.append(f"hub.{table} holds {self.rows_actual.get(table)} rows, expected {n}")
+        return out
+
+    def final_problems(self) -> list[str]:
+        """`problems`, and also every message still queued (at the end, everything must be done)."""
+        out = self.problems
+        if self.pending:
+            out.append(f"{self.pending} published messages are still waiting in their queues")
         return out
 
     @property
@@ -98,7 +103,7 @@ class Accounting:
             "stored_twice": self.stored_twice, "missing": len(self.missing), "pending": self.pending,
             "duplicate_deliveries_dropped": self.duplicate_deliveries, "malformed_sent": self.bad_sent,
             "malformed_in_dlq": self.bad_in_dlq, "rows_expected": self.rows_expected,
-            "rows_actual": self.rows_actual, "problems": self.problems,
+            "rows_actual": self.rows_actual, "problems": self.problems, "final_problems": self.final_problems(),
         }
 
 

@@ -59,7 +59,7 @@ def test_every_published_message_is_stored_exactly_once_or_dead_lettered(soak_re
     acc = soak_report["accounting"]
     assert acc["published"] > 0
     assert acc["published"] == acc["stored"] + acc["dead_lettered_valid"], acc
-    assert (acc["missing"], acc["stored_twice"]) == (0, 0), acc
+    assert (acc["missing"], acc["pending"], acc["stored_twice"]) == (0, 0, 0), acc
 
 
 def test_no_valid_message_is_dead_lettered(soak_report):
@@ -88,8 +88,10 @@ def test_each_fault_ends_with_nothing_lost_or_doubled(soak_report, fault):
     if result["skipped"]:
         pytest.skip(result["skipped"])
     assert result["problems"] == []
+    # At the checkpoint after the fault: every message made so far is stored, dead-lettered, or
+    # still in its queue (a loaded machine may not have drained yet; the final drain is strict).
     acc = result["details"]["accounting"]
-    assert acc["published"] == acc["stored"] + acc["dead_lettered_valid"]
+    assert acc["published"] == acc["stored"] + acc["dead_lettered_valid"] + acc["pending"]
     assert (acc["missing"], acc["stored_twice"]) == (0, 0)
 
 
