@@ -132,11 +132,13 @@ class HubGraphQL:
         data = self.query(
             "query($id: ID!) { logsForRun(runId: $id, limit: 2000) { __typename ... on EventConnection { events {"
             " __typename ... on MessageEvent { message }"
-            " ... on ExecutionStepFailureEvent { error { message } } } } } }", {"id": run_id},
+            " ... on ExecutionStepFailureEvent { error { message } } ... on EngineEvent { error { message } } } } } }",
+            {"id": run_id},
         )
         texts = []
         for e in data["logsForRun"].get("events", []):
-            if e["__typename"] in ("ExecutionStepFailureEvent", "RunFailureEvent"):
+            if e["__typename"] in ("ExecutionStepFailureEvent", "RunFailureEvent") or (
+                    e["__typename"] == "EngineEvent" and e.get("error")):
                 texts.append(e.get("message") or "")
                 if e.get("error"):
                     texts.append(e["error"].get("message") or "")
