@@ -3,7 +3,7 @@
 UV_VERSION := 0.13.8
 UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 
-.PHONY: setup demo test test-pg15 bench clean-data
+.PHONY: setup demo test test-pg15 soak soak-long bench bench-scale clean-data
 setup: .venv/.synced
 
 .venv/.synced: pyproject.toml uv.lock
@@ -14,12 +14,23 @@ setup: .venv/.synced
 demo: setup
 	.venv/bin/queue-assets dev
 
+# Everything but the soak suite (which needs a quiet machine for its timing; see `make soak`).
 test: setup
-	.venv/bin/pytest
+	.venv/bin/pytest -m "not soak"
 
 # The same suite against another server, e.g. the machine's PostgreSQL 15.
 test-pg15: setup
 	QUEUE_ASSETS_TEST_SERVER_URL=postgresql://postgres@127.0.0.1:5432/postgres .venv/bin/pytest -m "not browser and not soak"
+
+# The hub under sustained load and faults through the daemon (docs/reliability.md).
+soak: setup
+	.venv/bin/pytest -q -m soak queue_assets_tests/soak
+
+soak-long: setup
+	.venv/bin/python -m queue_assets_tests.soak.run --minutes 10
+
+bench-scale: setup
+	.venv/bin/python bench/bench_scale.py
 
 bench: setup
 	.venv/bin/python bench/bench_ingest.py
