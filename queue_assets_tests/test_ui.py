@@ -48,7 +48,11 @@ DEMO = {"instances": 3, "rate": 20.0, "duration_s": 5.0}
 # The asset whose materialization page is shown, and the one whose checks are shown, when declared.
 SHOWN_ASSET = (INGEST_ASSET_FOR[PATTERN_MESSAGES],)
 SHOWN_CHECKS_ASSET = ("queue_statistics",)
+SHOWN_SENSOR = f"{PATTERN_MESSAGES}_sensor"
+SHOWN_SCHEDULE = "queue_statistics_schedule"
 CHECK_RESULTS = {"SUCCEEDED", "FAILED"}  # a check that ran to a verdict (FAILED is an alert, not a crash)
+# Selectors on Dagster's own markup (CSS-module class prefixes of the pinned dagster-webserver 1.13):
+SWITCH = 'label[class*="Checkbox_formatSwitch"] input'  # a sensor's or schedule's on/off switch
 
 
 @dataclass
@@ -266,6 +270,30 @@ def test_schedules_page_lists_every_schedule(materialized: Materialized, declare
         save(page, "schedules.png")
 
 
+def test_a_sensor_and_a_schedule_page_show_their_target_and_state(materialized: Materialized, declared: Declared,
+                                                                  browser: Browser):
+    sensor = SHOWN_SENSOR if SHOWN_SENSOR in declared.sensors else min(declared.sensors)
+    schedule = SHOWN_SCHEDULE if SHOWN_SCHEDULE in declared.schedules else min(declared.schedules)
+    url = f"{materialized.ui.hub.url}/locations/{LOCATION}"
+    with fresh_page(browser, "sensor-and-schedule") as page:
+        page.goto(f"{url}/sensors/{sensor}", wait_until="domcontentloaded")
+        expect(page).to_have_title(f"Sensors | {sensor}")
+        expect(page.get_by_text(f"Automation/{sensor}").filter(visible=True).first).to_be_visible()  # the heading
+        for job in sorted(declared.sensor_jobs_of[sensor]):
+            expect(shown_name(page, job)).to_be_visible()
+        switch = page.locator(SWITCH).first  # the "Running" row's on/off switch
+        expect(switch).to_be_checked(checked=declared.sensor_status[sensor] == "RUNNING")
+        save(page, f"sensor-{sensor}.png")
+        page.goto(f"{url}/schedules/{schedule}", wait_until="domcontentloaded")
+        expect(page).to_have_title(f"Schedules | {schedule}")
+        expect(page.get_by_text(f"Automation/{schedule}").filter(visible=True).first).to_be_visible()
+        expect(shown_name(page, declared.schedule_job[schedule])).to_be_visible()
+        switch = page.locator(SWITCH).first
+        expect(switch).to_be_checked(checked=declared.schedule_status[schedule] == "RUNNING")
+        expect(page.get_by_text(f"({declared.schedule_cron[schedule]})").filter(visible=True).first).to_be_visible()
+        save(page, f"schedule-{schedule}.png")
+
+
 def test_automation_page_shows_every_sensor_and_schedule_switched_as_declared(
         materialized: Materialized, declared: Declared, browser: Browser):
     statuses = {**declared.sensor_status, **declared.schedule_status}
@@ -275,10 +303,8 @@ def test_automation_page_shows_every_sensor_and_schedule_switched_as_declared(
         expect(page).to_have_url(re.compile(r"/automation"))
         for name in sorted(statuses):
             expect(shown_name(page, name)).to_be_visible()
-        switches = page.locator('label[class*="Checkbox_formatSwitch"] input')
-        expect(switches).to_have_count(len(statuses))
-        expect(page.locator('label[class*="Checkbox_formatSwitch"] input:checked')).to_have_count(
-            sum(s == "RUNNING" for s in statuses.values()))
+        expect(page.locator(SWITCH)).to_have_count(len(statuses))
+        expect(page.locator(f"{SWITCH}:checked")).to_have_count(sum(s == "RUNNING" for s in statuses.values()))
         save(page, "automation.png")
 
 

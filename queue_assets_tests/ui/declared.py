@@ -33,6 +33,10 @@ class Declared:
     sensor_status: dict[str, str]
     """Sensor/schedule name -> the status it starts with (`RUNNING` or `STOPPED`)."""
     schedule_status: dict[str, str]
+    sensor_jobs_of: dict[str, frozenset[str]]
+    """Sensor name -> the named jobs it targets (empty for an automation-condition sensor)."""
+    schedule_job: dict[str, str]
+    schedule_cron: dict[str, str]
 
     @classmethod
     def from_defs(cls, defs: dg.Definitions) -> Declared:
@@ -76,6 +80,9 @@ class Declared:
             groups=groups,
             sensor_status={s.name: s.default_status.value for s in sensors},
             schedule_status={s.name: s.default_status.value for s in schedules},
+            sensor_jobs_of={s.name: frozenset(t.job_name for t in s.targets if t.job_name in jobs) for s in sensors},
+            schedule_job={s.name: s.job_name for s in schedules},
+            schedule_cron={s.name: str(s.cron_schedule) for s in schedules},
         )
 
 

@@ -124,9 +124,10 @@ class Hub:
             time.sleep(1)
         raise HubStartError(f"webserver did not answer {self.graphql_url} within {timeout_s:.0f}s\n{self.logs()}")
 
-    def stop(self) -> None:
-        """Terminate the process group and every descendant (run workers, code servers), then the
-        embedded PostgreSQL. Safe to call more than once."""
+    def stop(self, grace_s: float = 15) -> None:
+        """Terminate the process group and every descendant (code server, webserver, daemon, run
+        workers), killing what is still there after `grace_s`; then stop the embedded PostgreSQL.
+        Safe to call more than once."""
         procs: list[psutil.Process] = []
         for proc in self.processes.values():
             try:
@@ -140,19 +141,29 @@ class Hub:
                     os.killpg(proc.pid, signal.SIGTERM)
                 except ProcessLookupError:
                     pass
-        _, alive = psutil.wait_procs(procs, timeout=20)
-        for p in alive:  # descendants that left our process group, or ignored SIGTERM
+        deadline = time.monotonic() + grace_s
+        while (alive := [p for p in procs if _alive(p)]) and time.monotonic() < deadline:
+            for proc in self.processes.values():
+                proc.poll()  # reap our own child, or it lingers as a zombie
+            time.sleep(0.2)
+        for p in alive:  # ignored SIGTERM, or left our process group
             try:
                 p.kill()
             except psutil.NoSuchProcess:
                 pass
-        psutil.wait_procs(alive, timeout=10)
         for proc in self.processes.values():
             try:
-                proc.wait(timeout=5)
+                proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 pass
         embedded.stop(self.data_dir)
+
+
+def _alive(p: psutil.Process) -> bool:
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def start_hub(data_dir: Path, port: int | None = None, *, timeout_s: float = 240, wait: bool = True) -> Hub:
