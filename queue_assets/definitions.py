@@ -5,8 +5,8 @@ from __future__ import annotations
 import dagster as dg
 
 from .aggregation.defs import build_defs as aggregation_defs
-from .distribution.defs import build_defs as distribution_defs
 from .demo import demo_lineage_sensor
+from .distribution.defs import build_defs as distribution_defs
 from .export.defs import build_defs as export_defs
 from .export.resources import GitHubResource, TemplatesRepoResource
 from .ingest.defs import build_defs as ingest_defs
