@@ -1,9 +1,10 @@
 """The Dagster UI proven in a real browser (issue 4, item 8).
 
-One hub for the whole module, as a person runs it: the embedded PostgreSQL in a data folder of its
-own, `dagster-webserver` and `dagster-daemon` on the project's `dagster.yaml`/`workspace.yaml`,
-demo traffic from the simulated instances, the sensors ingesting it, and every other asset job
-launched through the GraphQL API once its upstream assets have materialized. Then:
+One hub for the whole module, as a person runs it: `queue-assets init` and `queue-assets dev
+--no-demo` (embedded PostgreSQL in a data folder of its own; `dagster dev` with the project's
+`dagster.yaml`/`workspace.yaml`: code server, webserver, daemon), demo traffic from the simulated
+instances, the sensors ingesting it, and every other asset job launched through the GraphQL API
+once its upstream assets have materialized. Then:
 
 - GraphQL: every asset, asset check, sensor, schedule and job that `queue_assets.definitions.defs`
   declares is loaded (enumerated from the Definitions object when the test runs, so new
@@ -22,6 +23,7 @@ import shutil
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,7 +42,7 @@ from .ui.lineage import LineageReport, ingest_totals, materialize_lineage, wait_
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(1500)]
 
-# Deadlines, generous for a busy 2-core machine; on a quiet one the module takes about 3 minutes.
+# Deadlines, generous: a run's Python start-up alone takes tens of seconds on a busy 2-core machine.
 HUB_START_S = 300
 INGEST_S = 300
 LINEAGE_S = 600
@@ -95,15 +97,16 @@ def log(message: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def ui_hub() -> UiHub:
+def ui_hub() -> Iterator[UiHub]:
     # Not pytest's tmp_path: other pytest processes on this machine reset /tmp/pytest-of-<user> to
     # mode 0700 and prune old base folders, which locks the embedded server's own user out of its
     # data folder (or deletes it) while the hub runs.
     data_dir = Path(tempfile.mkdtemp(prefix="qa-ui-"))
-    hub = start_hub(data_dir, wait=False)
+    hub = None
     try:
+        hub = start_hub(data_dir, wait=False)
         log(f"hub starting on {hub.url} in {data_dir}")
-        # Publish while the webserver and daemon start: the sensors find the queues full.
+        # Publish while Dagster starts: the sensors find the queues full.
         demo = simulate.run(hub.db_url, **DEMO)
         log(f"demo published: {demo}")
         hub.wait_until_serving(HUB_START_S)
@@ -112,8 +115,9 @@ def ui_hub() -> UiHub:
         log("webserver serving, code location loaded")
         yield UiHub(hub, gql, demo)
     finally:
-        hub.stop()
-        log("hub stopped")
+        if hub is not None:
+            hub.stop()
+            log("hub stopped")
         if not os.environ.get("QUEUE_ASSETS_UI_KEEP_DATA"):
             shutil.rmtree(data_dir, ignore_errors=True)
 
@@ -128,7 +132,7 @@ def materialized(ui_hub: UiHub, declared: Declared) -> Materialized:
 
 
 @pytest.fixture(scope="module")
-def browser(materialized: Materialized) -> Browser:
+def browser(materialized: Materialized) -> Iterator[Browser]:
     """Chromium, opened once the lineage has materialized (so the screenshots show it), with
     Dagster's first-visit dialog dismissed."""
     ui = materialized.ui
@@ -246,7 +250,7 @@ def test_asset_page_shows_its_latest_materialization(materialized: Materialized,
     latest = materialized.ui.gql.materializations(key, limit=1)[0]
     with fresh_page(browser, "asset-page") as page:
         page.goto(f"{materialized.ui.hub.url}/assets/{label(key)}?view=events", wait_until="domcontentloaded")
-        expect(page.get_by_text(f"Materialized in run {latest.run_id[:8]}").filter(visible=True)).to_be_visible()
+        expect(page.get_by_text(f"Materialized in run {latest.run_id[:8]}").filter(visible=True).first).to_be_visible()
         rows = page.locator("tr").filter(visible=True)
         for name, value in latest.ints.items():
             row = rows.filter(has=page.get_by_text(re.compile(f"^{re.escape(name)}$"))).first
