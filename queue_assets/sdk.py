@@ -180,7 +180,9 @@ class RequestReplyClient:
 
     def read_replies(self, kind: str, *, limit: int = 10, vt: int = 30) -> list[Reply]:
         queue = REPLY_QUEUE_FOR[self._request_queue(kind)]
-        msgs = self.q.read(queue, vt=vt, qty=limit) or []
+        msgs = self.q.read(queue, vt=vt, qty=limit)
+        # The pgmq client returns a single Message (or None) when qty == 1, a list otherwise.
+        msgs = [] if msgs is None else msgs if isinstance(msgs, list) else [msgs]
         return [Reply(m.msg_id, m.read_ct, m.enqueued_at, m.message) for m in msgs]
 
     def archive_reply(self, kind: str, msg_id: int) -> bool:

@@ -74,3 +74,14 @@ def test_unknown_request_kind_is_refused_with_the_choices(db_url):
             rr.publish_request("sms", {})
     finally:
         rr.close()
+
+
+def test_reading_one_reply_returns_a_list_of_one(db_url):
+    rr = RequestReplyClient(db_url)
+    try:
+        _, rid = rr.publish_request("job", {"agent_id": "a1", "task": "lint"})
+        rr.publish_reply("job", {"request_id": rid, "result": "ok"})
+        [reply] = rr.read_replies("job", limit=1)
+        assert reply.message["request_id"] == rid
+    finally:
+        rr.close()
