@@ -3,7 +3,7 @@
 UV_VERSION := 0.13.8
 UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 
-.PHONY: setup demo test test-pg15 soak soak-long bench bench-scale clean-data
+.PHONY: setup demo test test-slow test-pg15 soak soak-long bench bench-scale clean-data
 setup: .venv/.synced
 
 .venv/.synced: pyproject.toml uv.lock
@@ -14,13 +14,17 @@ setup: .venv/.synced
 demo: setup
 	.venv/bin/queue-assets dev
 
-# Everything but the soak suite (which needs a quiet machine for its timing; see `make soak`).
+# Everything but the soak suite and the whole-demo secret search (both run a full hub for many
+# minutes and need a quiet machine; see `make soak` and `make test-slow`).
 test: setup
-	.venv/bin/pytest -m "not soak"
+	.venv/bin/pytest -m "not soak and not slow"
+
+test-slow: setup
+	.venv/bin/pytest -m "slow and not soak"
 
 # The same suite against another server, e.g. the machine's PostgreSQL 15.
 test-pg15: setup
-	QUEUE_ASSETS_TEST_SERVER_URL=postgresql://postgres@127.0.0.1:5432/postgres .venv/bin/pytest -m "not browser and not soak"
+	QUEUE_ASSETS_TEST_SERVER_URL=postgresql://postgres@127.0.0.1:5432/postgres .venv/bin/pytest -m "not browser and not soak and not slow"
 
 # The hub under sustained load and faults through the daemon (docs/reliability.md).
 soak: setup
