@@ -30,6 +30,9 @@ def build_ingest_job(queue: str, asset_name: str) :
         name=ingest_job_name(queue),
         selection=[dg.AssetKey(asset_name)],
         tags={INGEST_QUEUE_TAG: queue},
+        # One asset, one step: running it in the run worker saves a second process start (and its
+        # imports) on every run, which is most of the publish->stored latency (docs/reliability.md).
+        executor_def=dg.in_process_executor,
         description=f"Drain pgmq queue `{queue}` (at most one run per queue at a time).",
     )
 

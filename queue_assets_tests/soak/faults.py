@@ -211,7 +211,7 @@ def git_remote_outage(soak, run_timeout_s: float = 600.0) -> FaultResult:
         shutil.move(offline, remote)
     error = soak.gql.failure_text(failed.run_id)
     res.details["outage_run"] = {"run_id": failed.run_id, "status": failed.status, "launches": launches,
-                                 "error": _first_line(error)}
+                                 "error": _first_line(error, prefer=("remote", "git"))}
     if failed.status == "FAILURE" and "learned_pattern_export" not in error and "git" not in error.lower():
         # The run failed before the export step ran (e.g. the code location could not load): that
         # proves nothing about the remote.
@@ -245,6 +245,8 @@ def git_remote_outage(soak, run_timeout_s: float = 600.0) -> FaultResult:
                            (datetime.fromisoformat(cycle).replace(tzinfo=UTC).date(),)).fetchone()
     res.details["hub_exports_row"] = {"status": row[0], "attempts": row[1], "error": _first_line(row[2] or "")} \
         if row else None
+    # Publishing went on through the export runs: the ingest checkpoint holds here too.
+    soak.settle(res)
     return res
 
 
@@ -254,9 +256,12 @@ def branches(remote: Path, prefix: str) -> list[str]:
     return sorted(b for b in out.split() if b.startswith(prefix))
 
 
-def _first_line(text: str) -> str:
-    lines = [ln for ln in (text or "").splitlines() if ln.strip()]
-    return lines[0][:300] if lines else ""
+def _first_line(text: str, prefer: tuple[str, ...] = ()) -> str:
+    """The first non-blank line of `text`, or the first one naming one of `prefer` (the reason, not
+    Dagster's "Execution of step ... failed." wrapper)."""
+    lines = [ln.strip() for ln in (text or "").splitlines() if ln.strip()]
+    named = [ln for ln in lines if any(w in ln.lower() for w in prefer)]
+    return (named or lines or [""])[0][:300]
 
 
 FAULTS = {
