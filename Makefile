@@ -14,10 +14,11 @@ setup: .venv/.synced
 demo: setup
 	.venv/bin/queue-assets dev
 
-# Everything but the soak suite and the whole-demo secret search (both run a full hub for many
-# minutes and need a quiet machine; see `make soak` and `make test-slow`).
+# Every suite but the whole-demo secret search (`make test-slow`): the unit, integration, dagster
+# and browser tests, then the CI variant of the soak-plus-faults run (a hub of its own, ~6 min).
 test: setup
 	.venv/bin/pytest -m "not soak and not slow"
+	.venv/bin/pytest -q -m soak queue_assets_tests/soak
 
 test-slow: setup
 	.venv/bin/pytest -m "slow and not soak"

@@ -212,10 +212,10 @@ def git_remote_outage(soak, run_timeout_s: float = 600.0) -> FaultResult:
     error = soak.gql.failure_text(failed.run_id)
     res.details["outage_run"] = {"run_id": failed.run_id, "status": failed.status, "launches": launches,
                                  "error": _first_line(error, prefer=("remote", "git"))}
-    if failed.status == "FAILURE" and "learned_pattern_export" not in error and "git" not in error.lower():
-        # The run failed before the export step ran (e.g. the code location could not load): that
-        # proves nothing about the remote.
-        res.problems.append(f"the export run failed before reaching Git: {_first_line(error)}")
+    if failed.status == "FAILURE" and "git" not in error.lower():
+        # The run failed for another reason (e.g. the code location could not load): that proves
+        # nothing about the remote. The reason a user sees must name Git and the remote.
+        res.problems.append(f"the export run failed without naming Git as the reason: {_first_line(error)}")
     if failed.status != "FAILURE":
         res.problems.append(f"the export with the remote gone ended {failed.status}, expected FAILURE")
     res.details["branches_after_outage"] = branches(remote, BRANCH_PREFIX)

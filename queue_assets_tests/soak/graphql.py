@@ -132,7 +132,8 @@ class HubGraphQL:
         data = self.query(
             "query($id: ID!) { logsForRun(runId: $id, limit: 2000) { __typename ... on EventConnection { events {"
             " __typename ... on MessageEvent { message }"
-            " ... on ExecutionStepFailureEvent { error { message } } ... on EngineEvent { error { message } } } } } }",
+            " ... on ExecutionStepFailureEvent { error { message cause { message } } }"
+            " ... on EngineEvent { error { message cause { message } } } } } } }",
             {"id": run_id},
         )
         texts = []
@@ -140,8 +141,10 @@ class HubGraphQL:
             if e["__typename"] in ("ExecutionStepFailureEvent", "RunFailureEvent") or (
                     e["__typename"] == "EngineEvent" and e.get("error")):
                 texts.append(e.get("message") or "")
-                if e.get("error"):
-                    texts.append(e["error"].get("message") or "")
+                error = e.get("error")
+                while error:  # Dagster's wrapper first, then what it wraps (the reason)
+                    texts.append(error.get("message") or "")
+                    error = error.get("cause")
         return "\n".join(texts)
 
     def launch_run(self, job: str, *, tags: dict[str, str] | None = None, run_config: dict | None = None) -> str:
