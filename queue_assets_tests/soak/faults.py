@@ -155,11 +155,20 @@ def database_restart(soak, down_s: float = 20.0) -> FaultResult:
     errors_before = sum(soak.fleet.error_kinds.values())
     soak.hub.stop_database_from_another_process()
     stopped = time.time()
-    time.sleep(down_s)
+    # While the server is down the instances keep making messages; the SDK retries each send with
+    # backoff and the simulator keeps what is not yet sent in its buffer: watch that buffer grow.
+    peak = 0
+    while time.time() - stopped < down_s:
+        peak = max(peak, len(soak.fleet.pending))
+        time.sleep(0.25)
     soak.hub.start_database_from_another_process()
     res.ended = time.time()
     res.details["down_s"] = round(res.ended - stopped, 1)
     soak.settle(res)
+    res.details["publisher_backlog_peak_while_down"] = peak
+    res.details["publisher_backlog_after"] = len(soak.fleet.pending)
+    # Sends that failed even after the SDK's own retries (the simulator then retried them with the
+    # same key); 0 when the SDK's backoff outlasted the outage.
     res.details["publisher_send_errors"] = sum(soak.fleet.error_kinds.values()) - errors_before
     res.details["publisher_error_kinds"] = dict(soak.fleet.error_kinds)
     res.details["max_publisher_backlog"] = soak.fleet.max_pending

@@ -42,8 +42,15 @@ class HubGraphQL:
         self.url = base_url.rstrip("/") + "/graphql"
         self.timeout_s = timeout_s
 
-    def query(self, text: str, variables: dict | None = None) -> dict:
-        r = requests.post(self.url, json={"query": text, "variables": variables or {}}, timeout=self.timeout_s)
+    def query(self, text: str, variables: dict | None = None, attempts: int = 3) -> dict:
+        """POST a GraphQL document. A 5xx is retried (twice, 1 s apart): after PostgreSQL restarts,
+        the webserver's first request fails once on a stale pooled connection of Dagster's storage
+        (`psycopg2.OperationalError: server closed the connection unexpectedly`), the next succeeds."""
+        for attempt in range(1, attempts + 1):
+            r = requests.post(self.url, json={"query": text, "variables": variables or {}}, timeout=self.timeout_s)
+            if r.status_code < 500 or attempt == attempts:
+                break
+            time.sleep(1)
         r.raise_for_status()
         body = r.json()
         if body.get("errors"):
