@@ -18,7 +18,7 @@ demo: setup
 # and browser tests, then the CI variant of the soak-plus-faults run (a hub of its own, ~6 min).
 test: setup
 	.venv/bin/pytest -m "not soak and not slow"
-	.venv/bin/pytest -q -m soak queue_assets_tests/soak
+	.venv/bin/pytest -q -s -m soak queue_assets_tests/soak
 
 test-slow: setup
 	.venv/bin/pytest -m "slow and not soak"
@@ -29,7 +29,7 @@ test-pg15: setup
 
 # The hub under sustained load and faults through the daemon (docs/reliability.md).
 soak: setup
-	.venv/bin/pytest -q -m soak queue_assets_tests/soak
+	.venv/bin/pytest -q -s -m soak queue_assets_tests/soak
 
 soak-long: setup
 	.venv/bin/python -m queue_assets_tests.soak.run --minutes 10
