@@ -14,12 +14,13 @@ setup: .venv/.synced
 demo: setup
 	.venv/bin/queue-assets dev
 
-# Every suite but the whole-demo secret search (`make test-slow`): the unit, integration, dagster
-# and browser tests, then the CI variant of the soak-plus-faults run (a hub of its own, ~6 min).
+# Every suite: the unit, integration, dagster and browser tests and the whole-demo secret search
+# (~10 min), then the CI variant of the soak-plus-faults run (a hub of its own, ~6 min).
 test: setup
-	.venv/bin/pytest -m "not soak and not slow"
+	.venv/bin/pytest -m "not soak"
 	.venv/bin/pytest -q -s -m soak queue_assets_tests/soak
 
+# The whole-demo secret search alone (~5 min).
 test-slow: setup
 	.venv/bin/pytest -m "slow and not soak"
 

@@ -42,6 +42,8 @@ HEX = uuid.uuid4().hex
 HUB_PASSWORD = f"HubPw{HEX[:12]}"
 DAGSTER_PASSWORD = f"DagPw{HEX[12:24]}"
 TOKEN = f"ghp_{HEX}{HEX[:4]}"
+# What the export's failure says when GitHub refuses the token and echoes it back (masked).
+GITHUB_REFUSAL = "failed with HTTP 401: Bad credentials for ***"
 
 
 def secret_forms() -> dict[str, str]:
@@ -415,7 +417,11 @@ def test_no_secret_appears_in_any_log_metadata_or_error_of_the_whole_demo(passwo
                                         "error", "skipReason", "runConfigYaml", "tags", "metadataEntries"}, left_out
         finally:
             demo.stop()
-        assert failed == {"export refused by GitHub": "FAILURE", "role refused": "FAILURE"}
+        export_failure = failed.pop("export failure")
+        assert failed == {"export refused by GitHub": "FAILURE", "role refused": "FAILURE"}, export_failure
+        # ...and the export failed because GitHub refused it, not for another reason; GitHub's echo of
+        # the token reached the error text masked.
+        assert GITHUB_REFUSAL in export_failure, export_failure
         # The token was really used: the cycle's pull request was opened with it before the refusals.
         assert len(fake.open_pulls()) == 1 and all(r.headers.get("authorization") == f"Bearer {TOKEN}"
                                                    for r in fake.requests)
@@ -427,7 +433,7 @@ def test_no_secret_appears_in_any_log_metadata_or_error_of_the_whole_demo(passwo
     assert files > 10 and rows > 100 and hub_rows > 100, (files, rows, hub_rows)
     # The searched material must hold the places a leak would land: compute logs and failures.
     assert any("compute_logs" in w or w.endswith((".out", ".err")) for w, _ in haystack.items)
-    assert "PullRequestError" in "".join(t for _, t in haystack.items)
+    assert GITHUB_REFUSAL in "".join(t for _, t in haystack.items)
     assert haystack.leaks() == []
 
 
@@ -519,7 +525,23 @@ def _exercise(gql: GraphQL, dbs: dict, fake: FakeGitHub) -> dict[str, str]:
         finally:
             conn.execute(sql.SQL("ALTER ROLE {} LOGIN").format(sql.Identifier(dbs["hub_role"])))
     statuses = {r["runId"]: r["status"] for r in _runs(gql)}
-    return {"export refused by GitHub": statuses[refused_export], "role refused": statuses[refused_login]}
+    return {"export refused by GitHub": statuses[refused_export], "role refused": statuses[refused_login],
+            "export failure": _failure_text(gql, refused_export)}
+
+
+def _failure_text(gql: GraphQL, run_id: str) -> str:
+    """The error messages (and their causes) of a run's failure events."""
+    q = ("query($id: ID!) { logsForRun(runId: $id, limit: 5000) { ... on EventConnection { events { __typename"
+         " ... on ExecutionStepFailureEvent { error { message cause { message } } }"
+         " ... on RunFailureEvent { message } ... on EngineEvent { error { message cause { message } } } } } } }")
+    texts = []
+    for e in gql(q, {"id": run_id}, where=f"failure of run {run_id}")["logsForRun"].get("events", []):
+        texts.append(e.get("message") or "")
+        error = e.get("error")
+        while error:
+            texts.append(error.get("message") or "")
+            error = error.get("cause")
+    return "\n".join(t for t in texts if t)
 
 
 def _partition_keys(gql: GraphQL, job: str, n: int) -> list[str]:
