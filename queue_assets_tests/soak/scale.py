@@ -34,6 +34,7 @@ from .publisher import Fleet, send_checked_batch
 
 AGGREGATION_JOB = "pattern_aggregation_job"
 PATTERN_SYNC_JOB = "pattern_sync_job"
+PATTERN_SYNC_SENSOR = "pattern_sync_after_aggregation"
 STATISTICS_JOB = "queue_statistics_job"
 STATISTICS_LIMIT_S = 60.0
 
@@ -163,14 +164,14 @@ def fanout_phase(hub: Hub, gql: HubGraphQL, opts: ScaleOptions, jobs: set[str], 
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and dist is None:
         for r in gql.runs(created_after=t):
-            if r.run_id != agg.run_id and "pattern_distribution" in _asset_selection(r):
+            if r.run_id != agg.run_id and _runs_pattern_distribution(r):
                 dist = r
         time.sleep(3)
     if dist is None and PATTERN_SYNC_JOB in jobs:
         out["triggered_by"] = f"manual {PATTERN_SYNC_JOB} (the automation sensor did not start one in 180 s)"
         dist = gql.run(gql.launch_run(PATTERN_SYNC_JOB))
     else:
-        out["triggered_by"] = "the pattern_sync_after_aggregation automation sensor"
+        out["triggered_by"] = f"the {PATTERN_SYNC_SENSOR} automation sensor"
     if dist is None:
         out["skipped"] = "no pattern_distribution run could be started"
         return out
@@ -188,8 +189,11 @@ def fanout_phase(hub: Hub, gql: HubGraphQL, opts: ScaleOptions, jobs: set[str], 
     return out
 
 
-def _asset_selection(run) -> str:
-    return run.tags.get("dagster/asset_selection", "") + " " + run.job + " " + " ".join(run.tags.values())
+def _runs_pattern_distribution(run) -> bool:
+    """A run of `pattern_distribution`: the automation sensor's (an `__ASSET_JOB` run whose tags name
+    the sensor, not the asset) or one of the job that selects it."""
+    return (run.tags.get("dagster/sensor_name") == PATTERN_SYNC_SENSOR or run.job == PATTERN_SYNC_JOB
+            or "pattern_distribution" in run.tags.get("dagster/asset_selection", ""))
 
 
 def inbox_copies(conn: psycopg.Connection, instance_ids: list[str]) -> dict:
