@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import random
+import socket
 
 import psycopg
 from psycopg import sql
@@ -61,3 +63,17 @@ def pattern_message(instance: str, n: int, patterns: int = 2) -> str:
             ],
         }
     )
+
+
+def free_port(ports: range) -> int:
+    """A loopback port in `ports` nothing listens on (random order, so parallel runs rarely collide)."""
+    candidates = list(ports)
+    random.shuffle(candidates)
+    for port in candidates:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {ports.start}-{ports.stop - 1}")

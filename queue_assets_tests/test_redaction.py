@@ -37,6 +37,7 @@ from queue_assets import db
 from queue_assets.settings import Settings, SettingsError, project_root
 from queue_assets_tests.conftest import with_database
 from queue_assets_tests.fake_github import FakeGitHub, serve_fake_github
+from queue_assets_tests.helpers import free_port
 
 HEX = uuid.uuid4().hex
 HUB_PASSWORD = f"HubPw{HEX[:12]}"
@@ -182,17 +183,6 @@ def test_a_github_error_echoing_the_token_is_redacted():
 
 
 # --- the whole demo ------------------------------------------------------------------------------
-
-
-def _free_port(lo: int = 3400, hi: int = 3499) -> int:
-    for port in range(lo, hi + 1):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port in 3400-3499")
 
 
 def _selection(graphql_type, depth: int, alias: str | None = None, skip: frozenset = frozenset()) -> str | None:
@@ -402,7 +392,7 @@ def test_no_secret_appears_in_any_log_metadata_or_error_of_the_whole_demo(passwo
             "QUEUE_ASSETS_EXPORT_MIN_USAGE": "0", "QUEUE_ASSETS_EXPORT_MIN_SUCCESS_RATE": "0",
             "PYTHONUNBUFFERED": "1",
         })
-        demo = Demo(tmp_path, env, _free_port())
+        demo = Demo(tmp_path, env, free_port(range(3400, 3500)))
         init = demo.cli("init")
         haystack.add("queue-assets init stdout", init.stdout)
         haystack.add("queue-assets init stderr", init.stderr)

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import tempfile
 from pathlib import Path
 
 import pytest
 
+from ..helpers import free_port
 from .faults import FAULTS
 from .run import Soak, SoakOptions, markdown
 
@@ -28,23 +28,12 @@ from .run import Soak, SoakOptions, markdown
 pytestmark = [pytest.mark.soak, pytest.mark.timeout(int(os.environ.get("QUEUE_ASSETS_SOAK_TIMEOUT_S", "900")))]
 
 
-def free_port(lo: int = 3300, hi: int = 3399) -> int:
-    for port in range(lo, hi + 1):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError(f"no free port between {lo} and {hi}")
-
-
 @pytest.fixture(scope="module")
 def soak_report() -> dict:
     # Not pytest's tmp_path: another pytest session on the machine prunes old numbered tmp folders,
     # and the embedded server (running as its own user) would lose its data folder mid-run.
     data_dir = Path(tempfile.mkdtemp(prefix="qa-soak-ci-"))
-    opts = SoakOptions(minutes=float(os.environ.get("QUEUE_ASSETS_SOAK_MINUTES", "2")), port=free_port(),
+    opts = SoakOptions(minutes=float(os.environ.get("QUEUE_ASSETS_SOAK_MINUTES", "2")), port=free_port(range(3300, 3400)),
                        data_dir=data_dir, visibility_timeout_s=30, settle_timeout_s=240, drain_timeout_s=240,
                        ready_timeout_s=240)
     report = Soak(opts).run()

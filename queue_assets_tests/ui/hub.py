@@ -10,9 +10,7 @@ so a test never touches `.queue_assets/` or another test's server.
 from __future__ import annotations
 
 import os
-import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +23,7 @@ import requests
 from queue_assets import embedded
 from queue_assets.cli import initialise, resolve_urls
 from queue_assets.settings import Settings, project_root
+from queue_assets_tests import helpers
 
 PORT_RANGE = range(3500, 3600)
 # Variables that would point the hub at another database, repository or GitHub: the test hub
@@ -37,17 +36,8 @@ class HubStartError(RuntimeError):
 
 
 def free_port(ports: range = PORT_RANGE) -> int:
-    """A port in `ports` nothing listens on (random order, so parallel runs rarely collide)."""
-    candidates = list(ports)
-    random.shuffle(candidates)
-    for port in candidates:
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise HubStartError(f"no free port in {ports.start}-{ports.stop - 1}")
+    """A port in `ports` nothing listens on."""
+    return helpers.free_port(ports)
 
 
 def clean_environment(data_dir: Path) -> dict[str, str]:
