@@ -38,6 +38,7 @@ from queue_assets.settings import Settings, SettingsError, project_root
 from queue_assets_tests.conftest import with_database
 from queue_assets_tests.fake_github import FakeGitHub, serve_fake_github
 from queue_assets_tests.helpers import free_port
+from queue_assets_tests.soak.graphql import HubGraphQL
 
 HEX = uuid.uuid4().hex
 HUB_PASSWORD = f"HubPw{HEX[:12]}"
@@ -516,22 +517,7 @@ def _exercise(gql: GraphQL, dbs: dict, fake: FakeGitHub) -> dict[str, str]:
             conn.execute(sql.SQL("ALTER ROLE {} LOGIN").format(sql.Identifier(dbs["hub_role"])))
     statuses = {r["runId"]: r["status"] for r in _runs(gql)}
     return {"export refused by GitHub": statuses[refused_export], "role refused": statuses[refused_login],
-            "export failure": _failure_text(gql, refused_export)}
-
-
-def _failure_text(gql: GraphQL, run_id: str) -> str:
-    """The error messages (and their causes) of a run's failure events."""
-    q = ("query($id: ID!) { logsForRun(runId: $id, limit: 5000) { ... on EventConnection { events { __typename"
-         " ... on ExecutionStepFailureEvent { error { message cause { message } } }"
-         " ... on RunFailureEvent { message } ... on EngineEvent { error { message cause { message } } } } } } }")
-    texts = []
-    for e in gql(q, {"id": run_id}, where=f"failure of run {run_id}")["logsForRun"].get("events", []):
-        texts.append(e.get("message") or "")
-        error = e.get("error")
-        while error:
-            texts.append(error.get("message") or "")
-            error = error.get("cause")
-    return "\n".join(t for t in texts if t)
+            "export failure": HubGraphQL(gql.url.removesuffix("/graphql")).failure_text(refused_export)}
 
 
 def _partition_keys(gql: GraphQL, job: str, n: int) -> list[str]:

@@ -258,20 +258,14 @@ def test_asset_page_shows_its_latest_materialization(materialized: Materialized,
         save(page, f"asset-{'-'.join(key)}.png")
 
 
-def test_sensors_page_lists_every_sensor(materialized: Materialized, declared: Declared, browser: Browser):
-    with fresh_page(browser, "sensors") as page:
-        page.goto(f"{materialized.ui.hub.url}/locations/{LOCATION}/sensors", wait_until="domcontentloaded")
-        for name in sorted(declared.sensors):
+@pytest.mark.parametrize("kind", ["sensors", "schedules"])
+def test_the_sensors_and_schedules_pages_list_every_one_declared(materialized: Materialized, declared: Declared,
+                                                                 browser: Browser, kind: str):
+    with fresh_page(browser, kind) as page:
+        page.goto(f"{materialized.ui.hub.url}/locations/{LOCATION}/{kind}", wait_until="domcontentloaded")
+        for name in sorted(getattr(declared, kind)):
             expect(shown_name(page, name)).to_be_visible()
-        save(page, "sensors.png")
-
-
-def test_schedules_page_lists_every_schedule(materialized: Materialized, declared: Declared, browser: Browser):
-    with fresh_page(browser, "schedules") as page:
-        page.goto(f"{materialized.ui.hub.url}/locations/{LOCATION}/schedules", wait_until="domcontentloaded")
-        for name in sorted(declared.schedules):
-            expect(shown_name(page, name)).to_be_visible()
-        save(page, "schedules.png")
+        save(page, f"{kind}.png")
 
 
 def test_a_sensor_and_a_schedule_page_show_their_target_and_state(materialized: Materialized, declared: Declared,
