@@ -437,6 +437,55 @@ def test_the_export_announces_learning_exported_once_per_commit_to_active_instan
     assert export_row(aconn, cycle)["notified_count"] == 3
 
 
+def test_the_announcement_reaches_100_instances_that_have_no_inbox_yet(db_url, aconn, remote, tmp_path, cycle):
+    """100 instances known from heartbeats, none with an inbox queue: the export creates the inboxes
+    and every one gets `learning_exported`. Breaks when the inboxes are synced inside the
+    announcement's transaction (more than fanout.CREATE_BATCH new inboxes raised there, after the
+    branch and PR were made, and failed the run)."""
+    add_standard_fleet(aconn)
+    fleet = [f"fleet-{i:03d}" for i in range(100)]
+    for instance in fleet:
+        add_instance(aconn, instance, timedelta(minutes=1))
+    with serve_fake_github() as fake:
+        result = materialize(cycle, resources(db_url, remote, tmp_path, fake))
+    assert result.success, failure_text(result)
+    (check,) = result.get_asset_check_evaluations()[-1:]
+    assert (check.check_name, check.passed) == ("learning_exported_announced", True)
+    for instance in fleet:
+        msgs = [r[0] for r in aconn.execute(f"SELECT message FROM pgmq.q_{inbox_queue_for(instance)}")]
+        assert [m["type"] for m in msgs] == ["learning_exported"], instance
+        assert msgs[0]["pr_url"] is not None
+    row = export_row(aconn, cycle)
+    assert (row["status"], row["notified_count"], row["notify_error"]) == ("pr_open", 100, None)
+
+
+def test_a_failed_announcement_never_fails_the_pushed_export_and_the_rerun_sends_it(
+        db_url, aconn, remote, tmp_path, cycle):
+    """The announcement fails after the push (an instance's inbox name is taken by a table pgmq
+    cannot create its queue over): the run still succeeds with the branch and PR recorded, the
+    failure is in hub.exports.notify_error and the check, and the re-run announces. Breaks when an
+    announcement error propagates out of run_export."""
+    add_standard_fleet(aconn)
+    add_instance(aconn, "singularity-1", timedelta(minutes=1))
+    inbox = inbox_queue_for("singularity-1")
+    aconn.execute(f"CREATE TABLE pgmq.q_{inbox} (blocker int)")  # pgmq.create fails on it
+    res = resources(db_url, remote, tmp_path)
+    first = materialize(cycle, res)
+    assert first.success, failure_text(first)
+    row = export_row(aconn, cycle)
+    assert row["status"] == "branch_only" and row["notified_sha"] is None
+    assert "q_" + inbox in row["notify_error"]
+    (mat,) = first.asset_materializations_for_node("learned_pattern_export")
+    assert mat.metadata["learning_exported"].value.startswith("FAILED")
+    checks = {c.check_name: c.passed for c in first.get_asset_check_evaluations()}
+    assert checks["learning_exported_announced"] is False
+    aconn.execute(f"DROP TABLE pgmq.q_{inbox}")
+    assert materialize(cycle, res).success
+    row = export_row(aconn, cycle)
+    assert (row["notified_count"], row["notify_error"]) == (1, None)
+    assert count(aconn, f"pgmq.q_{inbox}") == 1
+
+
 def test_a_cycle_whose_content_is_already_on_main_makes_no_branch_and_no_pr(db_url, aconn, remote, tmp_path, cycle):
     add_standard_fleet(aconn)
     res = resources(db_url, remote, tmp_path)
