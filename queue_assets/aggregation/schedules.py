@@ -1,4 +1,4 @@
-"""PatternAggregationJob: `aggregated_patterns` (and its checks) at `0 * * * *`, UTC (seed 000)."""
+"""PatternAggregationJob: `aggregated_patterns` (its checks run in its step) at `0 * * * *`, UTC (seed 000)."""
 
 from __future__ import annotations
 
