@@ -67,6 +67,8 @@ class Settings:
     run_max_seconds: int = 30
     run_linger_s: int = 10
     stale_after_s: int = 3600
+    retry_delay_s: int = 30
+    """First retry delay of the scheduled jobs' steps (then doubling); queue_assets/retries.py."""
     data_dir: Path = Path(".queue_assets")
 
     @property
@@ -131,6 +133,7 @@ class Settings:
             run_max_seconds=get("QUEUE_ASSETS_RUN_MAX_SECONDS", _int_range(1, 86_400), 30),
             run_linger_s=get("QUEUE_ASSETS_RUN_LINGER_S", _int_range(0, 3600), 10),
             stale_after_s=get("QUEUE_ASSETS_STALE_AFTER_S", _int_range(10, 30 * 86_400), 3600),
+            retry_delay_s=get("QUEUE_ASSETS_RETRY_DELAY_S", _int_range(0, 3600), 30),
             data_dir=data_dir,
         )
         if problems:

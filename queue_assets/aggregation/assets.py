@@ -77,6 +77,10 @@ def top_table(top: list[core.RankedPattern], before: dict[tuple[str, str], int])
 )
 def aggregated_patterns(context: dg.AssetExecutionContext, config: AggregationConfig,
                         shared_queue: SharedQueueResource):
+    try:
+        core.check_parameters(config.top_indicators, config.work_mem)
+    except ValueError as exc:
+        raise dg.Failure(f"bad aggregated_patterns config: {exc}", allow_retries=False) from None
     with shared_queue.connection() as conn:
         result = core.aggregate(
             conn,

@@ -205,6 +205,13 @@ def _check_work_mem(value: str) -> str:
     return value
 
 
+def check_parameters(top_indicators: int, work_mem: str) -> None:
+    """ValueError naming the value, for a run's parameters that can never work."""
+    if not 1 <= top_indicators <= 100:
+        raise ValueError(f"top_indicators={top_indicators}: must be between 1 and 100")
+    _check_work_mem(work_mem)
+
+
 def aggregate(
     conn: psycopg.Connection,
     *,
@@ -223,9 +230,7 @@ def aggregate(
     published, for diagnosis). Runs are serialised. Snapshots of runs older than `retention_days`
     are pruned (None keeps them all), never the run the live ranking comes from.
     """
-    if not 1 <= top_indicators <= 100:
-        raise ValueError(f"top_indicators={top_indicators}: must be between 1 and 100")
-    _check_work_mem(work_mem)
+    check_parameters(top_indicators, work_mem)
     started = time.perf_counter()
     # On a connection of its own, the run reads one REPEATABLE READ snapshot, so both passes and the
     # totals see exactly the same rows. Its snapshot must start after the previous run committed,

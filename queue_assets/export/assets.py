@@ -90,7 +90,8 @@ def aggregated_learning(
     settings = ExportSettings.from_env()
     factor = settings.max_growth_factor if config.max_growth_factor is None else config.max_growth_factor
     if not factor >= 1.0:
-        raise dg.Failure(f"config max_growth_factor={config.max_growth_factor!r}: must be a number of at least 1")
+        raise dg.Failure(f"config max_growth_factor={config.max_growth_factor!r}: must be a number of at least 1",
+                         allow_retries=False)
     cycle = _cycle(context)
     cutoff = context.partition_time_window.end
     with shared_queue.connection(autocommit=True) as conn:
