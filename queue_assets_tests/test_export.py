@@ -640,3 +640,79 @@ def test_the_scheduled_job_from_the_definitions_runs_on_environment_settings(
     assert result.success
     assert branches(remote)[branch_for(cycle)] == export_row(aconn, cycle)["commit_sha"]
     assert export_row(aconn, cycle)["status"] == "branch_only"
+
+
+# --- retries (issue 9 item 8) -------------------------------------------------------------------
+
+
+def export_job_with_policy(monkeypatch, delay_s: int) -> dg.UnresolvedAssetJobDefinition:
+    """knowledge_export_job as the definitions build it, with its retry policy made from a short
+    QUEUE_ASSETS_RETRY_DELAY_S (the real delays are minutes)."""
+    from queue_assets.export.schedules import knowledge_export_job
+    from queue_assets.retries import retry_policy
+
+    assert knowledge_export_job.op_retry_policy == retry_policy("knowledge_export_job")  # default delay
+    monkeypatch.setenv("QUEUE_ASSETS_RETRY_DELAY_S", str(delay_s))
+    return dg.define_asset_job(
+        name="knowledge_export_job", selection=[aggregated_learning, learned_pattern_export],
+        partitions_def=EXPORT_PARTITIONS, op_retry_policy=retry_policy("knowledge_export_job"),
+    )
+
+
+def run_export_job(job, cycle: date, res: dict, instance: dg.DagsterInstance, run_id: str):
+    defs = dg.Definitions(assets=[aggregated_learning, learned_pattern_export], jobs=[job], resources=res)
+    return defs.resolve_job_def("knowledge_export_job").execute_in_process(
+        partition_key=cycle.isoformat(), instance=instance, run_id=run_id, raise_on_error=False)
+
+
+def retries_of(instance: dg.DagsterInstance, run_id: str) -> int:
+    return len(instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_UP_FOR_RETRY))
+
+
+def test_an_export_whose_git_remote_is_briefly_gone_succeeds_on_its_retry(
+        db_url, aconn, remote, tmp_path, cycle, monkeypatch):
+    """The remote is missing when the 01:00 run starts and comes back during the first retry's
+    backoff: the same run exports. Breaks without the job's op_retry_policy (the run fails)."""
+    import uuid
+
+    job = export_job_with_policy(monkeypatch, delay_s=3)
+    add_standard_fleet(aconn)
+    offline = Path(remote).with_name("templates_data.offline")
+    Path(remote).rename(offline)
+    instance, run_id = dg.DagsterInstance.ephemeral(), str(uuid.uuid4())
+
+    def restore_after_the_first_failure() -> None:
+        for _ in range(600):
+            if retries_of(instance, run_id):
+                break
+            threading.Event().wait(0.05)
+        offline.rename(remote)
+
+    t = threading.Thread(target=restore_after_the_first_failure)
+    t.start()
+    result = run_export_job(job, cycle, resources(db_url, remote, tmp_path), instance, run_id)
+    t.join()
+    assert result.success, failure_text(result)
+    assert retries_of(instance, run_id) == 1
+    assert branches(remote)[branch_for(cycle)] == export_row(aconn, cycle)["commit_sha"]
+
+
+def test_an_export_whose_git_remote_stays_gone_stops_after_its_retry_limit(
+        db_url, aconn, remote, tmp_path, cycle, monkeypatch):
+    """A remote that never comes back: the step is tried 1 + 4 times (0, 1, 3, 7, 15 s apart with a
+    1 s base delay), then the run fails naming Git, with no branch. Breaks when the limit is gone
+    (the run would never end) or when retries are not made at all (0 retries counted)."""
+    import uuid
+
+    from queue_assets.retries import MAX_RETRIES
+
+    job = export_job_with_policy(monkeypatch, delay_s=1)
+    add_standard_fleet(aconn)
+    Path(remote).rename(Path(remote).with_name("templates_data.gone"))
+    instance, run_id = dg.DagsterInstance.ephemeral(), str(uuid.uuid4())
+    result = run_export_job(job, cycle, resources(db_url, remote, tmp_path), instance, run_id)
+    assert not result.success
+    assert retries_of(instance, run_id) == MAX_RETRIES["knowledge_export_job"] == 4
+    text = failure_text(result)
+    assert "Exceeded max_retries of 4" in text and "GitError" in text
+    assert export_row(aconn, cycle) == {}
