@@ -77,6 +77,8 @@ class Settings:
     ingest_backoff_base_s: int = 10
     """Ingest sensor: wait after the first failed run of a queue, doubled per further failure."""
     ingest_backoff_cap_s: int = 600
+    retry_delay_s: int = 30
+    """First retry delay of the scheduled jobs' steps (then doubling); queue_assets/retries.py."""
     data_dir: Path = Path(".queue_assets")
 
     @property
@@ -148,6 +150,7 @@ class Settings:
             heartbeats_retention_days=get("QUEUE_ASSETS_RETENTION_HEARTBEATS_DAYS", _int_range(1, 36_500), 30),
             ingest_backoff_base_s=get("QUEUE_ASSETS_INGEST_BACKOFF_BASE_S", _int_range(1, 86_400), 10),
             ingest_backoff_cap_s=get("QUEUE_ASSETS_INGEST_BACKOFF_CAP_S", _int_range(1, 7 * 86_400), 600),
+            retry_delay_s=get("QUEUE_ASSETS_RETRY_DELAY_S", _int_range(0, 3600), 30),
             data_dir=data_dir,
         )
         problems += _cross_checks(settings)

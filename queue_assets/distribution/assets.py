@@ -13,6 +13,7 @@ from ..aggregation.assets import aggregated_patterns
 from ..export.resources import GitHubResource, TemplatesRepoResource
 from ..gitrepo import GitAuth, redact, split_credentials
 from ..resources import SharedQueueResource
+from ..retries import retry_policy
 from . import patterns, templates
 from .patterns import DistributionRefused, PatternDistribution, distribute_patterns
 from .templates import TemplateDistribution, distribute_templates
@@ -86,6 +87,8 @@ def pattern_metadata(r: PatternDistribution, url: str) -> dict:
     group_name=DISTRIBUTION_GROUP,
     kinds={"git", "postgres"},
     automation_condition=PATTERN_SYNC_CONDITION,
+    # On the asset, not a job: the automation sensor's runs use no job of ours.
+    retry_policy=retry_policy("pattern_distribution"),
     freshness_policy=HOURLY_FRESHNESS,
     description=(
         "PatternSyncWorker: after each aggregation whose blocking checks passed, commits the ranking to "
@@ -112,7 +115,7 @@ def pattern_distribution(
                 max_patterns=config.max_patterns,
             )
         except DistributionRefused as exc:
-            raise dg.Failure(description=str(exc)) from None
+            raise dg.Failure(description=str(exc), allow_retries=False) from None
     if result.patterns == 0:
         context.log.info("the ranking is empty (no aggregation run yet, or no observations): nothing distributed")
     else:

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
+from ..retries import retry_policy
 from .assets import EXPORT_PARTITIONS, aggregated_learning, learned_pattern_export
 
 EXPORT_CRON = "0 1 * * *"
@@ -22,6 +23,7 @@ knowledge_export_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets(aggregated_learning, learned_pattern_export),
     partitions_def=EXPORT_PARTITIONS,
     description="KnowledgeExportWorker: combine learned artifacts, then export them to the cycle's branch and PR.",
+    op_retry_policy=retry_policy("knowledge_export_job"),
 )
 
 

@@ -7,6 +7,7 @@ progress and report counts as output metadata.
 import dagster as dg
 
 from ..resources import SharedQueueResource
+from ..retries import retry_policy
 from . import dlq as dlq_ops
 from .retention import DEFAULT_BATCH as RETENTION_BATCH
 from .retention import HubRetention, run_retention
@@ -38,7 +39,7 @@ def apply_retention(context: dg.OpExecutionContext, config: RetentionConfig, sha
                                    dry_run=config.dry_run, progress=progress,
                                    hub=HubRetention.from_settings(settings))
         except ValueError as exc:
-            raise dg.Failure(str(exc)) from None
+            raise dg.Failure(str(exc), allow_retries=False) from None
     context.log.info(report.summary())
     table = "| table | rows |\n|---|---|\n" + "\n".join(
         f"| `{label}` | {n} |" for label, n in sorted(report.removed.items(), key=lambda kv: -kv[1]) if n
@@ -66,7 +67,8 @@ def apply_retention(context: dg.OpExecutionContext, config: RetentionConfig, sha
     })
 
 
-@dg.job(description="Archive retention (seed 002's pg_cron job): trims every pgmq archive in bounded batches.")
+@dg.job(description="Archive retention (seed 002's pg_cron job): trims every pgmq archive in bounded batches.",
+        op_retry_policy=retry_policy("retention_job"))
 def retention_job():
     apply_retention()
 
