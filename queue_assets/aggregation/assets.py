@@ -77,7 +77,7 @@ def aggregated_patterns(
             top_indicators=config.top_indicators,
             retention_days=shared_queue.settings.retention_days,
             work_mem=config.work_mem,
-            dagster_run_id=context.run_id,
+            dagster_run_id=context.run.run_id,
         )
         top = core.ranking(conn, limit=TOP_SHOWN)
         before = core.previous_ranks(conn, result.run_id, [(p.pattern_type, p.name) for p in top])
