@@ -93,7 +93,7 @@ def ensure_database(url: str) -> bool:
     admin = psycopg.conninfo.make_conninfo(url, dbname="postgres")
     with db.connection(admin, autocommit=True) as conn:
         try:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(str(name))))
         except psycopg.errors.DuplicateDatabase:
             return False
     return True
@@ -174,7 +174,7 @@ def apply_migrations(
         " version text PRIMARY KEY, checksum text NOT NULL,"
         " applied_at timestamptz NOT NULL DEFAULT now())"
     )
-    applied = dict(conn.execute("SELECT version, checksum FROM hub.schema_migrations").fetchall())
+    applied: dict[str, str] = dict(conn.execute("SELECT version, checksum FROM hub.schema_migrations").fetchall())
     for version, checksum, text in migrations:
         if version in applied:
             if applied[version] != checksum:
