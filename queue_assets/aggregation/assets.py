@@ -87,7 +87,7 @@ def aggregated_patterns(context: dg.AssetExecutionContext, config: AggregationCo
             top_indicators=config.top_indicators,
             retention_days=shared_queue.settings.retention_days,
             work_mem=config.work_mem,
-            dagster_run_id=context.run_id,
+            dagster_run_id=context.run.run_id,
         )
         if not result.published:
             live = core.latest_run(conn)

@@ -111,7 +111,7 @@ def pattern_distribution(
         try:
             result = distribute_patterns(
                 conn, lambda: templates_repo.work_copy("patterns", auth), git_url=url,
-                stale_after_s=shared_queue.settings.stale_after_s, dagster_run_id=context.run_id,
+                stale_after_s=shared_queue.settings.stale_after_s, dagster_run_id=context.run.run_id,
                 max_patterns=config.max_patterns,
             )
         except DistributionRefused as exc:
@@ -169,7 +169,7 @@ def template_updates(
     with shared_queue.connection() as conn:
         result = distribute_templates(
             conn, lambda: templates_repo.work_copy("templates", auth), git_url=url,
-            stale_after_s=shared_queue.settings.stale_after_s, dagster_run_id=context.run_id,
+            stale_after_s=shared_queue.settings.stale_after_s, dagster_run_id=context.run.run_id,
         )
     context.log.info(
         f"template_updates: {result.outcome}; {len(result.files)} files changed since "

@@ -180,7 +180,7 @@ def learned_pattern_export(
         result = run_export(
             conn, cycle=_cycle(context), cutoff=context.partition_time_window.end, settings=settings,
             work_copy=lambda: templates_repo.work_copy("export", auth), remote_url=remote,
-            provider=provider, publish=publish, run_id=context.run_id, log=context.log.info,
+            provider=provider, publish=publish, run_id=context.run.run_id, log=context.log.info,
             stale_after_s=shared_queue.settings.stale_after_s,
         )
     if result.notify_error is not None:
