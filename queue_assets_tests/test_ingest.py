@@ -9,7 +9,7 @@ import time
 import psycopg
 import pytest
 
-from queue_assets.ingest.core import IngestConfig, ingest_queue, read_batch
+from queue_assets.ingest.core import IngestConfig, IngestResult, ingest_queue, read_batch, store_batch, validate
 from queue_assets_tests.corpus import BAD_INPUT_CORPUS, VALID_SAMPLES
 from queue_assets_tests.helpers import count, dlq_messages, pattern_message, queue_depth, send_many, send_raw
 
@@ -194,3 +194,58 @@ def test_a_run_without_linger_ends_as_soon_as_the_queue_is_empty(conn, db_url):
     result = ingest_queue(conn, "pattern_messages", IngestConfig(linger_s=0.0), prefetch_url=db_url)
     assert result.stored == 1
     assert result.elapsed_s < 3.0
+
+
+def _recreate_queue(conn: psycopg.Connection, queue: str) -> None:
+    """What an operator does to clear a queue (pgmq's docs): its msg_ids start again at 1."""
+    conn.execute("SELECT pgmq.drop_queue(%s)", (queue,))
+    conn.execute("SELECT pgmq.create(%s)", (queue,))
+    conn.commit()
+
+
+def test_a_recreated_queue_whose_msg_ids_start_again_has_every_new_message_stored(conn):
+    """1,000 messages taken, the queue dropped and created again (msg_ids 1..1,000 once more), 1,000
+    new messages: all 1,000 are stored with their data, none taken for a duplicate.
+
+    Fails on a ledger keyed on (queue, msg_id) alone: the new messages hit the old ledger rows, are
+    counted as duplicates and archived with no data stored (stored 0, ledger 1,000, observations 2,000).
+    """
+    send_many(conn, "pattern_messages", [pattern_message(f"singularity-{i % 4}", i, patterns=1) for i in range(1000)])
+    first = ingest_queue(conn, "pattern_messages", CFG)
+    assert (first.read, first.stored) == (1000, 1000)
+    _recreate_queue(conn, "pattern_messages")
+    send_many(conn, "pattern_messages",
+              [pattern_message(f"singularity-{i % 4}", 10_000 + i, patterns=2) for i in range(1000)])
+    assert conn.execute("SELECT min(msg_id), max(msg_id) FROM pgmq.q_pattern_messages").fetchone() == (1, 1000)
+
+    second = ingest_queue(conn, "pattern_messages", CFG)
+    assert (second.read, second.stored, second.duplicates, second.dead_lettered) == (1000, 1000, 0, 0)
+    assert second.ledger_conflicts == 0
+    assert count(conn, "hub.ingest_ledger", "outcome = 'stored'") == 2000
+    assert count(conn, "hub.pattern_observations") == 1000 + 2 * 1000
+    seqs = {r[0] for r in conn.execute(
+        "SELECT (attributes->>'seq')::int FROM hub.pattern_observations o JOIN pgmq.meta m"
+        " ON m.queue_name = o.queue AND m.created_at = o.queue_created_at").fetchall()}
+    assert seqs == set(range(10_000, 11_000))  # the new queue's rows are the new messages' data
+    assert count(conn, "pgmq.a_pattern_messages") == 1000 and queue_depth(conn, "pattern_messages") == 0
+
+
+def test_a_batch_read_before_its_queue_was_recreated_is_stored_but_never_archives_the_new_queue(conn):
+    """A batch leased from the old queue is stored under the old incarnation after the queue was
+    dropped and created again; its archive must not take the new queue's messages with the same ids.
+
+    Fails when the archive ignores the incarnation: the 5 new messages are archived unread.
+    """
+    send_many(conn, "pattern_messages", [pattern_message("singularity-1", i) for i in range(5)])
+    batch = read_batch(conn, "pattern_messages", CFG)
+    for d in batch:
+        validate("pattern_messages", d, CFG)
+    _recreate_queue(conn, "pattern_messages")
+    send_many(conn, "pattern_messages", [pattern_message("singularity-2", 100 + i) for i in range(5)])
+    result = IngestResult(queue="pattern_messages")
+    with conn.transaction():
+        store_batch(conn, "pattern_messages", batch, result)
+    assert result.stored == 5
+    assert queue_depth(conn, "pattern_messages") == 5  # the new messages are still there, unread
+    assert ingest_queue(conn, "pattern_messages", CFG).stored == 5
+    assert count(conn, "hub.pattern_observations") == 20
