@@ -249,3 +249,55 @@ def test_a_batch_read_before_its_queue_was_recreated_is_stored_but_never_archive
     assert queue_depth(conn, "pattern_messages") == 5  # the new messages are still there, unread
     assert ingest_queue(conn, "pattern_messages", CFG).stored == 5
     assert count(conn, "hub.pattern_observations") == 20
+
+
+def test_migration_005_backfills_the_incarnation_and_keeps_an_earlier_queues_rows_apart(fresh_db_url):
+    """A database at migration 004 whose ledger holds a message of an earlier incarnation of the queue
+    (enqueued before the queue was created) and one of the current one: migration 005 (applied twice,
+    it is idempotent) gives the current one the queue's created_at and leaves the earlier one at
+    the epoch, so the current queue's msg_id 1 is stored, not taken for the earlier msg_id 1.
+
+    Fails if the backfill gives every row the current incarnation (the new msg_id 1 is a "duplicate").
+    """
+    from queue_assets import bootstrap
+    from queue_assets.queues import ALL_STATIC_QUEUES
+
+    migrations = bootstrap.load_migrations()
+    assert [v for v, _, _ in migrations if v.startswith("005")] == ["005_queue_incarnation"]
+    with psycopg.connect(fresh_db_url) as c:
+        report = bootstrap.BootstrapReport()
+        bootstrap.ensure_pgmq(c, report)
+        bootstrap.ensure_queues(c, ALL_STATIC_QUEUES, report)
+        for version, _, text in migrations:
+            if version < "005":
+                c.execute(text)
+        created = c.execute("SELECT created_at FROM pgmq.meta WHERE queue_name = 'pattern_messages'").fetchone()[0]
+        for msg_id, enqueued in ((1, "-1 day"), (7, "+1 second")):
+            c.execute(
+                "INSERT INTO hub.ingest_ledger (queue, msg_id, outcome, enqueued_at, read_ct)"
+                " VALUES ('pattern_messages', %s, 'stored', %s::timestamptz + %s::interval, 1)", (msg_id, created, enqueued))
+            c.execute(
+                "INSERT INTO hub.pattern_observations (queue, msg_id, ordinal, instance_id, pattern_type, name,"
+                " observed_at) VALUES ('pattern_messages', %s, 0, 'old', 'framework', 'x', now())", (msg_id,))
+        text_005 = next(t for v, _, t in migrations if v == "005_queue_incarnation")
+        c.execute(text_005)
+        c.execute(text_005)
+        c.commit()
+        for table in ("ingest_ledger", "pattern_observations"):
+            got = c.execute(f"SELECT msg_id, queue_created_at FROM hub.{table} ORDER BY msg_id").fetchall()
+            assert got == [(1, _epoch()), (7, created)], table
+        pk = c.execute(
+            "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = 'hub.ingest_ledger'::regclass"
+            " AND contype = 'p'").fetchone()[0]
+        assert pk == "PRIMARY KEY (queue, queue_created_at, msg_id)"
+        assert send_raw(c, "pattern_messages", pattern_message("singularity-1", 1)) == 1
+        result = ingest_queue(c, "pattern_messages", CFG)
+        assert (result.stored, result.duplicates) == (1, 0)
+        assert count(c, "hub.pattern_observations") == 4
+
+
+def _epoch():
+    """The incarnation of rows from an earlier, gone queue ('epoch')."""
+    from datetime import UTC, datetime
+
+    return datetime(1970, 1, 1, tzinfo=UTC)
