@@ -9,7 +9,14 @@ import time
 import psycopg
 import pytest
 
-from queue_assets.ingest.core import IngestConfig, IngestResult, ingest_queue, read_batch, store_batch, validate
+from queue_assets.ingest.core import (
+    IngestConfig,
+    IngestResult,
+    ingest_queue,
+    read_batch,
+    store_batch,
+    validate,
+)
 from queue_assets_tests.corpus import BAD_INPUT_CORPUS, VALID_SAMPLES
 from queue_assets_tests.helpers import count, dlq_messages, pattern_message, queue_depth, send_many, send_raw
 
