@@ -26,6 +26,8 @@ TOTAL = 20_000
 INVALID_EVERY = 50  # every 50th message is malformed
 DUPLICATE_KEY_EVERY = 97
 VT = 5
+INSIDE = 5  # kills that must land inside a store transaction (proven by pg_xact_status)
+MAX_KILLS = 10
 
 
 def _corpus() -> tuple[list[str], list[dict], int, int, int]:
@@ -79,14 +81,18 @@ XACT_STATUS_SQL = (
 )
 
 
-def _catch(conn: psycopg.Connection, query: str, proc: subprocess.Popen, timeout: float) -> tuple[int, int] | None:
-    """Poll until `query` finds the consumer's backend (pid, xid); None if it ended or time ran out."""
+def _kill_when(conn: psycopg.Connection, query: str, proc: subprocess.Popen, timeout: float) -> tuple[int, int] | None:
+    """Poll until `query` finds the consumer's backend, SIGKILL the consumer at once and return the
+    backend's (pid, xid); None (nothing killed) if the consumer ended or time ran out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None:
         row = conn.execute(query).fetchone()
-        conn.commit()
         if row:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            conn.commit()
             return row
+        conn.commit()
     return None
 
 
@@ -120,16 +126,18 @@ def _drain(db_url: str):
 
 
 def test_sigkill_five_times_during_20k_ingest_stores_each_valid_message_exactly_once(db_url):
-    """Five SIGKILLs, each aimed at the consumer while its store transaction has ledger rows written
-    and uncommitted; at least three must be proven (by `pg_xact_status`) to have landed inside it.
+    """SIGKILLs, each aimed at the consumer while its store transaction has ledger rows written and
+    uncommitted (the 2nd and 4th held at `pgmq.archive` inside it, by a lock the test takes on the
+    archive table), until five are proven (by `pg_xact_status`) to have landed inside it, at most ten
+    kills in all (a kill a moment late finds the transaction committed; it still counts as a crash).
     Then: every valid message stored once, no message both queued and in the ledger, and the last
     consumer re-reads nothing the ledger already has (0 ledger conflicts).
 
     What this used to check, `read_ct > 1`, held for any kill: the prefetcher always holds a leased,
     unstored batch. Tried: with the archive moved out of the store transaction (its own transaction
-    after the commit), the ledger still keeps the counts exact, and a kill between the two commits
-    shows as a message both queued and in the ledger and as ledger conflicts in the last run; that
-    gap is narrow, so the deterministic proof of the archive's place is the next test.
+    after the commit) this test fails at the 2nd kill (the consumer never waits at the archive inside
+    a transaction holding ledger rows). The random kills alone would not catch that: they all landed
+    inside the store transaction or just after its commit, and the ledger keeps the counts exact anyway.
     """
     rng = random.Random(20_000)
     raws, headers, valid, invalid, duplicates = _corpus()
@@ -137,7 +145,7 @@ def test_sigkill_five_times_during_20k_ingest_stores_each_valid_message_exactly_
     with psycopg.connect(db_url) as conn:
         send_many(conn, "pattern_messages", raws, headers)
         kills, fates = 0, []
-        while kills < 5:
+        while fates.count("aborted") < INSIDE and kills < MAX_KILLS:
             before = count(conn, "hub.ingest_ledger")
             proc = _consumer(db_url)
             deadline = time.monotonic() + 60
@@ -145,20 +153,26 @@ def test_sigkill_five_times_during_20k_ingest_stores_each_valid_message_exactly_
                 if proc.poll() is not None:
                     break
                 time.sleep(0.02)
-            time.sleep(rng.uniform(0.0, 0.4))
-            caught = _catch(conn, IN_STORE_TX_SQL, proc, timeout=10)
-            if caught and proc.poll() is None:
-                proc.send_signal(signal.SIGKILL)
-                proc.wait()
+            time.sleep(rng.uniform(0.0, 0.25))
+            at_archive = kills in (1, 3)  # the 2nd and 4th kill: held at pgmq.archive, inside the transaction
+            with psycopg.connect(db_url) as blocker:
+                if at_archive:
+                    blocker.execute("LOCK TABLE pgmq.a_pattern_messages IN EXCLUSIVE MODE")
+                caught = _kill_when(conn, AT_ARCHIVE_SQL if at_archive else IN_STORE_TX_SQL, proc, timeout=30)
+                blocker.rollback()
+            if caught:
                 kills += 1
                 fates.append(_fate(conn, *caught))
+            elif at_archive and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+                raise AssertionError("the consumer never waited at the archive inside its store transaction")
             else:
                 assert proc.wait(timeout=300) == 0, proc.stderr.read()
                 break  # drained before we could kill it: the corpus ran out
-        assert kills == 5, "the consumer finished before it could be killed five times"
         inside = fates.count("aborted")
         print(f"kills: {kills}, landed inside the store transaction: {inside} ({fates})")
-        assert inside >= 3, f"only {inside} of 5 kills landed inside the store transaction: {fates}"
+        assert inside >= INSIDE, f"only {inside} of {kills} kills landed inside the store transaction: {fates}"
         assert queue_depth(conn, "pattern_messages") > 0
         assert _queued_and_in_the_ledger(conn) == 0
         time.sleep(VT + 0.5)  # leases of the killed runs expire
@@ -190,10 +204,8 @@ def test_sigkill_at_the_archive_inside_the_store_transaction_rolls_back_rows_and
             blocker.execute("LOCK TABLE pgmq.a_pattern_messages IN EXCLUSIVE MODE")  # reads go on, archives wait
             proc = _consumer(db_url)
             try:
-                caught = _catch(conn, AT_ARCHIVE_SQL, proc, timeout=60)
+                caught = _kill_when(conn, AT_ARCHIVE_SQL, proc, timeout=60)
                 assert caught, "the consumer never waited at the archive inside its store transaction"
-                proc.send_signal(signal.SIGKILL)
-                proc.wait()
             finally:
                 if proc.poll() is None:
                     proc.kill()
