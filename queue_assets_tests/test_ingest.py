@@ -118,15 +118,63 @@ def test_a_message_the_database_refuses_is_dead_lettered_alone(conn):
     assert "database refused" in headers["x-dlq-reason"]
 
 
+def _backend_waits_on_a_lock(conn: psycopg.Connection, pid: int) -> bool:
+    row = conn.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone()
+    conn.commit()
+    return row is not None and row[0] == "Lock"
+
+
 def test_two_concurrent_consumers_on_one_queue_store_each_message_once(db_url):
-    with psycopg.connect(db_url) as c:
-        send_many(c, "pattern_messages", [pattern_message(f"singularity-{i % 3}", i) for i in range(3000)])
+    """Real contention: consumer A leases a batch and pauses before storing it; its lease (1 s)
+    expires and consumer B reads the very same messages again. A then writes its ledger and data rows
+    and, before it commits, B stores the same batch: B's ledger insert waits on A's uncommitted rows
+    (seen in pg_stat_activity) and, once A commits, takes the conflict path: B stores nothing and
+    reports every message as a ledger conflict. Then both run the full ingest loop side by side on
+    3,000 more messages with a lease shorter than their pauses, so they keep re-reading each other's
+    batches. Each message is stored exactly once, nothing is lost.
+
+    Fails if the ledger conflict stops holding a repeat off (e.g. the ledger insert without its
+    ON CONFLICT, or data rows written for messages whose ledger row lost): B doubles or errors.
+    """
+    short = IngestConfig(batch_size=100, visibility_timeout_s=1, max_attempts=50)
+    with psycopg.connect(db_url) as a, psycopg.connect(db_url) as b, psycopg.connect(db_url) as watch:
+        send_many(a, "pattern_messages", [pattern_message(f"singularity-{i % 3}", i) for i in range(100)])
+        batch_a = read_batch(a, "pattern_messages", short)
+        time.sleep(1.2)  # A is paused between read and store; its lease runs out
+        batch_b = read_batch(b, "pattern_messages", short)
+        assert [d.msg_id for d in batch_b] == [d.msg_id for d in batch_a]  # both hold the same messages
+        assert {d.read_ct for d in batch_b} == {2}
+        for d in batch_a + batch_b:
+            validate("pattern_messages", d, short)
+        res_a, res_b = IngestResult(queue="pattern_messages"), IngestResult(queue="pattern_messages")
+        b_pid = b.info.backend_pid
+
+        def store_b():
+            with b.transaction():
+                store_batch(b, "pattern_messages", batch_b, res_b)
+
+        with a.transaction():
+            store_batch(a, "pattern_messages", batch_a, res_a)  # A's rows written, not committed
+            t = threading.Thread(target=store_b)
+            t.start()
+            deadline = time.monotonic() + 10
+            while not _backend_waits_on_a_lock(watch, b_pid):
+                assert time.monotonic() < deadline, "consumer B never waited for consumer A's ledger rows"
+                time.sleep(0.01)
+        t.join(timeout=30)
+        assert (res_a.stored, res_a.ledger_conflicts) == (100, 0)
+        assert (res_b.stored, res_b.duplicates, res_b.ledger_conflicts) == (0, 100, 100)
+        assert count(watch, "hub.ingest_ledger") == 100 and count(watch, "hub.pattern_observations") == 200
+
+        # The full loop, two consumers at once, each pausing 1.5 s after a batch (longer than the lease),
+        # so the batch its prefetcher already leased is read again by the other consumer meanwhile.
+        send_many(a, "pattern_messages", [pattern_message(f"singularity-{i % 3}", i) for i in range(3000)])
     results = []
-    cfg = IngestConfig(batch_size=100, visibility_timeout_s=30)
 
     def consume():
         with psycopg.connect(db_url) as c:
-            results.append(ingest_queue(c, "pattern_messages", cfg))
+            results.append(ingest_queue(c, "pattern_messages", short, prefetch_url=db_url,
+                                        on_batch=lambda r: time.sleep(1.5) if r.batches <= 3 else None))
 
     threads = [threading.Thread(target=consume) for _ in range(2)]
     for t in threads:
@@ -134,14 +182,16 @@ def test_two_concurrent_consumers_on_one_queue_store_each_message_once(db_url):
     for t in threads:
         t.join()
     with psycopg.connect(db_url) as c:
-        assert count(c, "hub.ingest_ledger") == 3000
-        assert count(c, "hub.pattern_observations") == 6000
+        assert count(c, "hub.ingest_ledger") == 3100
+        assert count(c, "hub.pattern_observations") == 6200
         assert c.execute(
             "SELECT count(*) FROM (SELECT msg_id FROM hub.pattern_observations GROUP BY msg_id, ordinal"
             " HAVING count(*) > 1) d").fetchone()[0] == 0
         assert queue_depth(c, "pattern_messages") == 0
+        assert count(c, "pgmq.a_pattern_messages") == 3100
     assert sum(r.stored for r in results) == 3000
     assert all(r.read > 0 for r in results)  # both really consumed
+    print(f"loop: {sum(r.read for r in results)} read, {sum(r.ledger_conflicts for r in results)} ledger conflicts")
 
 
 def test_heartbeats_register_instances_with_latest_state(conn):
