@@ -11,6 +11,7 @@ import pytest
 
 from queue_assets.ingest.core import (
     IngestConfig,
+    IngestError,
     IngestResult,
     ingest_queue,
     read_batch,
@@ -358,3 +359,25 @@ def _epoch():
     from datetime import UTC, datetime
 
     return datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def test_msg_ids_restarted_without_a_new_incarnation_stop_the_run_instead_of_dropping_data(conn):
+    """TRUNCATE ... RESTART IDENTITY numbers a queue from 1 again under the same pgmq.meta row (and
+    with the old archived rows gone, say by archive retention, pgmq.archive does not object): the
+    ledger cannot tell the incarnations apart, so the run must fail loudly, store and archive nothing
+    of the batch, and leave the messages in the queue.
+
+    Fails without the enqueued_at check on ledger conflicts: the 3 new messages are archived as
+    duplicates with no data stored.
+    """
+    send_many(conn, "pattern_messages", [pattern_message("singularity-1", i) for i in range(3)])
+    assert ingest_queue(conn, "pattern_messages", CFG).stored == 3
+    conn.execute("TRUNCATE pgmq.q_pattern_messages RESTART IDENTITY")
+    conn.execute("TRUNCATE pgmq.a_pattern_messages")  # archive retention took the old archived rows
+    conn.commit()
+    send_many(conn, "pattern_messages", [pattern_message("singularity-2", 100 + i) for i in range(3)])
+    with pytest.raises(IngestError, match=r"msg_id\(s\) 1, 2, 3 are in hub.ingest_ledger from other messages"):
+        ingest_queue(conn, "pattern_messages", CFG)
+    conn.rollback()
+    assert queue_depth(conn, "pattern_messages") == 3 and count(conn, "pgmq.a_pattern_messages") == 0
+    assert count(conn, "hub.ingest_ledger") == 3 and count(conn, "hub.pattern_observations") == 6

@@ -258,6 +258,8 @@ def store_batch(conn: psycopg.Connection, queue: str, batch: list[Delivery], res
     won = {r[0] for r in conn.execute(STORE_SQL, params)}
     lost = [row for row, d in zip(ledger, batch, strict=True)
             if d.msg_id not in won and d.error is None and d.idempotency_key]
+    if len(won) < len(batch):
+        _refuse_reused_msg_ids(conn, queue, created_at, [d for d in batch if d.msg_id not in won])
     fresh = [d for d in valid if d.msg_id in won]
     dead = [d for d in batch if d.msg_id in won and d.error is not None]
     dup_cur = None
@@ -286,15 +288,39 @@ def store_batch(conn: psycopg.Connection, queue: str, batch: list[Delivery], res
                 ),
             )
         conn.execute(ARCHIVE_SQL, (ids, queue, created_at))
-    key_duplicates = len(dup_cur.fetchall()) if dup_cur is not None else 0
+    key_duplicates = {r[0] for r in dup_cur.fetchall()} if dup_cur is not None else set()
+    conflicts = [d for d in batch if d.msg_id not in won and d.msg_id not in key_duplicates]
     result.stored += len(fresh)
     result.dead_lettered += len(dead)
     result.duplicates += len(batch) - len(fresh) - len(dead)
-    result.ledger_conflicts += len(batch) - len(won) - key_duplicates
+    result.ledger_conflicts += len(conflicts)
     for d in fresh:
         result.per_instance[d.instance_id] += 1
     for d in dead:
         result.dlq_reasons[d.error_kind] += 1
+
+
+def _refuse_reused_msg_ids(conn: psycopg.Connection, queue: str, created_at: datetime,
+                           lost: list[Delivery]) -> None:
+    """Of the messages whose ledger insert lost, one whose msg_id is in the ledger with another
+    enqueued_at is not a re-read of the same message (another consumer took it) but a msg_id the
+    queue handed out again without a new incarnation (its identity restarted by hand): storing
+    nothing and archiving it would drop its data, so refuse loudly. (Losing on the idempotency key
+    leaves no ledger row under the message's own msg_id.)"""
+    reused = conn.execute(
+        "SELECT l.msg_id FROM hub.ingest_ledger l"
+        " JOIN unnest(%s::bigint[], %s::timestamptz[]) AS m(msg_id, enqueued_at) ON m.msg_id = l.msg_id"
+        " WHERE l.queue = %s AND l.queue_created_at = %s AND l.enqueued_at <> m.enqueued_at"
+        " ORDER BY 1 LIMIT 5",
+        ([d.msg_id for d in lost], [d.enqueued_at for d in lost], queue, created_at),
+    ).fetchall()
+    if reused:
+        raise IngestError(
+            f"queue {queue!r}: msg_id(s) {', '.join(str(r[0]) for r in reused)} are in hub.ingest_ledger from "
+            "other messages of this same queue: its msg_ids were restarted without re-creating it (e.g. "
+            "TRUNCATE ... RESTART IDENTITY). Nothing of this batch was stored or archived. Save its messages, "
+            "re-create the queue (pgmq.drop_queue + pgmq.create: a new incarnation) and send them again."
+        )
 
 
 def _store_one_by_one(conn: psycopg.Connection, queue: str, batch: list[Delivery], result: IngestResult) -> None:
