@@ -142,8 +142,10 @@ class Soak:
         report: dict = {"options": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()}}
         with serve_fake_github() as fake:
             self.fake_github = fake
+            # Retries at once (no backoff): the Git-outage fault's run must end FAILURE while the
+            # remote is gone, not wait minutes in its backoff (queue_assets/retries.py).
             env = {"GITHUB_REPOSITORY": f"{fake.owner}/{fake.repo}", "GITHUB_TOKEN": fake.token,
-                   "GITHUB_API_URL": fake.url, **opts.extra_env}
+                   "GITHUB_API_URL": fake.url, "QUEUE_ASSETS_RETRY_DELAY_S": "0", **opts.extra_env}
             if opts.visibility_timeout_s:
                 env["QUEUE_ASSETS_VISIBILITY_TIMEOUT_S"] = str(opts.visibility_timeout_s)
             self.hub = Hub(self.data_dir, port=opts.port, extra_env=env)
