@@ -86,7 +86,8 @@ def cmd_ingest(settings: Settings, args) -> int:
         cfg = dataclasses.replace(IngestConfig.from_settings(settings), linger_s=0.0, max_seconds=86_400.0)
         r = ingest_queue(conn, args.queue, cfg, prefetch_url=urls["shared_queue"],
                          on_batch=lambda r: print(f"\r{r.read} read, {r.stored} stored", end="", flush=True))
-    print(f"\n{args.queue}: {r.read} read, {r.stored} stored, {r.duplicates} duplicates, "
+    print(f"\n{args.queue}: {r.read} read, {r.stored} stored, {r.duplicates} duplicates"
+          f" ({r.ledger_conflicts} read again after another consumer took them), "
           f"{r.dead_lettered} dead-lettered in {r.elapsed_s:.2f}s ({r.rate:.0f} msg/s)")
     return 0
 
