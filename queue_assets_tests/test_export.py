@@ -655,7 +655,7 @@ def export_job_with_policy(monkeypatch, delay_s: int) -> dg.UnresolvedAssetJobDe
     monkeypatch.setenv("QUEUE_ASSETS_RETRY_DELAY_S", str(delay_s))
     return dg.define_asset_job(
         name="knowledge_export_job", selection=[aggregated_learning, learned_pattern_export],
-        partitions_def=EXPORT_PARTITIONS, op_retry_policy=retry_policy("knowledge_export_job"),
+        op_retry_policy=retry_policy("knowledge_export_job"),
     )
 
 
