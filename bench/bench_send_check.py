@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import fresh_database, parse_args  # noqa: E402
 from queue_assets.backoff import send_with_backoff  # noqa: E402
-from queue_assets.resources import make_pgmq  # noqa: E402
+from queue_assets.db import make_pgmq  # noqa: E402
 
 
 def main() -> None:

@@ -19,9 +19,9 @@ import psycopg
 
 from . import contracts
 from .backoff import send_with_backoff
+from .db import make_pgmq
 from .names import inbox_queue_for, validate_instance_id
 from .queues import INSTANCE_HEARTBEAT, LEARNED_PATTERNS, PATTERN_MESSAGES, REPLY_QUEUE_FOR
-from .resources import make_pgmq
 
 
 def _now() -> str:
