@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-import pgmq
 import psycopg
 from psycopg import sql
 
@@ -130,6 +129,8 @@ def ensure_pgmq(conn: psycopg.Connection, report: BootstrapReport) -> None:
         report.pgmq_version, report.pgmq_method = available[0], "extension"
         report.actions.append(f"CREATE EXTENSION pgmq (version {available[0]})")
         return
+    import pgmq  # imported here: it pulls in SQLAlchemy, which the CLI's quick commands do without
+
     version = pgmq.get_embedded_sql_version()
     _check_version(version, "SQL bundled in the pgmq package")
     # The bundled install runs its script inside a transaction of its own on our connection.
