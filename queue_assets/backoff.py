@@ -29,7 +29,8 @@ from typing import Any, TypeVar
 
 import psycopg
 
-from .db import SDK_POOL_WAIT_S, DatabaseUnavailable, connect, scrub
+from .db import DatabaseUnavailable, connect, scrub
+from .horizons import SDK_SEND_DEADLINE_S
 
 T = TypeVar("T")
 
@@ -73,11 +74,7 @@ RUN_BACKOFF = Backoff(attempts=6, base_s=0.5, cap_s=8.0, deadline_s=30.0)
 # Sensors: a tick must finish well inside Dagster's sensor timeout (60 s); the next tick retries anyway.
 SENSOR_BACKOFF = Backoff(attempts=3, base_s=0.5, cap_s=2.0, deadline_s=10.0)
 # Producers (the SDK): short, so a caller's own loop stays responsive.
-SDK_BACKOFF = Backoff(attempts=5, base_s=0.2, cap_s=4.0, deadline_s=20.0)
-# The latest a retried SDK send can enqueue a copy of a message, counted from the first attempt: the
-# last retry starts inside the deadline and may then wait for a connection. The hub's ingest ledger
-# must remember a keyed message at least this long (plus the visibility timeout) to drop the copy.
-SDK_RETRY_HORIZON_S = SDK_BACKOFF.deadline_s + SDK_POOL_WAIT_S
+SDK_BACKOFF = Backoff(attempts=5, base_s=0.2, cap_s=4.0, deadline_s=SDK_SEND_DEADLINE_S)
 
 
 class RetryExhausted(RuntimeError):

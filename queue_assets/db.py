@@ -15,15 +15,13 @@ from typing import TYPE_CHECKING
 import psycopg
 
 from . import embedded
+from .horizons import SDK_POOL_WAIT_S
 from .settings import Settings, redact_url
 
 if TYPE_CHECKING:
     import pgmq
 
 CONNECT_TIMEOUT_S = 5
-# How long an SDK attempt may wait for a pooled connection (`make_pgmq`) before it sends; part of
-# the SDK's retry horizon (`backoff.SDK_RETRY_HORIZON_S`).
-SDK_POOL_WAIT_S = 30.0
 
 
 class DatabaseUnavailable(RuntimeError):

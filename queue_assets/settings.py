@@ -14,6 +14,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
+from .horizons import SDK_RETRY_HORIZON_S
+
 SHARED_QUEUE_DATABASE = "shared_queue"
 DAGSTER_DATABASE = "dagster"
 
@@ -165,7 +167,6 @@ def dedupe_floor_s(visibility_timeout_s: int) -> float:
     A message is redelivered at the latest a visibility timeout after it was read, and the SDK
     re-sends a keyed message at the latest `SDK_RETRY_HORIZON_S` after its first attempt.
     """
-    from .backoff import SDK_RETRY_HORIZON_S  # here: backoff imports db, which imports this module
 
     return visibility_timeout_s + SDK_RETRY_HORIZON_S
 

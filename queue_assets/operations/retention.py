@@ -39,7 +39,7 @@ from datetime import datetime, timedelta
 import psycopg
 from psycopg import sql
 
-from ..backoff import SDK_RETRY_HORIZON_S
+from ..horizons import SDK_RETRY_HORIZON_S
 from ..names import validate_queue_name
 from ..settings import dedupe_floor_s
 from .inventory import existing_queues, queue_kind
