@@ -1,0 +1,124 @@
+"""The ingest sensor requests a run's successor before the run reaches its cap (issue 13, item 1).
+
+The runs are real: the queue's ingest job runs in a thread on a real instance and lingers on its
+queue (`QUEUE_ASSETS_RUN_LINGER_S`), so the sensor sees real run records with real start times. A
+test transaction holds the queue's messages `FOR UPDATE`, as a second consumer would: the runs'
+`pgmq.read` skips them (SKIP LOCKED) while the sensor's probe still counts them visible.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+
+import dagster as dg
+import psycopg
+import pytest
+
+from queue_assets.definitions import defs
+from queue_assets.ingest.sensors import ACTIVE_STATUSES, build_ingest_sensor
+from queue_assets.resources import SharedQueueResource
+from queue_assets_tests.helpers import count, pattern_message, send_many
+
+QUEUE = "pattern_messages"
+JOB = f"ingest_{QUEUE}_job"
+
+
+@pytest.fixture
+def run_env(monkeypatch):
+    monkeypatch.setenv("QUEUE_ASSETS_RUN_MAX_SECONDS", "30")
+    monkeypatch.setenv("QUEUE_ASSETS_RUN_LINGER_S", "8")  # a run on an empty queue stays active 8 s
+    monkeypatch.setenv("SHARED_QUEUE_BATCH_SIZE", "2")  # a backlog is 2 batches: 4 visible messages
+
+
+class Sensor:
+    """The queue's sensor, ticked by hand with its cursor carried over, like the daemon does."""
+
+    def __init__(self, instance: dg.DagsterInstance, url: str):
+        self.instance, self.url, self.cursor = instance, url, None
+
+    def tick(self, *, later_s: float = 0.0):
+        sensor = build_ingest_sensor(QUEUE, defs.resolve_job_def(JOB), 1, clock=lambda: time.time() + later_s)
+        ctx = dg.build_sensor_context(instance=self.instance, cursor=self.cursor,
+                                      resources={"shared_queue": SharedQueueResource(db_url=self.url)})
+        result = sensor(ctx)
+        self.cursor = ctx.cursor
+        return result
+
+
+def _start_run(instance: dg.DagsterInstance, url: str) -> threading.Thread:
+    def run():
+        result = defs.resolve_job_def(JOB).execute_in_process(
+            instance=instance, resources={"shared_queue": SharedQueueResource(db_url=url)}
+        )
+        assert result.success
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def _wait_started(instance: dg.DagsterInstance, n: int) -> list[dg.RunRecord]:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        active = instance.get_run_records(filters=dg.RunsFilter(job_name=JOB, statuses=ACTIVE_STATUSES))
+        if len(active) == n and all(r.start_time is not None for r in active):
+            return active
+        time.sleep(0.05)
+    raise AssertionError(f"{n} run(s) of {JOB} did not start within 60 s")
+
+
+def test_successor_is_requested_near_the_cap_or_on_a_backlog_and_never_a_third_run(conn, db_url, run_env):
+    """Breaks if the sensor waits for the active run to end (the launch gap), requests a successor for
+    a young run, for an idle queue, or with two runs active, or if the successor's key does not name
+    its predecessor (then one run could get several successors)."""
+    with dg.instance_for_test() as instance:
+        sensor = Sensor(instance, db_url)
+        idle = sensor.tick()
+        assert isinstance(idle, dg.SkipReason) and "no visible messages" in idle.skip_message  # idle: no run
+
+        first = _start_run(instance, db_url)
+        [a] = _wait_started(instance, 1)
+        a_id = a.dagster_run.run_id
+        lingering = sensor.tick(later_s=100)  # an old run, but nothing arrives: no successor
+        assert isinstance(lingering, dg.SkipReason)
+        assert f"ingest run {a_id[:8]} is draining `{QUEUE}` and nothing arrived" in lingering.skip_message
+
+        send_many(conn, QUEUE, [pattern_message("singularity-1", i) for i in range(3)])
+        conn.commit()
+        with psycopg.connect(db_url) as other_consumer:
+            other_consumer.execute(f"SELECT msg_id FROM pgmq.q_{QUEUE} FOR UPDATE")  # held until commit
+
+            young = sensor.tick()
+            assert isinstance(young, dg.SkipReason)
+            assert re.search(
+                rf"ingest run {a_id[:8]} for `{QUEUE}` started \d+s ago: its successor is requested \d+s into its "
+                r"30s cap \(launch lead \d+s\), or when 4 messages are visible \(now 3\)",
+                young.skip_message,
+            ), young.skip_message
+
+            old = sensor.tick(later_s=30)  # within the launch lead of its cap
+            assert isinstance(old, dg.RunRequest)
+            assert old.run_key == f"{QUEUE}:after:{a_id}"
+            assert old.tags["queue_assets/successor_of"] == a_id
+
+            send_many(conn, QUEUE, [pattern_message("singularity-1", i) for i in range(3, 5)])
+            conn.commit()
+            other_consumer.execute(f"SELECT msg_id FROM pgmq.q_{QUEUE} FOR UPDATE")
+            backlog = sensor.tick()  # young, but 5 visible >= 2 batches
+            assert isinstance(backlog, dg.RunRequest) and backlog.run_key == f"{QUEUE}:after:{a_id}"
+
+            second = _start_run(instance, db_url)  # the successor, as the daemon would launch it
+            _wait_started(instance, 2)
+            full = sensor.tick(later_s=100)
+            assert isinstance(full, dg.SkipReason)
+            assert "are active: at most two per queue" in full.skip_message
+            other_consumer.commit()  # the two runs share the 5 messages
+
+        first.join(60)
+        second.join(60)
+        assert not first.is_alive() and not second.is_alive()
+        assert count(conn, "hub.ingest_ledger", f"queue = '{QUEUE}'") == 5  # two runs, each message once
+        after = sensor.tick()
+        assert isinstance(after, dg.SkipReason) and "no visible messages" in after.skip_message
