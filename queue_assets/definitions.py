@@ -25,8 +25,9 @@ defs = dg.Definitions.merge(
     distribution_defs(),
     export_defs(),
     operations_defs(),
-    dg.Definitions(jobs=[bootstrap_job], sensors=[demo_lineage_sensor],
-                   resources={"shared_queue": SharedQueueResource()}),
+    dg.Definitions(
+        jobs=[bootstrap_job], sensors=[demo_lineage_sensor], resources={"shared_queue": SharedQueueResource()}
+    ),
     # Git: the templates_data repository (TEMPLATES_REPO_URL, default: the embedded remote) and the
     # pull-request provider (GITHUB_*); both read the environment when a run starts.
     dg.Definitions(resources={"templates_repo": TemplatesRepoResource(), "github": GitHubResource()}),

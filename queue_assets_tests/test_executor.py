@@ -7,8 +7,14 @@ import dagster as dg
 from queue_assets.definitions import defs
 
 LINEAGE_JOBS = {
-    "pattern_aggregation_job", "pattern_sync_job", "template_distribution_job", "knowledge_export_job",
-    "queue_statistics_job", "retention_job", "bootstrap_job", "dlq_redrive_job",
+    "pattern_aggregation_job",
+    "pattern_sync_job",
+    "template_distribution_job",
+    "knowledge_export_job",
+    "queue_statistics_job",
+    "retention_job",
+    "bootstrap_job",
+    "dlq_redrive_job",
 }
 
 
@@ -21,7 +27,8 @@ def test_every_job_uses_the_in_process_executor():
     assert LINEAGE_JOBS <= set(jobs)
     assert any(name.startswith("__ASSET_JOB") for name in jobs)
     not_in_process = {
-        name: job.executor_def.name for name, job in jobs.items()
+        name: job.executor_def.name
+        for name, job in jobs.items()
         if job.executor_def.name != dg.in_process_executor.name
     }
     assert not_in_process == {}

@@ -40,8 +40,11 @@ class Sensor:
 
     def tick(self, *, later_s: float = 0.0):
         sensor = build_ingest_sensor(QUEUE, defs.resolve_job_def(JOB), 1, clock=lambda: time.time() + later_s)
-        ctx = dg.build_sensor_context(instance=self.instance, cursor=self.cursor,
-                                      resources={"shared_queue": SharedQueueResource(db_url=self.url)})
+        ctx = dg.build_sensor_context(
+            instance=self.instance,
+            cursor=self.cursor,
+            resources={"shared_queue": SharedQueueResource(db_url=self.url)},
+        )
         result = sensor(ctx)
         self.cursor = ctx.cursor
         return result

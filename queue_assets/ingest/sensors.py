@@ -17,7 +17,6 @@ successor, and with two runs active the sensor asks for nothing: never more than
 ledger makes a repeat a no-op. On an idle queue (nothing visible, nothing arrived) nothing runs.
 """
 
-
 import json
 import math
 import time
@@ -89,8 +88,9 @@ def failures_to_reach_cap(base_s: float, cap_s: float) -> int:
     return max(1, math.ceil(math.log2(max(cap_s / base_s, 1.0))) + 1)
 
 
-def run_backoff(instance: dg.DagsterInstance, queue: str, job_name: str, base_s: float,
-                cap_s: float) -> RunBackoff | None:
+def run_backoff(
+    instance: dg.DagsterInstance, queue: str, job_name: str, base_s: float, cap_s: float
+) -> RunBackoff | None:
     """The backoff for `queue` from its newest finished runs (newest first), or None after a success."""
     records = instance.get_run_records(
         filters=dg.RunsFilter(job_name=job_name, statuses=FINISHED_STATUSES),
@@ -105,14 +105,16 @@ def run_backoff(instance: dg.DagsterInstance, queue: str, job_name: str, base_s:
         return None
     newest = records[0]
     ended = newest.end_time or newest.update_timestamp.timestamp()
-    return RunBackoff(queue, failures, newest.dagster_run.run_id, ended, backoff_delay(failures, base_s, cap_s), cap_s)
+    return RunBackoff(
+        queue, failures, newest.dagster_run.run_id, ended, backoff_delay(failures, base_s, cap_s), cap_s
+    )
 
 
 def ingest_job_name(queue: str) -> str:
     return f"ingest_{queue}_job"
 
 
-def build_ingest_job(queue: str, asset_name: str) :
+def build_ingest_job(queue: str, asset_name: str):
     return dg.define_asset_job(
         name=ingest_job_name(queue),
         selection=[dg.AssetKey(asset_name)],
@@ -140,14 +142,13 @@ def next_request(queue: str, newest: int, visible: int, cursor: str | None) -> t
 
 def launch_estimate(records) -> float:
     """The longest created -> started of these run records (run queue wait + launch), in seconds."""
-    launches = [
-        r.start_time - r.create_timestamp.timestamp() for r in records if r.start_time is not None
-    ]
+    launches = [r.start_time - r.create_timestamp.timestamp() for r in records if r.start_time is not None]
     return max(launches) if launches else DEFAULT_LAUNCH_S
 
 
-def successor_skip_reason(queue: str, active, now: float, visible: int, arrived: bool, cap_s: float,
-                          lead_s: float, backlog: int) -> str | None:
+def successor_skip_reason(
+    queue: str, active, now: float, visible: int, arrived: bool, cap_s: float, lead_s: float, backlog: int
+) -> str | None:
     """Why the one active run `active` gets no successor yet, or None: request it now."""
     run = active.dagster_run.run_id[:8]
     if visible == 0 and not arrived:
@@ -182,8 +183,11 @@ def build_ingest_sensor(queue: str, job, interval_s: int, clock=time.time) -> dg
         if not shared_queue.settings.enabled:
             return dg.SkipReason("SHARED_QUEUE_ENABLED is false: ingestion is switched off")
         try:
-            probe = retry_db(lambda: _probe_once(shared_queue, queue), what=f"probe of queue `{queue}`",
-                             policy=SENSOR_BACKOFF)
+            probe = retry_db(
+                lambda: _probe_once(shared_queue, queue),
+                what=f"probe of queue `{queue}`",
+                policy=SENSOR_BACKOFF,
+            )
         except DatabaseUnavailable as exc:
             return dg.SkipReason(f"{exc}; will try again next tick")
         state = json.loads(context.cursor) if context.cursor else {}
@@ -200,26 +204,37 @@ def build_ingest_sensor(queue: str, job, interval_s: int, clock=time.time) -> dg
             )
         settings = shared_queue.settings
         if active:
-            recent = context.instance.get_run_records(filters=dg.RunsFilter(job_name=job.name),
-                                                      limit=LAUNCH_HISTORY)
+            recent = context.instance.get_run_records(
+                filters=dg.RunsFilter(job_name=job.name), limit=LAUNCH_HISTORY
+            )
             lead = DAEMON_SENSOR_LOOP_S + launch_estimate(recent)
-            reason = successor_skip_reason(queue, active[0], clock(), probe.visible, arrived,
-                                           float(settings.run_max_seconds), lead,
-                                           min(VISIBLE_CAP, 2 * settings.batch_size))
+            reason = successor_skip_reason(
+                queue,
+                active[0],
+                clock(),
+                probe.visible,
+                arrived,
+                float(settings.run_max_seconds),
+                lead,
+                min(VISIBLE_CAP, 2 * settings.batch_size),
+            )
             if reason:
                 return dg.SkipReason(reason)
         elif probe.visible == 0:
             return dg.SkipReason(f"`{queue}` has no visible messages (newest msg_id {probe.newest_msg_id})")
-        backoff = run_backoff(context.instance, queue, job.name, settings.ingest_backoff_base_s,
-                              settings.ingest_backoff_cap_s)
+        backoff = run_backoff(
+            context.instance, queue, job.name, settings.ingest_backoff_base_s, settings.ingest_backoff_cap_s
+        )
         if backoff is not None and clock() < backoff.next_attempt_at:
             return dg.SkipReason(backoff.reason())
         tags = {"queue_assets/visible_at_request": str(probe.visible)}
         if active:
             predecessor = active[0].dagster_run.run_id
             # The key names the predecessor: the daemon launches one run per key, so one successor per run.
-            return dg.RunRequest(run_key=f"{queue}:after:{predecessor}",
-                                 tags={**tags, "queue_assets/successor_of": predecessor})
+            return dg.RunRequest(
+                run_key=f"{queue}:after:{predecessor}",
+                tags={**tags, "queue_assets/successor_of": predecessor},
+            )
         key, cursor = next_request(queue, probe.newest_msg_id, probe.visible, context.cursor)
         context.update_cursor(json.dumps({**json.loads(cursor), "sent": probe.sent}))
         return dg.RunRequest(run_key=key, tags=tags)
