@@ -11,12 +11,15 @@ from __future__ import annotations
 import re
 import threading
 import time
+import uuid
 
 import dagster as dg
 import psycopg
 import pytest
 
 from queue_assets.definitions import defs
+from queue_assets.ingest.assets import SUCCESSOR_OF_TAG
+from queue_assets.ingest.core import IngestConfig, ingest_queue
 from queue_assets.ingest.sensors import ACTIVE_STATUSES, build_ingest_sensor
 from queue_assets.resources import SharedQueueResource
 from queue_assets_tests.helpers import count, pattern_message, send_many
@@ -28,7 +31,7 @@ JOB = f"ingest_{QUEUE}_job"
 @pytest.fixture
 def run_env(monkeypatch):
     monkeypatch.setenv("QUEUE_ASSETS_RUN_MAX_SECONDS", "30")
-    monkeypatch.setenv("QUEUE_ASSETS_RUN_LINGER_S", "8")  # a run on an empty queue stays active 8 s
+    monkeypatch.setenv("QUEUE_ASSETS_RUN_LINGER_S", "20")  # a run on an empty queue stays active 20 s
     monkeypatch.setenv("SHARED_QUEUE_BATCH_SIZE", "2")  # a backlog is 2 batches: 4 visible messages
 
 
@@ -125,3 +128,51 @@ def test_successor_is_requested_near_the_cap_or_on_a_backlog_and_never_a_third_r
         assert count(conn, "hub.ingest_ledger", f"queue = '{QUEUE}'") == 5  # two runs, each message once
         after = sensor.tick()
         assert isinstance(after, dg.SkipReason) and "no visible messages" in after.skip_message
+
+
+def test_a_run_past_its_cap_drains_on_until_its_successor_starts(conn, db_url):
+    """Breaks if a run ends at its cap while its successor is still waiting to launch (the queue is
+    then left without a consumer for the rest of the launch), or if the handover outlives lingering:
+    a run with nothing left to do still ends after `linger_s`."""
+    cfg = IngestConfig(max_seconds=0.5, linger_s=6.0)
+    handover_until = time.monotonic() + 3.0
+    result = ingest_queue(conn, QUEUE, cfg, successor_pending=lambda: time.monotonic() < handover_until)
+    assert result.stopped_by == "max_seconds"
+    assert 3.0 <= result.elapsed_s < 6.0  # past the 0.5 s cap until the successor "started"
+
+    result = ingest_queue(conn, QUEUE, cfg, successor_pending=lambda: True)  # never starts, queue idle
+    assert result.stopped_by == "drained" and 6.0 <= result.elapsed_s < 9.0
+
+
+def test_the_ingest_asset_asks_the_instance_whether_its_successor_has_started(conn, db_url, monkeypatch):
+    """Breaks if the asset ignores a queued successor run (tag `queue_assets/successor_of` naming it):
+    the run must stay past its cap while that run is queued, and end once it is gone."""
+    monkeypatch.setenv("QUEUE_ASSETS_RUN_MAX_SECONDS", "1")
+    monkeypatch.setenv("QUEUE_ASSETS_RUN_LINGER_S", "30")
+    job = defs.resolve_job_def(JOB)
+    with dg.instance_for_test() as instance:
+        predecessor_id = str(uuid.uuid4())
+        successor = instance.create_run_for_job(
+            job, status=dg.DagsterRunStatus.NOT_STARTED, tags={SUCCESSOR_OF_TAG: predecessor_id}
+        )
+        results = []
+
+        def run():
+            results.append(
+                job.execute_in_process(
+                    instance=instance,
+                    run_id=predecessor_id,
+                    resources={"shared_queue": SharedQueueResource(db_url=db_url)},
+                )
+            )
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        time.sleep(4.0)
+        assert thread.is_alive()  # 1 s cap, but its successor has not started
+        instance.delete_run(successor.run_id)
+        thread.join(15)
+        assert not thread.is_alive()
+        [result] = results
+        [mat] = result.asset_materializations_for_node(result.job_def.nodes_in_topological_order[0].name)
+        assert mat.metadata["stopped_by"].value == "max_seconds"

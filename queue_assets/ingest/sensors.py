@@ -30,6 +30,7 @@ from ..db import DatabaseUnavailable
 from ..queues import INGEST_ASSET_FOR
 from ..resources import SharedQueueResource
 from ..settings import Settings
+from .assets import SUCCESSOR_OF_TAG
 from .probe import VISIBLE_CAP, probe_queue
 
 INGEST_QUEUE_TAG = "queue_assets/ingest_queue"
@@ -233,7 +234,7 @@ def build_ingest_sensor(queue: str, job, interval_s: int, clock=time.time) -> dg
             # The key names the predecessor: the daemon launches one run per key, so one successor per run.
             return dg.RunRequest(
                 run_key=f"{queue}:after:{predecessor}",
-                tags={**tags, "queue_assets/successor_of": predecessor},
+                tags={**tags, SUCCESSOR_OF_TAG: predecessor},
             )
         key, cursor = next_request(queue, probe.newest_msg_id, probe.visible, context.cursor)
         context.update_cursor(json.dumps({**json.loads(cursor), "sent": probe.sent}))
