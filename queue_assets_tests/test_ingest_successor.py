@@ -22,7 +22,7 @@ from queue_assets.ingest.assets import SUCCESSOR_OF_TAG
 from queue_assets.ingest.core import IngestConfig, ingest_queue
 from queue_assets.ingest.sensors import ACTIVE_STATUSES, build_ingest_sensor
 from queue_assets.resources import SharedQueueResource
-from queue_assets_tests.helpers import count, pattern_message, send_many
+from queue_assets_tests.helpers import count, pattern_message
 
 QUEUE = "pattern_messages"
 JOB = f"ingest_{QUEUE}_job"
@@ -65,6 +65,21 @@ def _start_run(instance: dg.DagsterInstance, url: str) -> threading.Thread:
     return thread
 
 
+def _send_held(conn: psycopg.Connection, holder: psycopg.Connection, numbers: range) -> None:
+    """Send messages that the lingering runs never get: sent invisible (1 s delay), locked by `holder`
+    (held until it commits), then waited for until the probe can see them."""
+    conn.execute(
+        "SELECT pgmq.send_batch(%s, %s::jsonb[], 1)",
+        (QUEUE, [pattern_message("singularity-1", i) for i in numbers]),
+    )
+    conn.commit()
+    holder.execute(f"SELECT msg_id FROM pgmq.q_{QUEUE} FOR UPDATE")
+    deadline = time.monotonic() + 30
+    while count(conn, f"pgmq.q_{QUEUE}", "vt <= clock_timestamp()") < numbers.stop:
+        assert time.monotonic() < deadline, "the held messages never became visible"
+        time.sleep(0.1)
+
+
 def _wait_started(instance: dg.DagsterInstance, n: int) -> list[dg.RunRecord]:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -91,10 +106,8 @@ def test_successor_is_requested_near_the_cap_or_on_a_backlog_and_never_a_third_r
         assert isinstance(lingering, dg.SkipReason)
         assert f"ingest run {a_id[:8]} is draining `{QUEUE}` and nothing arrived" in lingering.skip_message
 
-        send_many(conn, QUEUE, [pattern_message("singularity-1", i) for i in range(3)])
-        conn.commit()
         with psycopg.connect(db_url) as other_consumer:
-            other_consumer.execute(f"SELECT msg_id FROM pgmq.q_{QUEUE} FOR UPDATE")  # held until commit
+            _send_held(conn, other_consumer, range(3))
 
             young = sensor.tick()
             assert isinstance(young, dg.SkipReason)
@@ -109,9 +122,7 @@ def test_successor_is_requested_near_the_cap_or_on_a_backlog_and_never_a_third_r
             assert old.run_key == f"{QUEUE}:after:{a_id}"
             assert old.tags["queue_assets/successor_of"] == a_id
 
-            send_many(conn, QUEUE, [pattern_message("singularity-1", i) for i in range(3, 5)])
-            conn.commit()
-            other_consumer.execute(f"SELECT msg_id FROM pgmq.q_{QUEUE} FOR UPDATE")
+            _send_held(conn, other_consumer, range(3, 5))
             backlog = sensor.tick()  # young, but 5 visible >= 2 batches
             assert isinstance(backlog, dg.RunRequest) and backlog.run_key == f"{QUEUE}:after:{a_id}"
 
@@ -171,7 +182,7 @@ def test_the_ingest_asset_asks_the_instance_whether_its_successor_has_started(co
         time.sleep(4.0)
         assert thread.is_alive()  # 1 s cap, but its successor has not started
         instance.delete_run(successor.run_id)
-        thread.join(15)
+        thread.join(60)
         assert not thread.is_alive()
         [result] = results
         [mat] = result.asset_materializations_for_node(result.job_def.nodes_in_topological_order[0].name)
