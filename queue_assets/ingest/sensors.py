@@ -15,6 +15,8 @@ The successor's run key names its predecessor (`<queue>:after:<run id>`), so a r
 successor, and with two runs active the sensor asks for nothing: never more than two per queue
 (`dagster.yaml` allows two). Two runs on one queue are safe: pgmq reads with SKIP LOCKED and the
 ledger makes a repeat a no-op. On an idle queue (nothing visible, nothing arrived) nothing runs.
+A run past its cap drains on until its successor has started (the asset asks the instance), so a
+launch slower than the cap leaves no gap either.
 """
 
 import json
