@@ -25,9 +25,16 @@ defs = dg.Definitions.merge(
     distribution_defs(),
     export_defs(),
     operations_defs(),
-    dg.Definitions(jobs=[bootstrap_job], sensors=[demo_lineage_sensor],
-                   resources={"shared_queue": SharedQueueResource()}),
+    dg.Definitions(
+        jobs=[bootstrap_job], sensors=[demo_lineage_sensor], resources={"shared_queue": SharedQueueResource()}
+    ),
     # Git: the templates_data repository (TEMPLATES_REPO_URL, default: the embedded remote) and the
     # pull-request provider (GITHUB_*); both read the environment when a run starts.
     dg.Definitions(resources={"templates_repo": TemplatesRepoResource(), "github": GitHubResource()}),
+    # Every job runs its steps in the run's own process: a step subprocess imports the whole code
+    # location again, seconds of start-up for well under a second of work (docs/benchmarks.md, Run
+    # overhead). Applies to every job without an executor of its own, asset jobs and the implicit
+    # asset job of automation-triggered and UI runs included. Asset checks keep their blocking
+    # semantics: the executor changes where steps run, not their order or dependencies.
+    dg.Definitions(executor=dg.in_process_executor),
 )

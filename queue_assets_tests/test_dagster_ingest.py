@@ -55,7 +55,7 @@ def test_sensor_requests_a_run_keyed_by_what_it_saw_and_never_reads(conn, db_url
     result, ctx = _evaluate("pattern_messages_sensor", db_url)
     assert isinstance(result, dg.RunRequest)
     assert result.run_key == "pattern_messages:3"
-    assert json.loads(ctx.cursor) == {"newest": 3, "seq": 0}
+    assert json.loads(ctx.cursor) == {"newest": 3, "seq": 0, "sent": 3}
     assert conn.execute("SELECT max(read_ct) FROM pgmq.q_pattern_messages").fetchone()[0] == 0
 
 
@@ -143,7 +143,7 @@ def test_sensor_and_run_recover_on_the_next_tick_after_the_database_comes_back(r
         assert queue_depth(c, "instance_heartbeat") == 0
 
 
-def test_ingest_jobs_carry_the_per_queue_tag_that_dagster_yaml_limits_to_one_run():
+def test_ingest_jobs_carry_the_per_queue_tag_that_dagster_yaml_limits_to_two_runs():
     import yaml
 
     from queue_assets.ingest.sensors import INGEST_QUEUE_TAG
@@ -151,6 +151,6 @@ def test_ingest_jobs_carry_the_per_queue_tag_that_dagster_yaml_limits_to_one_run
 
     config = yaml.safe_load((project_root() / "dagster.yaml").read_text())
     [limit] = [t for t in config["concurrency"]["runs"]["tag_concurrency_limits"] if t["key"] == INGEST_QUEUE_TAG]
-    assert limit == {"key": INGEST_QUEUE_TAG, "value": {"applyLimitPerUniqueValue": True}, "limit": 1}
+    assert limit == {"key": INGEST_QUEUE_TAG, "value": {"applyLimitPerUniqueValue": True}, "limit": 2}
     for queue in ("pattern_messages", "learned_patterns", "instance_heartbeat"):
         assert defs.resolve_job_def(f"ingest_{queue}_job").tags[INGEST_QUEUE_TAG] == queue

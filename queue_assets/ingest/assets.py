@@ -3,7 +3,6 @@
 The queues themselves are external `AssetSpec`s (`pgmq/<queue>`), so the UI draws queue → table lineage.
 """
 
-
 import dagster as dg
 from psycopg import sql
 
@@ -13,6 +12,13 @@ from ..resources import SharedQueueResource
 from .core import IngestConfig, IngestResult, ingest_queue
 
 INGEST_GROUP = "ingest"
+SUCCESSOR_OF_TAG = "queue_assets/successor_of"
+"""Tag of a run the ingest sensor requested as the successor of the run it names."""
+SUCCESSOR_PENDING_STATUSES = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+]
 QUEUE_GROUP = "queues"
 
 QUEUE_TABLES = {
@@ -85,8 +91,27 @@ def build_ingest_asset(queue: str, name: str) -> dg.AssetsDefinition:
                     f"{r.dead_lettered} dead-lettered"
                 )
 
+        def successor_pending() -> bool:
+            # The sensor requested this run's successor (tag queue_assets/successor_of) and it has not
+            # started yet: keep draining past the cap, so the queue never waits for a launch.
+            return bool(
+                context.instance.get_run_records(
+                    filters=dg.RunsFilter(
+                        tags={SUCCESSOR_OF_TAG: context.run_id}, statuses=SUCCESSOR_PENDING_STATUSES
+                    ),
+                    limit=1,
+                )
+            )
+
         with shared_queue.connection() as conn:
-            result = ingest_queue(conn, queue, cfg, on_batch=progress, prefetch_url=shared_queue.url)
+            result = ingest_queue(
+                conn,
+                queue,
+                cfg,
+                on_batch=progress,
+                prefetch_url=shared_queue.url,
+                successor_pending=successor_pending,
+            )
             dlq_depth = conn.execute(
                 sql.SQL("SELECT count(*) FROM pgmq.{}").format(sql.Identifier("q_" + dlq_for(queue)))
             ).fetchone()[0]

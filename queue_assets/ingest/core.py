@@ -130,7 +130,9 @@ class IngestResult:
         self.dlq_reasons.update(other.dlq_reasons)
 
 
-def read_batch(conn: psycopg.Connection, queue: str, cfg: IngestConfig, *, poll: bool = False) -> list[Delivery]:
+def read_batch(
+    conn: psycopg.Connection, queue: str, cfg: IngestConfig, *, poll: bool = False
+) -> list[Delivery]:
     """Lease up to `batch_size` messages and commit the lease (so read_ct counts this attempt).
 
     With `poll`, wait up to a second server-side for messages to arrive. Every delivery carries the
@@ -241,7 +243,9 @@ def store_batch(conn: psycopg.Connection, queue: str, batch: list[Delivery], res
     valid = [d for d in batch if d.error is None]
     ledger = [
         {
-            "msg_id": d.msg_id, "message_type": d.message_type, "instance_id": d.instance_id,
+            "msg_id": d.msg_id,
+            "message_type": d.message_type,
+            "instance_id": d.instance_id,
             "idempotency_key": d.idempotency_key if d.error is None else None,
             "outcome": "stored" if d.error is None else "dead_lettered",
             "enqueued_at": d.enqueued_at.isoformat(),
@@ -340,8 +344,14 @@ def _store_one_by_one(conn: psycopg.Connection, queue: str, batch: list[Delivery
                     store_batch(conn, queue, [d], result)
 
 
-def extend_if_slow(conn: psycopg.Connection, queue: str, batch: list[Delivery], read_at: float,
-                   cfg: IngestConfig, result: IngestResult) -> None:
+def extend_if_slow(
+    conn: psycopg.Connection,
+    queue: str,
+    batch: list[Delivery],
+    read_at: float,
+    cfg: IngestConfig,
+    result: IngestResult,
+) -> None:
     """Extend the lease when half of it is gone before the store starts."""
     if time.monotonic() - read_at > cfg.visibility_timeout_s / 2:
         conn.execute(
@@ -405,7 +415,8 @@ class _Prefetcher:
         if leftover and not self.conn.closed:
             try:
                 self.conn.execute(
-                    "SELECT * FROM pgmq.set_vt(%s, %s::bigint[], 0)", (self.queue, [d.msg_id for d in leftover])
+                    "SELECT * FROM pgmq.set_vt(%s, %s::bigint[], 0)",
+                    (self.queue, [d.msg_id for d in leftover]),
                 )
                 self.conn.commit()
             except psycopg.Error:
@@ -420,11 +431,14 @@ def ingest_queue(
     *,
     on_batch: Callable[[IngestResult], None] | None = None,
     prefetch_url: str | None = None,
+    successor_pending: Callable[[], bool] | None = None,
 ) -> IngestResult:
     """Drain `queue` until it is empty or the run's cap (messages or seconds) is reached.
 
     With `prefetch_url`, the next batch is read and validated on a second connection while the
-    current one is stored (see `_Prefetcher`).
+    current one is stored (see `_Prefetcher`). With `successor_pending`, a run past its time cap goes
+    on draining while it returns True (its successor run is requested but not started yet, asked at
+    most once a second), so the queue is never left without a consumer; lingering still ends it.
     """
     validate_queue_name(queue)
     result = IngestResult(queue=queue)
@@ -436,14 +450,19 @@ def ingest_queue(
     fetcher = _Prefetcher(prefetch_url, queue, cfg) if prefetch_url else None
     last_data = started
     poll = False
+    handover_checked, handing_over = float("-inf"), False
     try:
         while True:
             if result.read >= cfg.max_messages:
                 result.stopped_by = "max_messages"
                 break
             if time.monotonic() - started >= cfg.max_seconds:
-                result.stopped_by = "max_seconds"
-                break
+                if successor_pending and time.monotonic() - handover_checked >= 1.0:
+                    handover_checked = time.monotonic()
+                    handing_over = successor_pending()
+                if not (successor_pending and handing_over):
+                    result.stopped_by = "max_seconds"
+                    break
             if fetcher:
                 batch, read_at = fetcher.get()
             else:

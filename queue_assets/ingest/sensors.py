@@ -5,8 +5,19 @@ waits before it asks again: `QUEUE_ASSETS_INGEST_BACKOFF_BASE_S` after the first
 per further failure, at most `QUEUE_ASSETS_INGEST_BACKOFF_CAP_S`, counted from the newest failed
 run's end. The failures are read from the instance's run records (the newest few finished runs of
 that job), so a successful run - once the cause is gone - ends the backoff by itself.
-"""
 
+No launch gap under steady traffic: a run ends at its cap (`QUEUE_ASSETS_RUN_MAX_SECONDS`), and
+starting the next one takes a sensor tick plus a run launch (seconds). So while exactly one run is
+active and messages keep arriving, the sensor requests that run's successor once the run is within
+`lead` of its cap, where `lead` = one daemon sensor loop + the longest created→started of the queue's
+recent runs; or at once when the visible backlog reaches two batches (the run is falling behind).
+The successor's run key names its predecessor (`<queue>:after:<run id>`), so a run gets at most one
+successor, and with two runs active the sensor asks for nothing: never more than two per queue
+(`dagster.yaml` allows two). Two runs on one queue are safe: pgmq reads with SKIP LOCKED and the
+ledger makes a repeat a no-op. On an idle queue (nothing visible, nothing arrived) nothing runs.
+A run past its cap drains on until its successor has started (the asset asks the instance), so a
+launch slower than the cap leaves no gap either.
+"""
 
 import json
 import math
@@ -21,7 +32,8 @@ from ..db import DatabaseUnavailable
 from ..queues import INGEST_ASSET_FOR
 from ..resources import SharedQueueResource
 from ..settings import Settings
-from .probe import probe_queue
+from .assets import SUCCESSOR_OF_TAG
+from .probe import VISIBLE_CAP, probe_queue
 
 INGEST_QUEUE_TAG = "queue_assets/ingest_queue"
 ACTIVE_STATUSES = [
@@ -33,6 +45,13 @@ ACTIVE_STATUSES = [
 
 
 FINISHED_STATUSES = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE]
+
+DAEMON_SENSOR_LOOP_S = 5.0
+"""The daemon evaluates a sensor at most once per loop of this length, whatever its minimum interval."""
+DEFAULT_LAUNCH_S = 10.0
+"""Run launch (created -> started) assumed before the queue has a run that started (measured: ~8 s)."""
+LAUNCH_HISTORY = 5
+"""How many of the queue's newest runs the launch estimate looks at."""
 
 
 @dataclass(frozen=True)
@@ -72,8 +91,9 @@ def failures_to_reach_cap(base_s: float, cap_s: float) -> int:
     return max(1, math.ceil(math.log2(max(cap_s / base_s, 1.0))) + 1)
 
 
-def run_backoff(instance: dg.DagsterInstance, queue: str, job_name: str, base_s: float,
-                cap_s: float) -> RunBackoff | None:
+def run_backoff(
+    instance: dg.DagsterInstance, queue: str, job_name: str, base_s: float, cap_s: float
+) -> RunBackoff | None:
     """The backoff for `queue` from its newest finished runs (newest first), or None after a success."""
     records = instance.get_run_records(
         filters=dg.RunsFilter(job_name=job_name, statuses=FINISHED_STATUSES),
@@ -88,14 +108,16 @@ def run_backoff(instance: dg.DagsterInstance, queue: str, job_name: str, base_s:
         return None
     newest = records[0]
     ended = newest.end_time or newest.update_timestamp.timestamp()
-    return RunBackoff(queue, failures, newest.dagster_run.run_id, ended, backoff_delay(failures, base_s, cap_s), cap_s)
+    return RunBackoff(
+        queue, failures, newest.dagster_run.run_id, ended, backoff_delay(failures, base_s, cap_s), cap_s
+    )
 
 
 def ingest_job_name(queue: str) -> str:
     return f"ingest_{queue}_job"
 
 
-def build_ingest_job(queue: str, asset_name: str) :
+def build_ingest_job(queue: str, asset_name: str):
     return dg.define_asset_job(
         name=ingest_job_name(queue),
         selection=[dg.AssetKey(asset_name)],
@@ -103,7 +125,7 @@ def build_ingest_job(queue: str, asset_name: str) :
         # One asset, one step: running it in the run worker saves a second process start (and its
         # imports) on every run, which is most of the publish->stored latency (docs/reliability.md).
         executor_def=dg.in_process_executor,
-        description=f"Drain pgmq queue `{queue}` (at most one run per queue at a time).",
+        description=f"Drain pgmq queue `{queue}` (one run per queue, plus its successor near the run's cap).",
     )
 
 
@@ -119,6 +141,31 @@ def next_request(queue: str, newest: int, visible: int, cursor: str | None) -> t
     seq = state.get("seq", 0) + 1 if state.get("newest") == newest else 0
     key = f"{queue}:{newest}" + (f":{seq}" if seq else "")
     return key, json.dumps({"newest": newest, "seq": seq})
+
+
+def launch_estimate(records) -> float:
+    """The longest created -> started of these run records (run queue wait + launch), in seconds."""
+    launches = [r.start_time - r.create_timestamp.timestamp() for r in records if r.start_time is not None]
+    return max(launches) if launches else DEFAULT_LAUNCH_S
+
+
+def successor_skip_reason(
+    queue: str, active, now: float, visible: int, arrived: bool, cap_s: float, lead_s: float, backlog: int
+) -> str | None:
+    """Why the one active run `active` gets no successor yet, or None: request it now."""
+    run = active.dagster_run.run_id[:8]
+    if visible == 0 and not arrived:
+        return f"ingest run {run} is draining `{queue}` and nothing arrived since the last tick: no successor"
+    if active.start_time is None:
+        return f"ingest run {run} for `{queue}` is still launching ({active.dagster_run.status.value}): no successor yet"
+    age = now - active.start_time
+    due = max(0.0, cap_s - lead_s)
+    if age < due and visible < backlog:
+        return (
+            f"ingest run {run} for `{queue}` started {age:.0f}s ago: its successor is requested {due:.0f}s into its "
+            f"{cap_s:.0f}s cap (launch lead {lead_s:.0f}s), or when {backlog} messages are visible (now {visible})"
+        )
+    return None
 
 
 def _probe_once(shared_queue: SharedQueueResource, queue: str):
@@ -139,27 +186,61 @@ def build_ingest_sensor(queue: str, job, interval_s: int, clock=time.time) -> dg
         if not shared_queue.settings.enabled:
             return dg.SkipReason("SHARED_QUEUE_ENABLED is false: ingestion is switched off")
         try:
-            probe = retry_db(lambda: _probe_once(shared_queue, queue), what=f"probe of queue `{queue}`",
-                             policy=SENSOR_BACKOFF)
+            probe = retry_db(
+                lambda: _probe_once(shared_queue, queue),
+                what=f"probe of queue `{queue}`",
+                policy=SENSOR_BACKOFF,
+            )
         except DatabaseUnavailable as exc:
             return dg.SkipReason(f"{exc}; will try again next tick")
-        if probe.visible == 0:
-            return dg.SkipReason(f"`{queue}` has no visible messages (newest msg_id {probe.newest_msg_id})")
+        state = json.loads(context.cursor) if context.cursor else {}
+        # Messages sent since the last tick, even if a running run stored them already.
+        arrived = probe.sent > state["sent"] if "sent" in state else probe.visible > 0
+        context.update_cursor(json.dumps({**state, "sent": probe.sent}))
         active = context.instance.get_run_records(
-            filters=dg.RunsFilter(job_name=job.name, statuses=ACTIVE_STATUSES), limit=1
+            filters=dg.RunsFilter(job_name=job.name, statuses=ACTIVE_STATUSES), limit=2
         )
-        if active:
+        if len(active) >= 2:
             return dg.SkipReason(
-                f"ingest run {active[0].dagster_run.run_id[:8]} for `{queue}` is still in progress"
+                f"ingest runs {active[1].dagster_run.run_id[:8]} and {active[0].dagster_run.run_id[:8]} for `{queue}` "
+                "are active: at most two per queue (one draining, its successor)"
             )
         settings = shared_queue.settings
-        backoff = run_backoff(context.instance, queue, job.name, settings.ingest_backoff_base_s,
-                              settings.ingest_backoff_cap_s)
+        if active:
+            recent = context.instance.get_run_records(
+                filters=dg.RunsFilter(job_name=job.name), limit=LAUNCH_HISTORY
+            )
+            lead = DAEMON_SENSOR_LOOP_S + launch_estimate(recent)
+            reason = successor_skip_reason(
+                queue,
+                active[0],
+                clock(),
+                probe.visible,
+                arrived,
+                float(settings.run_max_seconds),
+                lead,
+                min(VISIBLE_CAP, 2 * settings.batch_size),
+            )
+            if reason:
+                return dg.SkipReason(reason)
+        elif probe.visible == 0:
+            return dg.SkipReason(f"`{queue}` has no visible messages (newest msg_id {probe.newest_msg_id})")
+        backoff = run_backoff(
+            context.instance, queue, job.name, settings.ingest_backoff_base_s, settings.ingest_backoff_cap_s
+        )
         if backoff is not None and clock() < backoff.next_attempt_at:
             return dg.SkipReason(backoff.reason())
+        tags = {"queue_assets/visible_at_request": str(probe.visible)}
+        if active:
+            predecessor = active[0].dagster_run.run_id
+            # The key names the predecessor: the daemon launches one run per key, so one successor per run.
+            return dg.RunRequest(
+                run_key=f"{queue}:after:{predecessor}",
+                tags={**tags, SUCCESSOR_OF_TAG: predecessor},
+            )
         key, cursor = next_request(queue, probe.newest_msg_id, probe.visible, context.cursor)
-        context.update_cursor(cursor)
-        return dg.RunRequest(run_key=key, tags={"queue_assets/visible_at_request": str(probe.visible)})
+        context.update_cursor(json.dumps({**json.loads(cursor), "sent": probe.sent}))
+        return dg.RunRequest(run_key=key, tags=tags)
 
     return _sensor
 
