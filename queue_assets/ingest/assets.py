@@ -97,7 +97,7 @@ def build_ingest_asset(queue: str, name: str) -> dg.AssetsDefinition:
             return bool(
                 context.instance.get_run_records(
                     filters=dg.RunsFilter(
-                        tags={SUCCESSOR_OF_TAG: context.run_id}, statuses=SUCCESSOR_PENDING_STATUSES
+                        tags={SUCCESSOR_OF_TAG: context.run.run_id}, statuses=SUCCESSOR_PENDING_STATUSES
                     ),
                     limit=1,
                 )

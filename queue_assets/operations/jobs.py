@@ -118,7 +118,7 @@ def redrive_dead_letters(context: dg.OpExecutionContext, config: DlqRedriveConfi
 
     with shared_queue.connection() as conn:
         try:
-            report = dlq_ops.redrive(conn, f, actor=f"dagster:{context.run_id}", batch_size=config.batch_size,
+            report = dlq_ops.redrive(conn, f, actor=f"dagster:{context.run.run_id}", batch_size=config.batch_size,
                                      limit=config.limit, dry_run=config.dry_run, progress=progress)
         except dlq_ops.DlqError as exc:
             raise dg.Failure(str(exc)) from None
