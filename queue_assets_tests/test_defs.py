@@ -16,7 +16,10 @@ from queue_assets.queues import CONSUMED_QUEUES, INGEST_ASSET_FOR, TEMPLATE_UPDA
 
 # The queues the lineage draws as external assets: the three the hub consumes (upstream of ingest),
 # and the two it writes to (downstream of distribution).
-EXPECTED_QUEUE_SPECS = {f"pgmq/{q}" for q in CONSUMED_QUEUES} | {f"pgmq/{TEMPLATE_UPDATES}", "pgmq/instance_inboxes"}
+EXPECTED_QUEUE_SPECS = {f"pgmq/{q}" for q in CONSUMED_QUEUES} | {
+    f"pgmq/{TEMPLATE_UPDATES}",
+    "pgmq/instance_inboxes",
+}
 
 
 def _targets(sensor: dg.SensorDefinition) -> list[str]:
@@ -29,9 +32,17 @@ def test_the_definitions_are_loadable():
 
 def test_every_job_resolves():
     names = {job.name for job in defs.resolve_all_job_defs()}
-    for expected in ("pattern_aggregation_job", "pattern_sync_job", "knowledge_export_job",
-                     "template_distribution_job", "queue_statistics_job", "retention_job", "bootstrap_job",
-                     "dlq_redrive_job", *(f"ingest_{q}_job" for q in CONSUMED_QUEUES)):
+    for expected in (
+        "pattern_aggregation_job",
+        "pattern_sync_job",
+        "knowledge_export_job",
+        "template_distribution_job",
+        "queue_statistics_job",
+        "retention_job",
+        "bootstrap_job",
+        "dlq_redrive_job",
+        *(f"ingest_{q}_job" for q in CONSUMED_QUEUES),
+    ):
         assert expected in names
 
 
@@ -45,7 +56,9 @@ def test_every_schedule_targets_a_job_that_resolves(schedule):
 def test_every_sensor_targets_jobs_that_resolve(sensor):
     if isinstance(sensor, dg.AutomationConditionSensorDefinition):
         # It targets assets, not jobs: its selection must select some.
-        assert sensor.asset_selection.resolve(defs.resolve_asset_graph()), f"sensor {sensor.name} selects no asset"
+        assert sensor.asset_selection.resolve(defs.resolve_asset_graph()), (
+            f"sensor {sensor.name} selects no asset"
+        )
         return
     targets = _targets(sensor)
     assert targets, f"sensor {sensor.name} targets no job"
