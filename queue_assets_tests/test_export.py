@@ -198,6 +198,45 @@ def test_threshold_settings_are_validated_with_the_variables_name():
     assert ExportSettings.from_env({}) == ExportSettings()
 
 
+def _first_cycle_in_a_fresh_interpreter(start: str | None) -> subprocess.CompletedProcess:
+    import os
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "QUEUE_ASSETS_EXPORT_START_DATE"}
+    if start is not None:
+        env["QUEUE_ASSETS_EXPORT_START_DATE"] = start
+    code = "from queue_assets.export.assets import EXPORT_PARTITIONS as p; print(p.get_first_partition_key())"
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize(("start", "first"), [(None, "2026-11-01"), ("2026-11-20", "2026-11-20")])
+def test_the_first_export_cycle_is_a_recent_date_or_the_setting(start, first):
+    """A hub installed today shows a handful of export partitions, not every day since January 2025.
+    Breaks when the start is hard-coded again or the setting is not read when the definitions load."""
+    done = _first_cycle_in_a_fresh_interpreter(start)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == first
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [("2026-13-01", "expected a date as YYYY-MM-DD"), ("yesterday", "expected a date as YYYY-MM-DD"),
+     ("20261101", "expected a date as YYYY-MM-DD"), ("2026-12-05", "must not be after today (2026-12-04, UTC)")],
+)
+def test_a_bad_export_start_date_names_the_variable_and_the_reason(raw, reason):
+    from queue_assets.export.settings import export_start_date
+
+    with pytest.raises(SettingsError) as info:
+        export_start_date({"QUEUE_ASSETS_EXPORT_START_DATE": raw}, today=date(2026, 12, 4))
+    assert f"QUEUE_ASSETS_EXPORT_START_DATE={raw!r}: {reason}" in str(info.value)
+
+
+def test_a_bad_export_start_date_fails_the_definitions_load():
+    done = _first_cycle_in_a_fresh_interpreter("2026-02-30")
+    assert done.returncode != 0
+    assert "QUEUE_ASSETS_EXPORT_START_DATE='2026-02-30': expected a date as YYYY-MM-DD" in done.stderr
+
+
 def test_github_settings_name_the_variable_and_never_show_the_token():
     with pytest.raises(SettingsError) as info:
         GitHubSettings.from_env({"GITHUB_REPOSITORY": "not a repo", "GITHUB_TOKEN": "abc def " + TOKEN,

@@ -97,6 +97,21 @@ def test_every_kind_of_queue_is_measured(conn):
     assert len(kinds) == 8 + 4 + 3 + 1
 
 
+def test_statistics_columns_are_named_after_the_fields_they_fill(conn, corpus):
+    """Rows are mapped by column name, not position. Breaks when a column of the statement loses its
+    name (an unnamed `?column?`) or is named differently from its `QueueStats` field."""
+    from dataclasses import fields
+
+    from queue_assets.operations.statistics import QueueStats, _parts
+
+    with conn.cursor() as cur:
+        cur.execute(_parts([corpus]), {"as_of": T, "since": T - timedelta(hours=1)})
+        names = [c.name for c in cur.description]
+    conn.rollback()
+    assert set(names) <= {f.name for f in fields(QueueStats)}
+    assert len(names) == len(set(names))
+
+
 def test_statistics_change_nothing_in_the_queues(conn, corpus):
     before = conn.execute("SELECT msg_id, read_ct, vt FROM pgmq.q_llm_requests ORDER BY 1").fetchall()
     collect_statistics(conn, as_of=T)

@@ -18,9 +18,42 @@ from ..settings import Settings, SettingsError, project_root
 from . import ops, roles
 from .errors import fail
 
+DOTENV_HEADER = "# Written by `queue-assets init` (and `queue-assets dev`); rewritten by each run."
+
+
+def write_dotenv(root: Path, settings: Settings, urls: dict[str, str]) -> str | None:
+    """`root/.env` with the embedded server's URLs, so `dagster dev` / `dg dev` run in `root` use it.
+
+    Dagster loads `.env` from its working directory before it opens the instance, so `dagster.yaml`'s
+    `DAGSTER_PG_URL` is found there. Written only for the embedded server (its URLs hold no password);
+    with configured URLs, a `.env` written earlier by this function is removed, since Dagster lets
+    `.env` override the environment. A `.env` someone else wrote is never touched. Returns what was
+    done, for the user, or None when nothing was.
+    """
+    path = root / ".env"
+    ours = not path.exists() or path.read_text(errors="replace").startswith(DOTENV_HEADER)
+    if not settings.embedded:
+        if path.exists() and ours:
+            path.unlink()
+            return f"removed {path}: it named the embedded server, and SHARED_QUEUE_DB_URL is set"
+        return None
+    values = {"DAGSTER_HOME": str(dagster_home(settings)), "DAGSTER_PG_URL": urls["dagster"],
+              "SHARED_QUEUE_DB_URL": urls["shared_queue"]}
+    lines = [f"{k}={v}" for k, v in values.items()]
+    if not ours:
+        return (f"{path} exists and was not written by queue-assets, so it was left alone; for `dagster dev` "
+                f"there, add: {' '.join(lines)}")
+    path.write_text("\n".join([
+        DOTENV_HEADER,
+        "# `dagster dev` and `dg dev` in this folder read it: they use the embedded PostgreSQL, which must be",
+        "# running (`queue-assets init` starts it; `queue-assets stop` stops it).",
+        *lines, "",
+    ]))
+    return f"wrote {path} for `dagster dev` / `dg dev` here (the embedded server; `queue-assets init` starts it)"
+
 
 def initialise(settings: Settings, urls: dict[str, str]) -> None:
-    """Everything `queue-assets init` does: pgmq, queues, migrations, roles, the templates remote."""
+    """Everything `queue-assets init` does: pgmq, queues, migrations, roles, the templates remote, `.env`."""
     from .. import security
 
     report = bootstrap.bootstrap(urls["shared_queue"],
@@ -30,6 +63,9 @@ def initialise(settings: Settings, urls: dict[str, str]) -> None:
         from ..gitrepo import ensure_embedded_templates_remote
 
         print(f"templates_data remote (embedded): {ensure_embedded_templates_remote(settings.data_dir)}")
+    done = write_dotenv(project_root(), settings, urls)
+    if done:
+        print(done)
 
 
 def cmd_init(settings: Settings, args) -> int:
@@ -81,7 +117,7 @@ def cmd_ingest(settings: Settings, args) -> int:
 
 
 def dagster_home(settings: Settings) -> Path:
-    home = settings.data_dir / "dagster_home"
+    home = settings.dagster_home
     home.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(project_root() / "dagster.yaml", home / "dagster.yaml")
     return home
@@ -99,8 +135,27 @@ def hub_environment(settings: Settings) -> dict[str, str]:
     return env
 
 
+def after_dev(settings: Settings, started_here: bool) -> str:
+    """On leaving `queue-assets dev`: stop the embedded server it started; say what still runs.
+
+    A server that ran before `dev` started (someone's `queue-assets init`, a `dagster dev` through
+    `.env`) is left running, and so is one that other clients still use.
+    """
+    if not settings.embedded:
+        return ""
+    how = "`queue-assets stop` (or `make clean-data`, which also deletes its data) stops it"
+    if not started_here:
+        return f"the embedded PostgreSQL still runs (it ran before `queue-assets dev`); {how}"
+    others = embedded.other_clients(settings.data_dir)
+    if others:
+        return f"the embedded PostgreSQL still runs: {others} other connection(s) use it; {how}"
+    embedded.stop(settings.data_dir)
+    return "stopped the embedded PostgreSQL (`queue-assets init` starts it again, e.g. for `dagster dev`)"
+
+
 def cmd_dev(settings: Settings, args) -> int:
     """The embedded hub: server, bootstrap, demo traffic and `dagster dev`, in one command."""
+    started_here = settings.embedded and not embedded.is_running(settings.data_dir)
     env = hub_environment(settings)
     if not args.no_demo:
         env["QUEUE_ASSETS_DEMO"] = "1"  # turns on demo_lineage_sensor (see queue_assets/demo.py)
@@ -123,6 +178,9 @@ def cmd_dev(settings: Settings, args) -> int:
         if sim:
             sim.terminate()
             sim.wait()
+        note = after_dev(settings, started_here)
+        if note:
+            print(note, flush=True)
 
 
 def cmd_stop(settings: Settings, args) -> int:

@@ -150,8 +150,12 @@ def cmd_status(settings: Settings, args) -> int:
         thresholds = Thresholds.load()
     except ThresholdError as exc:
         return fail(str(exc))
-    with _connect(settings) as conn:
-        report = gather(conn, stale_after_s=settings.stale_after_s, include_dagster=not args.no_dagster)
+    urls = resolve_urls(settings)
+    # Beside `make demo` (the embedded server, no DAGSTER_HOME) this reads `queue-assets dev`'s instance.
+    home = settings.dagster_home if settings.embedded else None
+    with connect_with_backoff(urls["shared_queue"]) as conn:
+        report = gather(conn, stale_after_s=settings.stale_after_s, include_dagster=not args.no_dagster,
+                        project_home=home, dagster_url=urls.get("dagster") or None)
     print(render(report, thresholds, max_queues=args.queues))
     return 0
 

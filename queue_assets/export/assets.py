@@ -21,11 +21,13 @@ from .core import ExportResult, run_export
 from .learning import LearningSummary, aggregate_learning
 from .render import md_text
 from .resources import GitHubResource, TemplatesRepoResource
-from .settings import EXPORT_FOLDER, ExportSettings
+from .settings import EXPORT_FOLDER, ExportSettings, export_start_date
 
 EXPORT_GROUP = "export"
+# The first cycle is a setting (QUEUE_ASSETS_EXPORT_START_DATE, default 2026-11-01), read once here
+# because Dagster fixes a partitions definition when the definitions load.
 EXPORT_PARTITIONS = dg.DailyPartitionsDefinition(
-    start_date="2025-01-01", timezone="UTC", hour_offset=1, end_offset=1,
+    start_date=export_start_date().isoformat(), timezone="UTC", hour_offset=1, end_offset=1,
 )
 ANNOUNCED_CHECK = "learning_exported_announced"
 DAILY_FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=26), warn_window=timedelta(hours=25))

@@ -11,11 +11,15 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, date, datetime
 
 from ..settings import SettingsError
 
 EXPORT_FOLDER = "learned_patterns"
 BRANCH_PREFIX = "feature/learned-patterns-"
+START_DATE_VAR = "QUEUE_ASSETS_EXPORT_START_DATE"
+DEFAULT_START_DATE = date(2026, 11, 1)
+"""The first daily cycle of the export: a hub installed today should not show a year of missing partitions."""
 _BRANCH_RE = re.compile(r"^(?!-)(?!.*\.\.)(?!.*//)[A-Za-z0-9._/\-]{1,200}(?<![./])$")
 
 
@@ -58,6 +62,31 @@ class ExportSettings:
         if problems:
             raise SettingsError(problems)
         return settings
+
+
+def export_start_date(env: Mapping[str, str] | None = None, *, today: date | None = None) -> date:
+    """The first cycle (partition) of the export, `QUEUE_ASSETS_EXPORT_START_DATE` (YYYY-MM-DD, UTC).
+
+    Read when the definitions load, since a partitions definition is fixed then. It must not be after
+    today (UTC): a start in the future leaves the export with no partition to run.
+    """
+    env = os.environ if env is None else env
+    raw = (env.get(START_DATE_VAR) or "").strip()
+    if not raw:
+        return DEFAULT_START_DATE
+    today = today or datetime.now(UTC).date()
+    try:
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", raw):
+            raise ValueError
+        start = date.fromisoformat(raw)
+    except ValueError:
+        raise SettingsError([f"{START_DATE_VAR}={raw[:80]!r}: expected a date as YYYY-MM-DD"]) from None
+    if start > today:
+        raise SettingsError([
+            f"{START_DATE_VAR}={raw!r}: must not be after today ({today.isoformat()}, UTC); "
+            "the export would have no cycle to run"
+        ])
+    return start
 
 
 def _int_range(lo: int, hi: int) -> Callable[[str], int]:

@@ -22,9 +22,11 @@ import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timedelta
+from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.rows import dict_row
 
 from ..names import DLQ_SUFFIX
 from .inventory import existing_queues, queue_kind
@@ -34,11 +36,16 @@ DEFAULT_WINDOW = timedelta(hours=1)
 DEFAULT_CHUNK = 25  # measured: 10-25 queues per statement is fastest (bench/bench_statistics.py)
 STATEMENT_TIMEOUT_MS = 60_000
 
+# Every output column is named after its `QueueStats` field, and rows are read by name (`dict_row`):
+# a column added, dropped or moved here fails loudly in `QueueStats(**row)` instead of shifting values.
 _PART = sql.SQL(
-    "SELECT {name}::text,"
-    " l.depth, l.visible, extract(epoch FROM %(as_of)s - l.oldest)::float8, l.in_live + a.in_arch, a.out_n,"
-    " a.pct[1], a.pct[2], a.pct[3],"
-    " l.r0 + a.r0, l.r1 + a.r1, l.r2 + a.r2, l.r3 + a.r3, greatest(l.maxrc, a.maxrc)"
+    "SELECT {name}::text AS queue,"
+    " l.depth AS depth, l.visible AS visible,"
+    " extract(epoch FROM %(as_of)s - l.oldest)::float8 AS oldest_age_s,"
+    " l.in_live + a.in_arch AS in_window, a.out_n AS out_window,"
+    " a.pct[1] AS latency_p50_s, a.pct[2] AS latency_p95_s, a.pct[3] AS latency_p99_s,"
+    " l.r0 + a.r0 AS read_ct_0, l.r1 + a.r1 AS read_ct_1, l.r2 + a.r2 AS read_ct_2,"
+    " l.r3 + a.r3 AS read_ct_3_plus, greatest(l.maxrc, a.maxrc) AS max_read_ct"
     " FROM (SELECT count(*) AS depth, count(*) FILTER (WHERE vt <= %(as_of)s) AS visible,"
     "  min(enqueued_at) AS oldest,"
     "  count(*) FILTER (WHERE enqueued_at > %(since)s AND enqueued_at <= %(as_of)s) AS in_live,"
@@ -159,6 +166,12 @@ def _parts(queues: list[str]) -> sql.Composed:
     )
 
 
+def _fetch(conn: psycopg.Connection, queues: list[str], params: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rows of `_PART` for `queues`, each a dict keyed by its column (= `QueueStats` field) name."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(_parts(queues), params).fetchall()
+
+
 def _read_only(conn: psycopg.Connection) -> None:
     conn.execute("SET TRANSACTION READ ONLY")
     conn.execute(sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(STATEMENT_TIMEOUT_MS)))
@@ -191,7 +204,7 @@ def collect_statistics(
             raise ValueError(f"queue(s) {', '.join(map(repr, missing[:5]))} do not exist in pgmq.meta")
         selected = wanted
     params = {"as_of": as_of, "since": as_of - window}
-    rows = []
+    rows: list[dict[str, Any]] = []
     for i in range(0, len(selected), chunk):
         # A transaction per chunk: its locks (a few per queue table and index) are released at once,
         # so 1,000s of queues never fill the lock table or hold off a DROP for the whole run.
@@ -199,7 +212,7 @@ def collect_statistics(
         try:
             with conn.transaction():
                 _read_only(conn)
-                rows += conn.execute(_parts(part), params).fetchall()
+                rows += _fetch(conn, part, params)
         except psycopg.errors.UndefinedTable:
             # A queue was dropped since the listing (an instance retired): measure the others.
             with conn.transaction():
@@ -209,15 +222,8 @@ def collect_statistics(
             if part:
                 with conn.transaction():
                     _read_only(conn)
-                    rows += conn.execute(_parts(part), params).fetchall()
-    stats = [
-        QueueStats(
-            queue=r[0], kind=queue_kind(r[0]), depth=r[1], visible=r[2], oldest_age_s=r[3], in_window=r[4],
-            out_window=r[5], latency_p50_s=r[6], latency_p95_s=r[7], latency_p99_s=r[8], read_ct_0=r[9],
-            read_ct_1=r[10], read_ct_2=r[11], read_ct_3_plus=r[12], max_read_ct=r[13],
-        )
-        for r in rows
-    ]
+                    rows += _fetch(conn, part, params)
+    stats = [QueueStats(kind=queue_kind(r["queue"]), **r) for r in rows]
     depth_of = {s.queue: s.depth for s in stats}
     known_set = set(known)
     stats = [

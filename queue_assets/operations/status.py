@@ -2,7 +2,7 @@
 
 Queues (worst first, from `statistics.collect_statistics`), instances (last heartbeat, stale?),
 dead-letter queues (messages by error kind) and, when a Dagster instance is reachable
-(`DAGSTER_HOME`), each asset's last materialization. A part that cannot be read says why instead
+(`DAGSTER_HOME`, else the project's own, which `queue-assets dev` uses), each asset's last materialization. A part that cannot be read says why instead
 of failing the whole page.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -60,9 +61,10 @@ def read_instances(conn: psycopg.Connection, *, stale_after_s: int) -> list[Inst
     return [InstanceRow(*r[:7], stale=r[6] is None or r[6] > stale_after_s) for r in rows]
 
 
-def dagster_storage_url(home: str) -> str | None:
+def dagster_storage_url(home: str, fallback_env: Mapping[str, str] | None = None) -> str | None:
     """The Postgres URL of the Dagster instance at `home`, when its dagster.yaml names one directly
-    (`storage: postgres: postgres_url:` as text or `{env: VAR}`, as the project's does); else None."""
+    (`storage: postgres: postgres_url:` as text or `{env: VAR}`, as the project's does); else None.
+    `fallback_env` gives a variable's value when the environment lacks it."""
     import yaml
 
     try:
@@ -71,7 +73,7 @@ def dagster_storage_url(home: str) -> str | None:
     except (OSError, yaml.YAMLError, KeyError, TypeError):
         return None
     if isinstance(url, dict) and set(url) == {"env"}:
-        url = os.environ.get(str(url["env"]))
+        url = os.environ.get(str(url["env"])) or (fallback_env or {}).get(str(url["env"]))
     if not isinstance(url, str) or not url.strip():
         return None
     return re.sub(r"^postgres(?:ql)?\+\w+://", "postgresql://", url.strip())
@@ -107,19 +109,35 @@ def _materializations_from_storage(url: str) -> list[MaterializationRow]:
     return sorted(out, key=lambda r: r.asset)
 
 
-def read_materializations() -> tuple[list[MaterializationRow], str]:
-    """Last materialization of every asset in the Dagster instance at DAGSTER_HOME, or why there are none."""
+def read_materializations(
+    project_home: Path | None = None, dagster_url: str | None = None
+) -> tuple[list[MaterializationRow], str]:
+    """Last materialization of every asset in the Dagster instance at DAGSTER_HOME, or why there are none.
+
+    With DAGSTER_HOME unset, the project's Dagster home `project_home` (the one `queue-assets dev`
+    makes) is read when it exists, with `dagster_url` (the embedded server's `dagster` database) for
+    DAGSTER_PG_URL when that is unset too: `status` beside `make demo` needs no settings.
+    """
     home = os.environ.get("DAGSTER_HOME")
-    if not home:
+    from_env = bool(home)
+    if home:
+        where = f"DAGSTER_HOME={home}"
+    elif project_home is not None and (project_home / "dagster.yaml").exists():
+        home, where = str(project_home), f"{project_home} (queue-assets dev's; DAGSTER_HOME is not set)"
+    else:
         return [], "DAGSTER_HOME is not set: last materializations are not shown (set it to the hub's Dagster home)"
-    url = dagster_storage_url(home)
+    url = dagster_storage_url(home, {"DAGSTER_PG_URL": dagster_url} if dagster_url else None)
     if url:
         try:
-            return _materializations_from_storage(url), f"Dagster instance at DAGSTER_HOME={home}"
+            return _materializations_from_storage(url), f"Dagster instance at {where}"
         except psycopg.OperationalError as exc:
-            return [], _unreadable(home, exc)
-        except psycopg.Error:
-            pass  # not the event log this query knows: ask Dagster itself, below
+            return [], _unreadable(where, exc)
+        except psycopg.Error as exc:
+            if not from_env:
+                return [], _unreadable(where, exc)
+            # not the event log this query knows: ask Dagster itself, below
+    elif not from_env:
+        return [], _unreadable(where, ValueError("its dagster.yaml names no Postgres storage URL"))
     try:
         import dagster as dg
 
@@ -138,18 +156,25 @@ def read_materializations() -> tuple[list[MaterializationRow], str]:
         finally:
             instance.dispose()
     except Exception as exc:  # noqa: BLE001 - the page shows why, whatever the cause
-        return [], _unreadable(home, exc)
-    return out, f"Dagster instance at DAGSTER_HOME={home}"
+        return [], _unreadable(where, exc)
+    return out, f"Dagster instance at {where}"
 
 
-def _unreadable(home: str, exc: BaseException) -> str:
+def _unreadable(where: str, exc: BaseException) -> str:
     from ..db import scrub
 
     reason = scrub(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
-    return f"the Dagster instance at DAGSTER_HOME={home} could not be read: {reason[:300]}"
+    return f"the Dagster instance at {where} could not be read: {reason[:300]}"
 
 
-def gather(conn: psycopg.Connection, *, stale_after_s: int, include_dagster: bool = True) -> StatusReport:
+def gather(
+    conn: psycopg.Connection,
+    *,
+    stale_after_s: int,
+    include_dagster: bool = True,
+    project_home: Path | None = None,
+    dagster_url: str | None = None,
+) -> StatusReport:
     stats = collect_statistics(conn)
     try:
         instances = read_instances(conn, stale_after_s=stale_after_s)
@@ -157,7 +182,7 @@ def gather(conn: psycopg.Connection, *, stale_after_s: int, include_dagster: boo
         conn.rollback()
         instances = []
     dead = count_dead_letters(conn, DlqFilter())
-    mats, note = read_materializations() if include_dagster else ([], "not requested")
+    mats, note = read_materializations(project_home, dagster_url) if include_dagster else ([], "not requested")
     return StatusReport(stats.measured_at, stats, instances, dead, mats, note)
 
 
