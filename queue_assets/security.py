@@ -166,6 +166,13 @@ def ensure_producer_role(conn: psycopg.Connection, report=None, *, group: str = 
             sendable.append(queue)
     if sendable:
         out.actions.append(f"granted {group} send on {', '.join(sendable)}")
+    # The pattern query API (sql/011): SECURITY DEFINER functions, so EXECUTE is all a producer needs.
+    if _has(conn, "to_regnamespace('hub_api') IS NOT NULL") and not _has(
+        conn, "has_function_privilege(%s, 'hub_api.query_pattern(text, text)', 'EXECUTE')", group
+    ):
+        conn.execute(sql.SQL("GRANT USAGE ON SCHEMA hub_api TO {}").format(role))
+        conn.execute(sql.SQL("GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA hub_api TO {}").format(role))
+        out.actions.append(f"granted {group} EXECUTE on the pattern query API (schema hub_api)")
     # PostgreSQL < 15 lets PUBLIC create objects in schema public; nobody but the owner should here.
     if _has(conn, "has_schema_privilege('public', 'public', 'CREATE')"):
         conn.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")

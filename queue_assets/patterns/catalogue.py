@@ -1,0 +1,103 @@
+"""The catalogue's SQL calls (no Dagster): ingest's hook, the rank refresh, reads for people.
+
+The maintenance itself is SQL (`hub.catalogue_observe`, `hub.catalogue_refresh_ranks`, sql/010):
+ingest calls it once per batch in the transaction that stores the observations, and the
+aggregation after it replaced the hourly ranking.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import psycopg
+
+from . import canonical
+
+
+def observe_batch(conn: psycopg.Connection, queue: str, fresh: list) -> None:
+    """Fold the stored pattern_detection messages of a batch into the catalogue (one statement)."""
+    ids = [d.msg_id for d in fresh if d.message_type == "pattern_detection" and d.model.patterns]
+    if ids:
+        conn.execute("SELECT hub.catalogue_observe(%s, %s::bigint[])", (queue, ids))
+
+
+def refresh_ranks(conn: psycopg.Connection) -> int:
+    """Copy the current hourly ranking into `hub.patterns.rank`; returns the rows changed."""
+    return conn.execute("SELECT hub.catalogue_refresh_ranks()").fetchone()[0]
+
+
+@dataclass(frozen=True)
+class CatalogueCounts:
+    patterns: int
+    aliases: int
+    observed: int
+    ranked: int
+    instances_max: int
+    discovery_requests_24h: int
+    by_type: dict[str, int]
+
+
+def counts(conn: psycopg.Connection) -> CatalogueCounts:
+    patterns, observed, ranked, inst_max = conn.execute(
+        "SELECT count(*), count(*) FILTER (WHERE status = 'observed'), count(rank), coalesce(max(instances), 0)"
+        " FROM hub.patterns"
+    ).fetchone()
+    (aliases,) = conn.execute("SELECT count(*) FROM hub.pattern_aliases").fetchone()
+    (requests,) = conn.execute(
+        "SELECT count(*) FROM hub.pattern_discovery_requests WHERE asked_at > now() - interval '24 hours'"
+    ).fetchone()
+    by_type = dict(conn.execute("SELECT pattern_type, count(*) FROM hub.patterns GROUP BY 1 ORDER BY 1").fetchall())
+    return CatalogueCounts(patterns, aliases, observed, ranked, inst_max, requests, by_type)
+
+
+_LIST_COLUMNS = ("rank", "pattern_type", "canonical_name", "status", "instances", "observations",
+                 "confidence", "languages", "version")
+
+
+def top(conn: psycopg.Connection, *, pattern_type: str | None = None, language: str | None = None,
+        status: str | None = None, limit: int = 20) -> list[dict]:
+    """Catalogue rows by rank (unranked last), filtered like hub_api.query_patterns."""
+    if pattern_type is not None:
+        canonical.check_pattern_type(pattern_type)
+    if status is not None and status not in canonical.STATUSES:
+        raise canonical.PatternInputError(
+            f"status {status!r} is not a pattern status; expected one of: {', '.join(canonical.STATUSES)}")
+    rows = conn.execute(
+        "SELECT " + ", ".join(_LIST_COLUMNS) + " FROM hub.patterns p"
+        " WHERE (%(t)s::text IS NULL OR pattern_type = %(t)s)"
+        " AND (%(s)s::text IS NULL OR status = %(s)s)"
+        " AND (%(l)s::text IS NULL OR EXISTS (SELECT 1 FROM unnest(p.languages) x WHERE lower(x) = lower(%(l)s)))"
+        " ORDER BY rank NULLS LAST, instances DESC, observations DESC, pattern_type, canonical_name LIMIT %(n)s",
+        {"t": pattern_type, "s": status, "l": language, "n": limit},
+    ).fetchall()
+    return [dict(zip(_LIST_COLUMNS, r, strict=True)) for r in rows]
+
+
+def describe(conn: psycopg.Connection, pattern_type: str, name: str) -> dict | None:
+    """One pattern with all its aliases and its evidence per instance, or None when unknown.
+
+    Reads as the hub (not through hub_api), so looking something up here neither counts as an
+    instance's query nor asks for a discovery.
+    """
+    pattern_type = canonical.check_pattern_type(pattern_type)
+    name = canonical.check_name(name)
+    row = conn.execute(
+        "SELECT to_jsonb(p) FROM hub.patterns p WHERE p.pattern_type = %(t)s AND p.canonical_name ="
+        " coalesce((SELECT canonical_name FROM hub.pattern_aliases WHERE pattern_type = %(t)s AND name = %(n)s),"
+        " hub.canonical_pattern_name(%(n)s))",
+        {"t": pattern_type, "n": name},
+    ).fetchone()
+    if row is None:
+        return None
+    info = row[0]
+    key = (pattern_type, info["canonical_name"])
+    info["aliases"] = conn.execute(
+        "SELECT name, observations, first_seen, last_seen FROM hub.pattern_aliases"
+        " WHERE pattern_type = %s AND canonical_name = %s ORDER BY observations DESC, name", key
+    ).fetchall()
+    info["sightings"] = conn.execute(
+        "SELECT instance_id, nullif(language, ''), observations, confidence_sum / nullif(confidence_n, 0),"
+        " last_seen FROM hub.pattern_sightings WHERE pattern_type = %s AND canonical_name = %s"
+        " ORDER BY observations DESC, instance_id, language", key
+    ).fetchall()
+    return info
