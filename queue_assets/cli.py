@@ -15,6 +15,7 @@ from . import bootstrap, embedded, security
 from .db import DatabaseUnavailable
 from .names import InvalidNameError
 from .operations import cli_ops
+from .patterns import cli as patterns_cli
 from .settings import Settings, SettingsError, project_root
 
 
@@ -62,7 +63,8 @@ def cmd_simulate(settings: Settings, args) -> int:
 
     def progress(s):
         print(f"\rpublished: {s.patterns} pattern, {s.analyses} analysis, {s.learned} learned, "
-              f"{s.heartbeats} heartbeat, {s.invalid} invalid, {s.requests} llm requests", end="", flush=True)
+              f"{s.heartbeats} heartbeat, {s.invalid} invalid, {s.requests} llm requests, "
+              f"{s.queries} pattern queries ({s.misses} misses)", end="", flush=True)
 
     stats = simulate.run(urls["shared_queue"], instances=args.instances, rate=args.rate,
                          duration_s=args.duration, progress=progress)
@@ -163,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("stop", help="stop the embedded PostgreSQL")
     cli_ops.add_subcommands(sub)
     security.add_subcommands(sub)
+    patterns_cli.add_subcommands(sub)
     return p
 
 
@@ -170,6 +173,7 @@ COMMANDS = {"init": cmd_init, "settings": cmd_settings, "simulate": cmd_simulate
             "dev": cmd_dev, "stop": cmd_stop}
 COMMANDS.update(cli_ops.COMMANDS)
 COMMANDS.update(security.COMMANDS)
+COMMANDS.update(patterns_cli.COMMANDS)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -101,3 +101,12 @@ def describe(conn: psycopg.Connection, pattern_type: str, name: str) -> dict | N
         " ORDER BY observations DESC, instance_id, language", key
     ).fetchall()
     return info
+
+
+def query_counts(conn: psycopg.Connection, *, hours: int = 6) -> list[tuple]:
+    """(hour, queries, misses) of the hub_api functions over the last `hours` UTC hours, newest first."""
+    return conn.execute(
+        "SELECT hour, sum(queries)::bigint, sum(misses)::bigint FROM hub.pattern_query_stats"
+        " WHERE hour > now() - make_interval(hours => %s) GROUP BY hour ORDER BY hour DESC",
+        (hours,),
+    ).fetchall()
