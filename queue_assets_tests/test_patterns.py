@@ -21,7 +21,7 @@ from queue_assets.patterns.models import PatternInfo, PatternList, UnknownPatter
 from queue_assets.sdk import HubClient
 from queue_assets_tests.conftest import _drop_db, _make_db
 from queue_assets_tests.helpers import count, queue_depth, send_many
-from queue_assets_tests.test_security import denied, producers  # noqa: F401 - the fixture
+from queue_assets_tests.test_security import Producers, denied
 
 PHOENIX_SPELLINGS = ["Phoenix", "phoenix", "phoenix-framework", "PHOENIX_Framework", "Phoenix Framework",
                      "ｐｈｏｅｎｉｘ", " phoenix.framework "]
@@ -54,6 +54,13 @@ def _ingest(conn, messages: list[str]):
     send_many(conn, "pattern_messages", messages)
     conn.commit()
     return ingest_queue(conn, "pattern_messages", IngestConfig())
+
+
+@pytest.fixture
+def producers(db_url):
+    p = Producers(db_url)
+    yield p
+    p.close()
 
 
 def _query(conn, pattern_type, name) -> dict:
