@@ -141,54 +141,58 @@ CREATE TABLE IF NOT EXISTS hub.pattern_discovery_requests (
     UNIQUE (pattern_type, canonical_name, window_start)
 );
 
--- Fold the observations of (queue, msg_ids) into the catalogue. Ingest calls it once per batch,
--- in the transaction that stores the observations, with the msg_ids it stored (never twice for
--- one message: the ledger decides). Locks are taken in key order, so concurrent callers and
--- hub.catalogue_refresh_ranks cannot deadlock. Returns the number of keys touched.
-CREATE OR REPLACE FUNCTION hub.catalogue_observe(p_queue text, p_msg_ids bigint[]) RETURNS integer
+-- Fold one batch of stored observations into the catalogue. Ingest calls it once per batch, in the
+-- transaction that stores the observations, with the batch summarised per name (never twice for
+-- one message: the ledger decides), so the observations are not read back. The summary:
+--   {"names":      [{"t": pattern_type, "n": name, "c": observations, "f": first, "l": last}],
+--    "sightings":  [{"t", "n", "i": instance_id, "g": language or '', "c", "s": confidence sum or null,
+--                    "k": confidences reported, "f", "l"}],
+--    "indicators": [{"t", "n", "x": indicator, "c": times listed}],
+--    "examples":   [{"t", "n", "e": example}]}   (at most 5 per name, each at most 1000 characters of JSON)
+-- (queue_assets.patterns.catalogue.summarise builds it in Python; hub.catalogue_summary in SQL.)
+-- Locks are taken in key order, so concurrent callers and hub.catalogue_refresh_ranks cannot
+-- deadlock. Returns the number of keys touched.
+CREATE OR REPLACE FUNCTION hub.catalogue_observe(batch jsonb) RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE
     touched integer;
 BEGIN
-    -- 1. keys and names: new keys get a row, every name its alias row (the new ones bump the version).
-    -- a session-local scratch table (DELETE, not TRUNCATE: no new file per batch)
-    IF to_regclass('pg_temp.qa_catalogue_keys') IS NULL THEN
-        CREATE TEMPORARY TABLE qa_catalogue_keys (pattern_type text, canonical_name text, new_name boolean);
+    -- session-local scratch: each name of the batch with its key (DELETE, not TRUNCATE: no new file)
+    IF to_regclass('pg_temp.qa_catalogue_names') IS NULL THEN
+        CREATE TEMPORARY TABLE qa_catalogue_names (
+            pattern_type text, name text, canonical_name text, new_name boolean);
     END IF;
-    DELETE FROM qa_catalogue_keys;
+    DELETE FROM qa_catalogue_names;
+
+    -- 1. keys and names: a new key gets its row, every name its alias row
     WITH names AS (
-        SELECT o.pattern_type, o.name, count(*) AS n, min(o.observed_at) AS f, max(o.observed_at) AS l
-        FROM hub.pattern_observations o
-        WHERE o.queue = p_queue AND o.msg_id = ANY (p_msg_ids)
-        GROUP BY o.pattern_type, o.name
+        SELECT x.t AS pattern_type, x.n AS name, x.c, x.f, x.l, hub.canonical_pattern_name(x.n) AS cname
+        FROM jsonb_to_recordset(batch -> 'names') AS x(t text, n text, c bigint, f timestamptz, l timestamptz)
     ),
-    keyed AS (SELECT names.*, hub.canonical_pattern_name(names.name) AS cname FROM names),
     new_keys AS (
         INSERT INTO hub.patterns (pattern_type, canonical_name, display_name, first_seen, last_seen)
         SELECT DISTINCT ON (pattern_type, cname) pattern_type, cname, name, f, l
-        FROM keyed ORDER BY pattern_type, cname, f, name
+        FROM names ORDER BY pattern_type, cname, f, name
         ON CONFLICT DO NOTHING
     ),
     aliases AS (
         INSERT INTO hub.pattern_aliases AS a (pattern_type, name, canonical_name, observations, first_seen, last_seen)
-        SELECT pattern_type, name, cname, n, f, l FROM keyed ORDER BY pattern_type, name
+        SELECT pattern_type, name, cname, c, f, l FROM names ORDER BY pattern_type, name
         ON CONFLICT (pattern_type, name) DO UPDATE SET
             observations = a.observations + excluded.observations,
             first_seen = least(a.first_seen, excluded.first_seen),
             last_seen = greatest(a.last_seen, excluded.last_seen)
-        RETURNING a.pattern_type, a.canonical_name, (xmax = 0) AS new_name
+        RETURNING a.pattern_type, a.name, a.canonical_name, (xmax = 0) AS new_name
     )
-    INSERT INTO qa_catalogue_keys SELECT pattern_type, canonical_name, bool_or(new_name)
-    FROM aliases GROUP BY pattern_type, canonical_name;
-    GET DIAGNOSTICS touched = ROW_COUNT;
+    INSERT INTO qa_catalogue_names SELECT * FROM aliases;
 
-    -- 2. evidence
+    -- 2. evidence per key
     INSERT INTO hub.pattern_sightings AS s (pattern_type, canonical_name, instance_id, language, observations,
                                           confidence_sum, confidence_n, first_seen, last_seen)
-    SELECT o.pattern_type, a.canonical_name, o.instance_id, coalesce(o.language, ''), count(*),
-           sum(o.confidence), count(o.confidence), min(o.observed_at), max(o.observed_at)
-    FROM hub.pattern_observations o JOIN hub.pattern_aliases a USING (pattern_type, name)
-    WHERE o.queue = p_queue AND o.msg_id = ANY (p_msg_ids)
+    SELECT k.pattern_type, k.canonical_name, x.i, x.g, sum(x.c), sum(x.s), sum(x.k), min(x.f), max(x.l)
+    FROM jsonb_to_recordset(batch -> 'sightings')
+         AS x(t text, n text, i text, g text, c bigint, s float8, k bigint, f timestamptz, l timestamptz)
+    JOIN qa_catalogue_names k ON k.pattern_type = x.t AND k.name = x.n
     GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
     ON CONFLICT (pattern_type, canonical_name, instance_id, language) DO UPDATE SET
         observations = s.observations + excluded.observations,
@@ -199,21 +203,25 @@ BEGIN
         last_seen = greatest(s.last_seen, excluded.last_seen);
 
     INSERT INTO hub.pattern_indicators AS i (pattern_type, canonical_name, indicator, listed)
-    SELECT o.pattern_type, a.canonical_name, x.indicator, count(*)
-    FROM hub.pattern_observations o JOIN hub.pattern_aliases a USING (pattern_type, name)
-    CROSS JOIN LATERAL unnest(o.indicators) AS x(indicator)
-    WHERE o.queue = p_queue AND o.msg_id = ANY (p_msg_ids)
+    SELECT k.pattern_type, k.canonical_name, x.x, sum(x.c)
+    FROM jsonb_to_recordset(batch -> 'indicators') AS x(t text, n text, x text, c bigint)
+    JOIN qa_catalogue_names k ON k.pattern_type = x.t AND k.name = x.n
     GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
     ON CONFLICT (pattern_type, canonical_name, indicator) DO UPDATE SET listed = i.listed + excluded.listed;
 
     -- 3. the catalogue rows of the touched keys, recomputed from their evidence
-    PERFORM 1 FROM hub.patterns p JOIN qa_catalogue_keys k USING (pattern_type, canonical_name)
+    PERFORM 1 FROM hub.patterns p
+    WHERE (p.pattern_type, p.canonical_name) IN (SELECT pattern_type, canonical_name FROM qa_catalogue_names)
     ORDER BY p.pattern_type, p.canonical_name FOR UPDATE OF p;
-    WITH per_instance AS (
+    WITH keys AS (
+        SELECT pattern_type, canonical_name, bool_or(new_name) AS new_name
+        FROM qa_catalogue_names GROUP BY 1, 2
+    ),
+    per_instance AS (
         SELECT s.pattern_type, s.canonical_name, s.instance_id, sum(s.observations) AS observations,
                sum(s.confidence_sum) / nullif(sum(s.confidence_n), 0) AS confidence,
                min(s.first_seen) AS first_seen, max(s.last_seen) AS last_seen
-        FROM hub.pattern_sightings s JOIN qa_catalogue_keys k USING (pattern_type, canonical_name)
+        FROM hub.pattern_sightings s JOIN keys k USING (pattern_type, canonical_name)
         GROUP BY 1, 2, 3
     ),
     per_key AS (
@@ -223,14 +231,11 @@ BEGIN
                min(first_seen) AS first_seen, max(last_seen) AS last_seen
         FROM per_instance GROUP BY 1, 2
     ),
-    new_examples AS (
-        SELECT o.pattern_type, a.canonical_name, jsonb_agg(DISTINCT e.example) AS examples
-        FROM hub.pattern_observations o JOIN hub.pattern_aliases a USING (pattern_type, name)
-        CROSS JOIN LATERAL jsonb_array_elements(
-            CASE WHEN jsonb_typeof(o.attributes -> 'examples') = 'array' THEN o.attributes -> 'examples'
-                 ELSE '[]'::jsonb END) AS e(example)
-        WHERE o.queue = p_queue AND o.msg_id = ANY (p_msg_ids) AND length(e.example::text) <= 1000
-        GROUP BY 1, 2
+    batch_examples AS (
+        SELECT k.pattern_type, k.canonical_name, x.e, x.ord
+        FROM ROWS FROM (jsonb_to_recordset(batch -> 'examples') AS (t text, n text, e jsonb))
+             WITH ORDINALITY AS x(t, n, e, ord)
+        JOIN qa_catalogue_names k ON k.pattern_type = x.t AND k.name = x.n
     ),
     computed AS (
         SELECT k.pattern_type, k.canonical_name, k.new_name, c.instances, c.observations, c.confidence,
@@ -242,23 +247,19 @@ BEGIN
                ARRAY(SELECT i.indicator FROM hub.pattern_indicators i
                      WHERE i.pattern_type = k.pattern_type AND i.canonical_name = k.canonical_name
                      ORDER BY i.listed DESC, i.indicator LIMIT 5) AS top_indicators,
-               ne.examples AS batch_examples
-        FROM qa_catalogue_keys k
+               CASE WHEN jsonb_array_length(p.examples) >= 5 THEN p.examples
+                    ELSE (SELECT coalesce(jsonb_agg(f.e ORDER BY f.ord), '[]'::jsonb) FROM (
+                              SELECT d.e, d.ord FROM (
+                                  SELECT DISTINCT ON (u.e) u.e, u.ord FROM (
+                                      SELECT e.e, e.ord FROM jsonb_array_elements(p.examples) WITH ORDINALITY AS e(e, ord)
+                                      UNION ALL
+                                      SELECT b.e, 1000000 + b.ord FROM batch_examples b
+                                      WHERE b.pattern_type = k.pattern_type AND b.canonical_name = k.canonical_name) u
+                                  ORDER BY u.e, u.ord) d
+                              ORDER BY d.ord LIMIT 5) f) END AS examples
+        FROM keys k
         JOIN per_key c USING (pattern_type, canonical_name)
-        LEFT JOIN new_examples ne USING (pattern_type, canonical_name)
-    ),
-    merged AS (
-        SELECT c.*, CASE WHEN c.batch_examples IS NULL OR jsonb_array_length(p.examples) >= 5 THEN p.examples
-                    ELSE (SELECT coalesce(jsonb_agg(x.e ORDER BY x.ord), '[]'::jsonb)
-                          FROM (SELECT e, ord FROM (
-                                    SELECT DISTINCT ON (e) e, ord FROM (
-                                        SELECT e, ord FROM jsonb_array_elements(p.examples) WITH ORDINALITY AS a(e, ord)
-                                        UNION ALL
-                                        SELECT e, 100 + ord FROM jsonb_array_elements(c.batch_examples)
-                                            WITH ORDINALITY AS b(e, ord)) u
-                                    ORDER BY e, ord) d
-                                ORDER BY ord LIMIT 5) x) END AS examples
-        FROM computed c JOIN hub.patterns p USING (pattern_type, canonical_name)
+        JOIN hub.patterns p USING (pattern_type, canonical_name)
     )
     UPDATE hub.patterns p SET
         instances = m.instances,
@@ -275,10 +276,42 @@ BEGIN
                IS DISTINCT FROM (m.instances, m.languages, m.top_indicators, m.examples)
             THEN 1 ELSE 0 END,
         updated_at = clock_timestamp()
-    FROM merged m
+    FROM computed m
     WHERE p.pattern_type = m.pattern_type AND p.canonical_name = m.canonical_name;
+    GET DIAGNOSTICS touched = ROW_COUNT;
     RETURN touched;
 END
+$$;
+
+-- The batch summary of hub.catalogue_observe, from stored observations (used by the backfill below;
+-- ingest builds the same summary in Python from the messages it has in hand).
+CREATE OR REPLACE FUNCTION hub.catalogue_summary(p_queue text, p_msg_ids bigint[]) RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+    WITH o AS (
+        SELECT * FROM hub.pattern_observations WHERE queue = p_queue AND msg_id = ANY (p_msg_ids)
+    )
+    SELECT jsonb_build_object(
+        'names', (SELECT coalesce(jsonb_agg(jsonb_build_object('t', t, 'n', n, 'c', c, 'f', f, 'l', l)), '[]')
+                  FROM (SELECT pattern_type AS t, name AS n, count(*) AS c, min(observed_at) AS f,
+                               max(observed_at) AS l FROM o GROUP BY 1, 2) x),
+        'sightings', (SELECT coalesce(jsonb_agg(jsonb_build_object('t', t, 'n', n, 'i', i, 'g', g, 'c', c,
+                                                                   's', s, 'k', k, 'f', f, 'l', l)), '[]')
+                      FROM (SELECT pattern_type AS t, name AS n, instance_id AS i, coalesce(language, '') AS g,
+                                   count(*) AS c, sum(confidence) AS s, count(confidence) AS k,
+                                   min(observed_at) AS f, max(observed_at) AS l FROM o GROUP BY 1, 2, 3, 4) x),
+        'indicators', (SELECT coalesce(jsonb_agg(jsonb_build_object('t', t, 'n', n, 'x', x, 'c', c)), '[]')
+                       FROM (SELECT pattern_type AS t, name AS n, i AS x, count(*) AS c
+                             FROM o CROSS JOIN LATERAL unnest(o.indicators) AS i GROUP BY 1, 2, 3) x),
+        'examples', (SELECT coalesce(jsonb_agg(jsonb_build_object('t', t, 'n', n, 'e', e) ORDER BY pos), '[]')
+                     FROM (SELECT t, n, e, pos, row_number() OVER (PARTITION BY t, n ORDER BY pos) AS r
+                           FROM (SELECT DISTINCT ON (o.pattern_type, o.name, x.e) o.pattern_type AS t, o.name AS n,
+                                        x.e, (o.msg_id, o.ordinal, x.pos) AS pos
+                                 FROM o CROSS JOIN LATERAL jsonb_array_elements(
+                                     CASE WHEN jsonb_typeof(o.attributes -> 'examples') = 'array'
+                                          THEN o.attributes -> 'examples' ELSE '[]' END) WITH ORDINALITY AS x(e, pos)
+                                 WHERE length(x.e::text) <= 1000
+                                 ORDER BY o.pattern_type, o.name, x.e, o.msg_id, o.ordinal, x.pos) d) ranked
+                     WHERE r <= 5));
 $$;
 
 -- The catalogue's rank from the current hourly ranking: the best rank of any of a key's names.
@@ -320,7 +353,7 @@ BEGIN
             SELECT queue, array_agg(DISTINCT msg_id) AS ids
             FROM hub.pattern_observations GROUP BY queue, msg_id / 1000 ORDER BY 1, min(msg_id)
         LOOP
-            PERFORM hub.catalogue_observe(batch.queue, batch.ids);
+            PERFORM hub.catalogue_observe(hub.catalogue_summary(batch.queue, batch.ids));
         END LOOP;
         PERFORM hub.catalogue_refresh_ranks();
     END IF;

@@ -249,7 +249,7 @@ def store_batch(conn: psycopg.Connection, queue: str, batch: list[Delivery], res
             )
         if fresh:
             row_builders.upsert_instances(conn, row_builders.instance_summary(fresh))
-            catalogue.observe_batch(conn, queue, fresh)  # the pattern catalogue, same transaction
+            catalogue.observe_batch(conn, fresh)  # the pattern catalogue, same transaction
         if dead:
             conn.execute(
                 "SELECT pgmq.send_batch(%s, %s::jsonb[], %s::jsonb[])",

@@ -7,18 +7,74 @@ aggregation after it replaced the hourly ranking.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
+import orjson
 import psycopg
 
 from . import canonical
 
+MAX_EXAMPLES = 5
+MAX_EXAMPLE_CHARS = 1000
 
-def observe_batch(conn: psycopg.Connection, queue: str, fresh: list) -> None:
-    """Fold the stored pattern_detection messages of a batch into the catalogue (one statement)."""
-    ids = [d.msg_id for d in fresh if d.message_type == "pattern_detection" and d.model.patterns]
-    if ids:
-        conn.execute("SELECT hub.catalogue_observe(%s, %s::bigint[])", (queue, ids))
+
+def summarise(fresh: list) -> dict | None:
+    """The batch summary `hub.catalogue_observe` takes (sql/010 documents it), from the stored
+    deliveries: per name, per (name, instance, language), per (name, indicator), and the first
+    distinct examples. None when the batch holds no pattern."""
+    names: dict = {}
+    sightings: dict = {}
+    indicators: Counter = Counter()
+    examples: dict = {}
+    for d in fresh:
+        m = d.model
+        if m.type != "pattern_detection":
+            continue
+        ts = m.timestamp
+        for p in m.patterns:
+            key = (p.pattern_type, p.name)
+            _widen(names, key, ts, None)
+            _widen(sightings, (*key, d.instance_id, p.language or ""), ts, p.confidence)
+            for indicator in p.indicators:
+                indicators[(*key, indicator)] += 1
+            if p.examples:
+                kept = examples.setdefault(key, {})
+                for e in p.examples:
+                    text = orjson.dumps(e).decode()
+                    if len(kept) < MAX_EXAMPLES and len(text) <= MAX_EXAMPLE_CHARS and text not in kept:
+                        kept[text] = e
+    if not names:
+        return None
+    return {
+        "names": [{"t": t, "n": n, "c": v[0], "f": v[1], "l": v[2]} for (t, n), v in names.items()],
+        "sightings": [{"t": t, "n": n, "i": i, "g": g, "c": v[0], "f": v[1], "l": v[2], "s": v[3], "k": v[4]}
+                      for (t, n, i, g), v in sightings.items()],
+        "indicators": [{"t": t, "n": n, "x": x, "c": c} for (t, n, x), c in indicators.items()],
+        "examples": [{"t": t, "n": n, "e": e} for (t, n), kept in examples.items() for e in kept.values()],
+    }
+
+
+def _widen(acc: dict, key: tuple, ts, confidence) -> None:
+    """[count, first, last, confidence sum, confidences] of `key`, widened by one observation."""
+    v = acc.get(key)
+    if v is None:
+        v = acc[key] = [0, ts, ts, None, 0]
+    v[0] += 1
+    if ts < v[1]:
+        v[1] = ts
+    if ts > v[2]:
+        v[2] = ts
+    if confidence is not None:
+        v[3] = (v[3] or 0.0) + confidence
+        v[4] += 1
+
+
+def observe_batch(conn: psycopg.Connection, fresh: list) -> None:
+    """Fold the stored pattern_detection messages of a batch into the catalogue (one call)."""
+    summary = summarise(fresh)
+    if summary is not None:
+        conn.execute("SELECT hub.catalogue_observe(%s::jsonb)", (orjson.dumps(summary).decode(),))
 
 
 def refresh_ranks(conn: psycopg.Connection) -> int:
