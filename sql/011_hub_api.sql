@@ -5,27 +5,44 @@
 CREATE SCHEMA IF NOT EXISTS hub_api;
 REVOKE ALL ON SCHEMA hub_api FROM PUBLIC;
 
--- Queries and misses per UTC hour, for `queue-assets status`. Sharded by backend so concurrent
--- callers rarely wait on one row; UNLOGGED because a count is not worth a WAL flush per query (a
--- server crash empties it).
-CREATE UNLOGGED TABLE IF NOT EXISTS hub.pattern_query_stats (
-    hour       timestamptz NOT NULL,
-    shard      smallint    NOT NULL,
-    queries    bigint      NOT NULL,
-    misses     bigint      NOT NULL,
-    PRIMARY KEY (hour, shard)
+-- Queries per UTC hour, for `queue-assets status`, without a write per query: a write would give
+-- every read its own transaction id and commit record, which measured more than the lookup itself.
+-- Every call takes a number from a sequence (non-transactional, no lock); the first call of each
+-- hour records the number it took. Queries of an hour = the next hour's first number (or, for the
+-- latest hour, the sequence's last value + 1) minus its own. Misses per hour are the askers of that
+-- hour's discovery requests. Near an hour boundary a concurrent caller may count in the previous hour.
+CREATE SEQUENCE IF NOT EXISTS hub.pattern_queries_seq;
+CREATE TABLE IF NOT EXISTS hub.pattern_query_marks (
+    hour         timestamptz PRIMARY KEY,
+    first_query  bigint      NOT NULL
 );
 
-CREATE OR REPLACE FUNCTION hub.count_pattern_query(miss boolean) RETURNS void
-LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
-    INSERT INTO hub.pattern_query_stats AS s (hour, shard, queries, misses)
-    VALUES (date_trunc('hour', now(), 'UTC'), pg_backend_pid() % 32, 1, miss::int)
-    ON CONFLICT (hour, shard) DO UPDATE SET queries = s.queries + 1, misses = s.misses + excluded.misses;
+-- The helpers below are plpgsql without a SET clause: they are only called from the hub_api
+-- functions, whose search_path is already pinned, and a SQL function (or a SET clause) would be
+-- planned again in every transaction, a plpgsql one keeps its plans for the session.
+CREATE OR REPLACE FUNCTION hub.count_pattern_query() RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    n CONSTANT bigint := nextval('hub.pattern_queries_seq');
+    h CONSTANT timestamptz := date_trunc('hour', now(), 'UTC');
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM hub.pattern_query_marks m WHERE m.hour = h) THEN
+        INSERT INTO hub.pattern_query_marks (hour, first_query) VALUES (h, n) ON CONFLICT DO NOTHING;
+    END IF;
+END
 $$;
+
+CREATE OR REPLACE VIEW hub.pattern_queries_per_hour AS
+SELECT m.hour,
+       coalesce(lead(m.first_query) OVER (ORDER BY m.hour),
+                (SELECT s.last_value + 1 FROM hub.pattern_queries_seq s)) - m.first_query AS queries,
+       coalesce((SELECT sum(r.askers) FROM hub.pattern_discovery_requests r WHERE r.window_start = m.hour), 0)
+           AS misses
+FROM hub.pattern_query_marks m;
 
 -- Input checks: an error that names the value and the reason (SQLSTATE 22023), never a discovery.
 CREATE OR REPLACE FUNCTION hub.check_pattern_type(pattern_type text) RETURNS text
-LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql IMMUTABLE AS $$
 BEGIN
     IF pattern_type IS NULL OR pattern_type NOT IN ('framework', 'technology', 'microservice', 'code') THEN
         RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
@@ -39,7 +56,7 @@ $$;
 -- The name stripped of surrounding whitespace (the characters Python's str.strip removes), checked
 -- as queue_assets.patterns.canonical.check_name checks it.
 CREATE OR REPLACE FUNCTION hub.check_pattern_name(name text) RETURNS text
-LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql IMMUTABLE AS $$
 DECLARE
     bad CONSTANT text := '[\x01-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]';
     ch text;
@@ -75,14 +92,17 @@ $$;
 
 -- One catalogue row as the API returns it (the SDK's queue_assets.patterns.models.PatternInfo).
 CREATE OR REPLACE FUNCTION hub.pattern_json(p hub.patterns, alias_limit integer) RETURNS jsonb
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT jsonb_build_object(
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    aliases jsonb;
+BEGIN
+    SELECT coalesce(jsonb_agg(a.name), '[]'::jsonb) INTO aliases
+    FROM (SELECT a.name FROM hub.pattern_aliases a
+          WHERE a.pattern_type = p.pattern_type AND a.canonical_name = p.canonical_name
+          ORDER BY a.observations DESC, a.name LIMIT alias_limit) a;
+    RETURN jsonb_build_object(
         'status', p.status, 'pattern_type', p.pattern_type, 'name', p.canonical_name,
-        'display_name', p.display_name,
-        'aliases', coalesce((SELECT jsonb_agg(a.name ORDER BY a.observations DESC, a.name)
-                             FROM (SELECT a.name, a.observations FROM hub.pattern_aliases a
-                                   WHERE a.pattern_type = p.pattern_type AND a.canonical_name = p.canonical_name
-                                   ORDER BY a.observations DESC, a.name LIMIT alias_limit) a), '[]'::jsonb),
+        'display_name', p.display_name, 'aliases', aliases,
         'instances', p.instances, 'observations', p.observations, 'confidence', p.confidence,
         'confidence_instances', p.confidence_instances, 'languages', to_jsonb(p.languages),
         'top_indicators', to_jsonb(p.top_indicators), 'examples', p.examples,
@@ -91,6 +111,7 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
         'provenance', CASE WHEN p.enriched_at IS NULL THEN NULL ELSE jsonb_build_object(
             'provider', p.enrichment_provider, 'model', p.enrichment_model,
             'request_id', p.enrichment_request_id, 'enriched_at', p.enriched_at) END);
+END
 $$;
 
 -- One pattern by any name it was sent under (or any name with the same canonical key). A miss
@@ -102,23 +123,36 @@ LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 DECLARE
     v_type CONSTANT text := hub.check_pattern_type(query_pattern.pattern_type);
     v_name CONSTANT text := hub.check_pattern_name(query_pattern.name);
+    v_doc jsonb;
     v_key text;
-    v_row hub.patterns;
     v_request bigint;
     v_new boolean;
     v_window timestamptz;
     v_msg bigint;
 BEGIN
-    SELECT a.canonical_name INTO v_key FROM hub.pattern_aliases a
-    WHERE a.pattern_type = v_type AND a.name = v_name;
-    IF v_key IS NULL THEN
-        v_key := hub.canonical_pattern_name(v_name);
+    -- The hit path is ONE statement (fewest plpgsql steps: each costs set-up in every transaction).
+    -- A name sent before finds its key through its alias; any other is canonicalised (coalesce is lazy).
+    SELECT to_jsonb(p) - '{canonical_name,created_at,updated_at,enrichment_provider,enrichment_model,enrichment_request_id,enriched_at}'::text[]
+           || jsonb_build_object(
+                'name', p.canonical_name,
+                'aliases', (SELECT coalesce(jsonb_agg(a.name), '[]'::jsonb)
+                            FROM (SELECT a.name FROM hub.pattern_aliases a
+                                  WHERE a.pattern_type = p.pattern_type AND a.canonical_name = p.canonical_name
+                                  ORDER BY a.observations DESC, a.name LIMIT 20) a),
+                'provenance', CASE WHEN p.enriched_at IS NULL THEN NULL ELSE jsonb_build_object(
+                    'provider', p.enrichment_provider, 'model', p.enrichment_model,
+                    'request_id', p.enrichment_request_id, 'enriched_at', p.enriched_at) END)
+    INTO v_doc
+    FROM hub.patterns p
+    WHERE p.pattern_type = v_type
+      AND p.canonical_name = coalesce((SELECT a.canonical_name FROM hub.pattern_aliases a
+                                       WHERE a.pattern_type = v_type AND a.name = v_name),
+                                      hub.canonical_pattern_name(v_name));
+    IF v_doc IS NOT NULL THEN
+        PERFORM hub.count_pattern_query();
+        RETURN v_doc;
     END IF;
-    SELECT * INTO v_row FROM hub.patterns p WHERE p.pattern_type = v_type AND p.canonical_name = v_key;
-    IF FOUND THEN
-        PERFORM hub.count_pattern_query(false);
-        RETURN hub.pattern_json(v_row, 20);
-    END IF;
+    v_key := hub.canonical_pattern_name(v_name);
     v_window := date_trunc('hour', now(), 'UTC');
     INSERT INTO hub.pattern_discovery_requests AS r (pattern_type, canonical_name, name, window_start)
     VALUES (v_type, v_key, v_name, v_window)
@@ -133,7 +167,7 @@ BEGIN
             'window_start', to_char(v_window AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'))) AS s;
         UPDATE hub.pattern_discovery_requests SET msg_id = v_msg WHERE request_id = v_request;
     END IF;
-    PERFORM hub.count_pattern_query(true);
+    PERFORM hub.count_pattern_query();
     RETURN jsonb_build_object('status', 'unknown', 'pattern_type', v_type, 'name', v_key,
                               'asked_name', v_name, 'discovery_request_id', v_request);
 END
@@ -185,7 +219,7 @@ BEGIN
             AND (v_language IS NULL OR EXISTS (SELECT 1 FROM unnest(p.languages) l WHERE lower(l) = v_language))
           ORDER BY p.rank NULLS LAST, p.instances DESC, p.observations DESC, p.pattern_type, p.canonical_name
           LIMIT v_lim) p;
-    PERFORM hub.count_pattern_query(false);
+    PERFORM hub.count_pattern_query();
     RETURN jsonb_build_object('patterns', v_result, 'count', jsonb_array_length(v_result), 'limit', v_lim);
 END
 $$;
