@@ -12,6 +12,7 @@ catalogue maintained vs without it.
    `SELECT hub_api.query_pattern(type, alias)` as an instance login role (raw SQL, as Elixir
    would call it), and `HubClient.query_pattern` (the SDK, same role). Hits by alias.
 4. `--clients` threads, each on its own instance-role connection, querying at once.
+`--queries 0` runs the ingest comparison only; `--rounds 0` the queries only.
 """
 
 from __future__ import annotations
@@ -175,6 +176,8 @@ def main() -> None:
         print(f"server: {label}")
         if args.rounds:
             bench_ingest(url, args.messages, args.rounds)
+        if not args.queries:
+            return
         with psycopg.connect(url) as conn:
             conn.execute("TRUNCATE hub.patterns, hub.pattern_aliases, hub.pattern_sightings, hub.pattern_indicators")
             conn.commit()
