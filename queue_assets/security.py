@@ -11,7 +11,10 @@ as their own login role, `instance_<id>` (`instance_role_for`), which is a membe
   It cannot read the messages in those queues (no SELECT on `message`, no UPDATE for `pgmq.read`);
 - each instance role may SELECT, UPDATE and DELETE in its own inbox `pgmq.q_inbox_<id>` (what
   `pgmq.read`, `pgmq.set_vt`, `pgmq.delete` and `pgmq.archive` need), and SELECT and INSERT in that
-  inbox's archive `pgmq.a_inbox_<id>` (`pgmq.archive` moves a message there). Nothing else.
+  inbox's archive `pgmq.a_inbox_<id>` (`pgmq.archive` moves a message there);
+- the group may use schema `hub_api` and EXECUTE its functions (the pattern query API, sql/011):
+  they are SECURITY DEFINER with a fixed search_path, so they read `hub.patterns` and send to
+  `pattern_discovery` for the caller, who has no right on either. Nothing else.
 
 pgmq's functions are SECURITY INVOKER, so the table privileges above are what is checked: no
 other queue, no archive but its own, no `hub.*` table (schema `hub` grants nothing to PUBLIC), no
