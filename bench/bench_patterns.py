@@ -44,7 +44,9 @@ API_SQL = "SELECT hub_api.query_pattern(%s, %s)"
 
 def pct(values: list[float]) -> str:
     q = statistics.quantiles(values, n=100)
-    return f"p50 {statistics.median(values) * 1000:.3f} ms, p95 {q[94] * 1000:.3f} ms, p99 {q[98] * 1000:.3f} ms"
+    return (
+        f"p50 {statistics.median(values) * 1000:.3f} ms, p95 {q[94] * 1000:.3f} ms, p99 {q[98] * 1000:.3f} ms"
+    )
 
 
 def bench_ingest(url: str, messages: int, rounds: int) -> None:
@@ -63,8 +65,10 @@ def bench_ingest(url: str, messages: int, rounds: int) -> None:
     catalogue.observe_batch = real
     on, off = statistics.median(rates["with catalogue"]), statistics.median(rates["without"])
     for label, values in rates.items():
-        print(f"ingest {label}: median {statistics.median(values):,.0f} msg/s "
-              f"(rounds: {', '.join(f'{v:,.0f}' for v in values)})")
+        print(
+            f"ingest {label}: median {statistics.median(values):,.0f} msg/s "
+            f"(rounds: {', '.join(f'{v:,.0f}' for v in values)})"
+        )
     print(f"ingest with/without catalogue: {on / off:.2f}")
 
 
@@ -102,8 +106,11 @@ def alias_of(i: int, j: int) -> tuple[str, str]:
 def single_client(url: str, role_url: str, patterns: int, per_pattern: int, queries: int) -> None:
     rng = random.Random(11)
     plain_t, raw_t, sdk_t = [], [], []
-    with (psycopg.connect(url, autocommit=True) as owner, psycopg.connect(role_url, autocommit=True) as inst,
-          HubClient(role_url, "bench-patterns") as hub):
+    with (
+        psycopg.connect(url, autocommit=True) as owner,
+        psycopg.connect(role_url, autocommit=True) as inst,
+        HubClient(role_url, "bench-patterns") as hub,
+    ):
         for _ in range(200):  # warm-up: caches, prepared statements, the pool
             i, j = rng.randint(1, patterns), rng.randrange(per_pattern)
             owner.execute(PLAIN_SQL, (KINDS[i % 4], f"pattern-{i}")).fetchall()
@@ -127,12 +134,15 @@ def single_client(url: str, role_url: str, patterns: int, per_pattern: int, quer
     print(f"  hub_api.query_pattern raw SQL (role): {pct(raw_t)}")
     print(f"  HubClient.query_pattern SDK (role):   {pct(sdk_t)}")
     q = lambda v: statistics.quantiles(v, n=100)[94]  # noqa: E731
-    print(f"  p95 ratio raw/plain {q(raw_t) / q(plain_t):.2f}, SDK/plain {q(sdk_t) / q(plain_t):.2f}; "
-          f"p50 ratio raw/plain {statistics.median(raw_t) / statistics.median(plain_t):.2f}")
+    print(
+        f"  p95 ratio raw/plain {q(raw_t) / q(plain_t):.2f}, SDK/plain {q(sdk_t) / q(plain_t):.2f}; "
+        f"p50 ratio raw/plain {statistics.median(raw_t) / statistics.median(plain_t):.2f}"
+    )
 
 
-def concurrent(url: str, role_url: str, patterns: int, per_pattern: int, clients: int, per_client: int,
-               *, plain: bool) -> None:
+def concurrent(
+    url: str, role_url: str, patterns: int, per_pattern: int, clients: int, per_client: int, *, plain: bool
+) -> None:
     barrier = threading.Barrier(clients)
     times: list[float] = []
     lock = threading.Lock()
@@ -165,11 +175,16 @@ def concurrent(url: str, role_url: str, patterns: int, per_pattern: int, clients
 
 
 def main() -> None:
-    args = parse_args(__doc__, patterns=(int, 100_000, "catalogue keys"),
-                      aliases_per_pattern=(int, 10, "names per key (100,000 x 10 = 1,000,000 aliases)"),
-                      queries=(int, 3000, "single-client queries per method"),
-                      clients=(int, 50, "concurrent clients"), per_client=(int, 100, "queries per client"),
-                      messages=(int, 20_000, "messages per ingest round"), rounds=(int, 3, "ingest rounds each"))
+    args = parse_args(
+        __doc__,
+        patterns=(int, 100_000, "catalogue keys"),
+        aliases_per_pattern=(int, 10, "names per key (100,000 x 10 = 1,000,000 aliases)"),
+        queries=(int, 3000, "single-client queries per method"),
+        clients=(int, 50, "concurrent clients"),
+        per_client=(int, 100, "queries per client"),
+        messages=(int, 20_000, "messages per ingest round"),
+        rounds=(int, 3, "ingest rounds each"),
+    )
     url, label, drop = fresh_database(args.server)
     instance = f"bench-{os.getpid()}"
     try:
@@ -179,21 +194,33 @@ def main() -> None:
         if not args.queries:
             return
         with psycopg.connect(url) as conn:
-            conn.execute("TRUNCATE hub.patterns, hub.pattern_aliases, hub.pattern_sightings, hub.pattern_indicators")
+            conn.execute(
+                "TRUNCATE hub.patterns, hub.pattern_aliases, hub.pattern_sightings, hub.pattern_indicators"
+            )
             conn.commit()
             security.ensure_producer_role(conn)
             security.grant_instance(conn, instance, password=PASSWORD)
             conn.commit()
             loaded = load_catalogue(conn, args.patterns, args.aliases_per_pattern)
             n_p, n_a = conn.execute(
-                "SELECT (SELECT count(*) FROM hub.patterns), (SELECT count(*) FROM hub.pattern_aliases)").fetchone()
+                "SELECT (SELECT count(*) FROM hub.patterns), (SELECT count(*) FROM hub.pattern_aliases)"
+            ).fetchone()
         print(f"catalogue: {n_p:,} patterns, {n_a:,} aliases (loaded in {loaded:.1f} s)")
-        role_url = psycopg.conninfo.make_conninfo(url, user=security.instance_role_for(instance), password=PASSWORD)
+        role_url = psycopg.conninfo.make_conninfo(
+            url, user=security.instance_role_for(instance), password=PASSWORD
+        )
         single_client(url, role_url, args.patterns, args.aliases_per_pattern, args.queries)
         print("concurrent:")
         for plain in (True, False):
-            concurrent(url, role_url, args.patterns, args.aliases_per_pattern, args.clients, args.per_client,
-                       plain=plain)
+            concurrent(
+                url,
+                role_url,
+                args.patterns,
+                args.aliases_per_pattern,
+                args.clients,
+                args.per_client,
+                plain=plain,
+            )
     finally:
         with psycopg.connect(url) as conn:
             security.drop_instance_role(conn, instance)

@@ -23,16 +23,63 @@ from queue_assets_tests.conftest import _drop_db, _make_db
 from queue_assets_tests.helpers import count, queue_depth, send_many
 from queue_assets_tests.test_security import Producers, denied
 
-PHOENIX_SPELLINGS = ["Phoenix", "phoenix", "phoenix-framework", "PHOENIX_Framework", "Phoenix Framework",
-                     "ｐｈｏｅｎｉｘ", " phoenix.framework "]
+PHOENIX_SPELLINGS = [
+    "Phoenix",
+    "phoenix",
+    "phoenix-framework",
+    "PHOENIX_Framework",
+    "Phoenix Framework",
+    "ｐｈｏｅｎｉｘ",
+    " phoenix.framework ",
+]
 
 # Names instances send, and Unicode that stresses folding, normalisation and separators.
 CORPUS = [
-    *PHOENIX_SPELLINGS, "phoenixframework", "framework", "lib", "zlib", "react-lib", "React Library",
-    "Node.js", "node_js", "ASP.NET Core", "asp/net//core", "C#", "C++", "---", "._-", "a--b__c..d//e",
-    "Straße", "STRASSE", "ẞtraße", "ΣΊΣΥΦΟΣ", "σίσυφος", "ﬁber", "Ⅻ-tools", "İstanbul", "ǅemal", "Ǆ",
-    "ŉ", "ΐ", "ﬃ", "µservice", "K-lib", "Å", "Å", "한국어 프레임워크", "日本語", "Ｇｏ－ｋｉｔ", "x\u00a0y",
-    "x\u3000y", "café", "cafe\u0301", "ǰ-framework", "Ꭰ", "ꭰ", "🦀 rust", "a" * 200,
+    *PHOENIX_SPELLINGS,
+    "phoenixframework",
+    "framework",
+    "lib",
+    "zlib",
+    "react-lib",
+    "React Library",
+    "Node.js",
+    "node_js",
+    "ASP.NET Core",
+    "asp/net//core",
+    "C#",
+    "C++",
+    "---",
+    "._-",
+    "a--b__c..d//e",
+    "Straße",
+    "STRASSE",
+    "ẞtraße",
+    "ΣΊΣΥΦΟΣ",
+    "σίσυφος",
+    "ﬁber",
+    "Ⅻ-tools",
+    "İstanbul",
+    "ǅemal",
+    "Ǆ",
+    "ŉ",
+    "ΐ",
+    "ﬃ",
+    "µservice",
+    "K-lib",
+    "Å",
+    "Å",
+    "한국어 프레임워크",
+    "日本語",
+    "Ｇｏ－ｋｉｔ",
+    "x\u00a0y",
+    "x\u3000y",
+    "café",
+    "cafe\u0301",
+    "ǰ-framework",
+    "Ꭰ",
+    "ꭰ",
+    "🦀 rust",
+    "a" * 200,
 ]
 
 
@@ -41,13 +88,34 @@ def _fold_table_names() -> list[str]:
     return [f"X{c}-Lib" for c in src] + [f"{c}y" for c in msrc]
 
 
-def _pattern_message(instance: str, names: list[str], *, kind: str = "framework", language: str | None = "elixir",
-                     confidence: float | None = 0.8, indicators=("mix.exs has :phoenix",), examples=()) -> str:
-    return json.dumps({
-        "type": "pattern_detection", "instance_id": instance, "timestamp": "2025-10-25T12:00:00.000000Z",
-        "patterns": [{"pattern_type": kind, "name": n, "confidence": confidence, "language": language,
-                      "indicators": list(indicators), "examples": list(examples)} for n in names],
-    })
+def _pattern_message(
+    instance: str,
+    names: list[str],
+    *,
+    kind: str = "framework",
+    language: str | None = "elixir",
+    confidence: float | None = 0.8,
+    indicators=("mix.exs has :phoenix",),
+    examples=(),
+) -> str:
+    return json.dumps(
+        {
+            "type": "pattern_detection",
+            "instance_id": instance,
+            "timestamp": "2025-10-25T12:00:00.000000Z",
+            "patterns": [
+                {
+                    "pattern_type": kind,
+                    "name": n,
+                    "confidence": confidence,
+                    "language": language,
+                    "indicators": list(indicators),
+                    "examples": list(examples),
+                }
+                for n in names
+            ],
+        }
+    )
 
 
 def _ingest(conn, messages: list[str]):
@@ -74,14 +142,27 @@ def test_spellings_of_one_pattern_share_one_key():
     assert {canonical.canonical_name(canonical.check_name(n)) for n in PHOENIX_SPELLINGS} == {"phoenix"}
 
 
-@pytest.mark.parametrize(("name", "key"), [
-    ("phoenixframework", "phoenixframework"),   # no separator before the suffix
-    ("framework", "framework"),                 # nothing would be left
-    ("react-lib", "react"), ("React Library", "react"), ("zlib", "zlib"),
-    ("Node.js", "node-js"), ("ASP.NET Core", "asp-net-core"), ("asp/net//core", "asp-net-core"),
-    ("C#", "c#"), ("---", "---"), ("Straße", "strasse"), ("ΣΊΣΥΦΟΣ", "σίσυφοσ"), ("σίσυφος", "σίσυφοσ"),
-    ("ﬁber", "fiber"), ("Ｇｏ－ｋｉｔ", "go-kit"), ("cafe\u0301", "café"),
-])
+@pytest.mark.parametrize(
+    ("name", "key"),
+    [
+        ("phoenixframework", "phoenixframework"),  # no separator before the suffix
+        ("framework", "framework"),  # nothing would be left
+        ("react-lib", "react"),
+        ("React Library", "react"),
+        ("zlib", "zlib"),
+        ("Node.js", "node-js"),
+        ("ASP.NET Core", "asp-net-core"),
+        ("asp/net//core", "asp-net-core"),
+        ("C#", "c#"),
+        ("---", "---"),
+        ("Straße", "strasse"),
+        ("ΣΊΣΥΦΟΣ", "σίσυφοσ"),
+        ("σίσυφος", "σίσυφοσ"),
+        ("ﬁber", "fiber"),
+        ("Ｇｏ－ｋｉｔ", "go-kit"),
+        ("cafe\u0301", "café"),
+    ],
+)
 def test_canonical_rules(name, key):
     assert canonical.canonical_name(canonical.check_name(name)) == key
 
@@ -92,15 +173,18 @@ def test_canonical_name_is_idempotent():
         assert canonical.canonical_name(key) == key, (name, key)
 
 
-@pytest.mark.parametrize(("pattern_type", "name", "reason"), [
-    ("fw", "phoenix", "pattern_type 'fw' is not a pattern kind"),
-    ("framework", "", "name is empty"),
-    ("framework", "   ", "name is empty"),
-    ("framework", "x" * 10_240, "is 10240 characters long; at most 200"),
-    ("framework", "bad\x07name", "contains U+0007 (a control character) at position 3"),
-    ("framework", "\x01\x02\x03", "contains U+0001 (a control character)"),
-    ("framework", "evil\u202ename", "U+202E (a bidirectional override/isolate character)"),
-])
+@pytest.mark.parametrize(
+    ("pattern_type", "name", "reason"),
+    [
+        ("fw", "phoenix", "pattern_type 'fw' is not a pattern kind"),
+        ("framework", "", "name is empty"),
+        ("framework", "   ", "name is empty"),
+        ("framework", "x" * 10_240, "is 10240 characters long; at most 200"),
+        ("framework", "bad\x07name", "contains U+0007 (a control character) at position 3"),
+        ("framework", "\x01\x02\x03", "contains U+0001 (a control character)"),
+        ("framework", "evil\u202ename", "U+202E (a bidirectional override/isolate character)"),
+    ],
+)
 def test_bad_input_is_refused_in_python_with_the_reason(pattern_type, name, reason):
     with pytest.raises(canonical.PatternInputError, match=re.escape(reason)):
         canonical.pattern_key(pattern_type, name)
@@ -114,9 +198,14 @@ def test_sql_and_python_canonicalisation_agree_on_a_unicode_corpus(conn):
     for every corpus name and every character of the case-folding table. Breaks when the SQL folds
     with the server's locale (lower() without COLLATE "C", or no table) or a rule differs."""
     names = [canonical.check_name(n) for n in CORPUS] + _fold_table_names()
-    rows = conn.execute("SELECT n, hub.canonical_pattern_name(n) FROM unnest(%s::text[]) AS n", (names,)).fetchall()
-    mismatches = [(n, sql_key, canonical.canonical_name(n)) for n, sql_key in rows
-                  if sql_key != canonical.canonical_name(n)]
+    rows = conn.execute(
+        "SELECT n, hub.canonical_pattern_name(n) FROM unnest(%s::text[]) AS n", (names,)
+    ).fetchall()
+    mismatches = [
+        (n, sql_key, canonical.canonical_name(n))
+        for n, sql_key in rows
+        if sql_key != canonical.canonical_name(n)
+    ]
     assert len(rows) == len(names) > 1500
     assert mismatches == []
 
@@ -124,7 +213,9 @@ def test_sql_and_python_canonicalisation_agree_on_a_unicode_corpus(conn):
 def test_sql_checks_name_like_python(conn):
     """hub.check_pattern_name strips exactly what str.strip strips (Unicode spaces included)."""
     for name in [" a ", "\u3000phoenix\u00a0", "\u2028x\u2029", "a b"]:
-        assert conn.execute("SELECT hub.check_pattern_name(%s)", (name,)).fetchone()[0] == canonical.check_name(name)
+        assert conn.execute("SELECT hub.check_pattern_name(%s)", (name,)).fetchone()[
+            0
+        ] == canonical.check_name(name)
 
 
 # --- the catalogue -------------------------------------------------------------------------------
@@ -132,16 +223,21 @@ def test_sql_checks_name_like_python(conn):
 
 def test_ingest_folds_spellings_into_one_catalogue_row(conn):
     """Breaks without the ingest hook (catalogue.observe_batch): hub.patterns stays empty."""
-    messages = [_pattern_message(f"i-{k}", [name], confidence=0.5 + k / 20, examples=[f"ex-{k % 2}"])
-                for k, name in enumerate(PHOENIX_SPELLINGS)]
+    messages = [
+        _pattern_message(f"i-{k}", [name], confidence=0.5 + k / 20, examples=[f"ex-{k % 2}"])
+        for k, name in enumerate(PHOENIX_SPELLINGS)
+    ]
     messages.append(_pattern_message("i-0", ["Ecto"], language=None, indicators=("mix.exs has :ecto",)))
     assert _ingest(conn, messages).stored == len(messages)
     row = conn.execute(
         "SELECT display_name, instances, observations, languages, top_indicators, examples, status, version"
-        " FROM hub.patterns WHERE pattern_type = 'framework' AND canonical_name = 'phoenix'").fetchone()
+        " FROM hub.patterns WHERE pattern_type = 'framework' AND canonical_name = 'phoenix'"
+    ).fetchone()
     assert row[1:] == (7, 7, ["elixir"], ["mix.exs has :phoenix"], ["ex-0", "ex-1"], "observed", 1)
     assert row[0] == min(n.strip() for n in PHOENIX_SPELLINGS)  # first seen; same time: first by name
-    aliases = conn.execute("SELECT name FROM hub.pattern_aliases WHERE canonical_name = 'phoenix' ORDER BY name")
+    aliases = conn.execute(
+        "SELECT name FROM hub.pattern_aliases WHERE canonical_name = 'phoenix' ORDER BY name"
+    )
     assert [a for (a,) in aliases] == sorted(n.strip() for n in PHOENIX_SPELLINGS)
     assert count(conn, "hub.patterns") == 2
 
@@ -160,11 +256,11 @@ def test_catalogue_counts_each_message_once_and_versions_visible_changes(conn):
 
     assert state() == (1, 1, 1)
     _ingest(conn, [_pattern_message("i-1", ["phoenix"])])
-    assert state() == (2, 1, 1)                     # same evidence again: counters only
+    assert state() == (2, 1, 1)  # same evidence again: counters only
     _ingest(conn, [_pattern_message("i-1", ["Phoenix"])])
-    assert state() == (3, 1, 2)                     # a new name
+    assert state() == (3, 1, 2)  # a new name
     _ingest(conn, [_pattern_message("i-2", ["phoenix"], language="erlang")])
-    assert state() == (4, 2, 3)                     # a new instance and language
+    assert state() == (4, 2, 3)  # a new instance and language
 
 
 def test_catalogue_is_written_in_the_same_transaction_as_the_observations(conn):
@@ -218,7 +314,8 @@ def test_migration_maps_existing_observations_onto_keys(server_admin_url, monkey
                 " confidence, language, indicators, observed_at)"
                 " SELECT 'pattern_messages', k, o, 'i-' || k % 3, 'framework', n, 0.9, 'elixir', '{mix.exs}',"
                 " now() FROM generate_series(1, 30) k,"
-                " unnest('{Phoenix,phoenix-framework,Ecto}'::text[]) WITH ORDINALITY AS x(n, o)")
+                " unnest('{Phoenix,phoenix-framework,Ecto}'::text[]) WITH ORDINALITY AS x(n, o)"
+            )
             conn.commit()
             assert count(conn, "hub.pattern_observations") == 90
         monkeypatch.setattr(bootstrap, "load_migrations", real)
@@ -229,7 +326,8 @@ def test_migration_maps_existing_observations_onto_keys(server_admin_url, monkey
             assert keys.fetchall() == [("ecto", 3, 30), ("phoenix", 3, 60)]
             unmapped = conn.execute(
                 "SELECT count(*) FROM hub.pattern_observations o LEFT JOIN hub.pattern_aliases a"
-                " USING (pattern_type, name) WHERE a.name IS NULL").fetchone()[0]
+                " USING (pattern_type, name) WHERE a.name IS NULL"
+            ).fetchone()[0]
             assert unmapped == 0
             assert conn.execute("SELECT sum(observations) FROM hub.pattern_aliases").fetchone()[0] == 90
     finally:
@@ -245,7 +343,9 @@ def test_query_pattern_finds_a_pattern_by_any_alias(conn):
         doc = _query(conn, "framework", asked)
         assert (doc["status"], doc["name"], doc["instances"]) == ("observed", "phoenix", 2)
         assert sorted(doc["aliases"]) == ["Phoenix", "phoenix-framework"]
-    listed = conn.execute("SELECT hub_api.query_patterns('framework', 'ELIXIR', 2, 'observed', 10)").fetchone()[0]
+    listed = conn.execute(
+        "SELECT hub_api.query_patterns('framework', 'ELIXIR', 2, 'observed', 10)"
+    ).fetchone()[0]
     assert [p["name"] for p in listed["patterns"]] == ["phoenix"]
     assert count(conn, "hub.pattern_discovery_requests") == 0
 
@@ -259,15 +359,19 @@ def test_instance_roles_execute_the_api_but_cannot_read_hub_tables(conn, produce
         assert _query(inst, "framework", "phoenix")["name"] == "phoenix"
         assert _query(inst, "code", "never-sent")["status"] == "unknown"
         assert inst.execute("SELECT hub_api.query_patterns()").fetchone()[0]["count"] == 1
-        for statement in ["SELECT * FROM hub.patterns", "SELECT * FROM hub.pattern_aliases",
-                          "SELECT * FROM hub.pattern_discovery_requests",
-                          "SELECT hub.canonical_pattern_name('x')",
-                          "SELECT pgmq.send('pattern_discovery', '{}'::jsonb)"]:
+        for statement in [
+            "SELECT * FROM hub.patterns",
+            "SELECT * FROM hub.pattern_aliases",
+            "SELECT * FROM hub.pattern_discovery_requests",
+            "SELECT hub.canonical_pattern_name('x')",
+            "SELECT pgmq.send('pattern_discovery', '{}'::jsonb)",
+        ]:
             denied(inst, statement)
     with psycopg.connect(producers.db_url) as c:
         fn_rights = c.execute(
             "SELECT p.prosecdef, p.proconfig, has_function_privilege('public', p.oid, 'EXECUTE')"
-            " FROM pg_proc p WHERE p.pronamespace = 'hub_api'::regnamespace ORDER BY p.proname").fetchall()
+            " FROM pg_proc p WHERE p.pronamespace = 'hub_api'::regnamespace ORDER BY p.proname"
+        ).fetchall()
     assert fn_rights == [(True, ["search_path=pg_catalog, pg_temp"], False)] * 2
 
 
@@ -285,7 +389,9 @@ def test_concurrent_misses_send_one_discovery_message(conn, producers):
     def ask(c, i):
         try:
             barrier.wait(timeout=30)
-            results.append(_query(c, "framework", "Quantum-Framework" if i % 2 else "quantum")["discovery_request_id"])
+            results.append(
+                _query(c, "framework", "Quantum-Framework" if i % 2 else "quantum")["discovery_request_id"]
+            )
         except Exception as exc:  # reported below
             errors.append(exc)
 
@@ -300,18 +406,27 @@ def test_concurrent_misses_send_one_discovery_message(conn, producers):
     assert len(results) == callers and len(set(results)) == 1
     assert queue_depth(conn, "pattern_discovery") == 1
     msg = conn.execute("SELECT message FROM pgmq.q_pattern_discovery").fetchone()[0]
-    assert (msg["type"], msg["canonical_name"], msg["request_id"]) == ("pattern_discovery", "quantum", results[0])
+    assert (msg["type"], msg["canonical_name"], msg["request_id"]) == (
+        "pattern_discovery",
+        "quantum",
+        results[0],
+    )
     assert conn.execute("SELECT askers FROM hub.pattern_discovery_requests").fetchall() == [(callers,)]
-    assert conn.execute("SELECT queries, misses FROM hub.pattern_queries_per_hour").fetchall() == [(callers, callers)]
+    assert conn.execute("SELECT queries, misses FROM hub.pattern_queries_per_hour").fetchall() == [
+        (callers, callers)
+    ]
 
 
-@pytest.mark.parametrize(("pattern_type", "name", "reason"), [
-    ("widget", "phoenix", "pattern_type 'widget' is not a pattern kind"),
-    ("framework", "", "name is empty"),
-    ("framework", "x" * 10_240, "is 10240 characters long; at most 200 are allowed"),
-    ("framework", "\x01\x02\x03\x04", "contains U+0001 (a control character) at position 0"),
-    (None, "phoenix", "pattern_type NULL is not a pattern kind"),
-])
+@pytest.mark.parametrize(
+    ("pattern_type", "name", "reason"),
+    [
+        ("widget", "phoenix", "pattern_type 'widget' is not a pattern kind"),
+        ("framework", "", "name is empty"),
+        ("framework", "x" * 10_240, "is 10240 characters long; at most 200 are allowed"),
+        ("framework", "\x01\x02\x03\x04", "contains U+0001 (a control character) at position 0"),
+        (None, "phoenix", "pattern_type NULL is not a pattern kind"),
+    ],
+)
 def test_bad_input_gets_a_clear_error_and_no_discovery(conn, pattern_type, name, reason):
     """Breaks if the checks run after the discovery insert, or not at all (a request would exist)."""
     with pytest.raises(psycopg.errors.InvalidParameterValue) as info:
@@ -335,7 +450,12 @@ def test_sdk_returns_typed_results(conn, db_url):
         with pytest.raises(canonical.PatternInputError, match="name is empty"):
             hub.query_pattern("framework", " ")
     assert isinstance(hit, PatternInfo) and hit.known
-    assert (hit.name, hit.aliases, hit.examples, hit.version) == ("phoenix", ["Phoenix"], [{"file": "mix.exs"}], 1)
+    assert (hit.name, hit.aliases, hit.examples, hit.version) == (
+        "phoenix",
+        ["Phoenix"],
+        [{"file": "mix.exs"}],
+        1,
+    )
     assert isinstance(miss, UnknownPattern) and not miss.known
     assert miss.name == "never-heard" and miss.discovery_request_id > 0
     assert isinstance(listed, PatternList) and [p.name for p in listed.patterns] == ["phoenix"]
@@ -343,8 +463,14 @@ def test_sdk_returns_typed_results(conn, db_url):
 
 def test_cli_prints_the_catalogue_and_one_pattern(conn, db_url, monkeypatch, capsys):
     monkeypatch.setenv("SHARED_QUEUE_DB_URL", db_url)
-    _ingest(conn, [_pattern_message("i-1", ["Phoenix"]), _pattern_message("i-2", ["phoenix-framework"]),
-                   _pattern_message("i-1", ["Redis"], kind="technology", language=None)])
+    _ingest(
+        conn,
+        [
+            _pattern_message("i-1", ["Phoenix"]),
+            _pattern_message("i-2", ["phoenix-framework"]),
+            _pattern_message("i-1", ["Redis"], kind="technology", language=None),
+        ],
+    )
     conn.commit()
     assert cli.main(["patterns", "--type", "framework"]) == 0
     out = capsys.readouterr().out
@@ -376,7 +502,9 @@ def test_pattern_catalogue_asset_reports_counts_and_top_table(conn, db_url):
 
     _ingest(conn, [_pattern_message("i-1", ["Phoenix", "Ecto"])])
     conn.commit()
-    result = dg.materialize([pattern_catalogue], resources={"shared_queue": SharedQueueResource(db_url=db_url)})
+    result = dg.materialize(
+        [pattern_catalogue], resources={"shared_queue": SharedQueueResource(db_url=db_url)}
+    )
     meta = result.asset_materializations_for_node("pattern_catalogue")[0].metadata
     assert meta["patterns"].value == 2 and meta["aliases"].value == 2
     assert "| phoenix |" in meta["top_patterns"].value

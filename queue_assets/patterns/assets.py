@@ -29,8 +29,17 @@ def top_table(rows: list[dict]) -> str:
             v = ", ".join(v[:3])
         return str(v).replace("|", "\\|")[:60]
 
-    cols = ["rank", "pattern_type", "canonical_name", "status", "instances", "observations", "confidence",
-            "languages", "version"]
+    cols = [
+        "rank",
+        "pattern_type",
+        "canonical_name",
+        "status",
+        "instances",
+        "observations",
+        "confidence",
+        "languages",
+        "version",
+    ]
     head = "| " + " | ".join(cols) + " |\n|" + "---|" * len(cols) + "\n"
     return head + "\n".join("| " + " | ".join(cell(r[c]) for c in cols) + " |" for r in rows)
 
@@ -56,18 +65,20 @@ def pattern_catalogue(shared_queue: SharedQueueResource) -> dg.MaterializeResult
         top = catalogue.top(conn, limit=TOP_SHOWN)
         hourly = catalogue.query_counts(conn, hours=1)
     queries, misses = (hourly[0][1], hourly[0][2]) if hourly else (0, 0)
-    return dg.MaterializeResult(metadata={
-        "patterns": dg.MetadataValue.int(counts.patterns),
-        "aliases": dg.MetadataValue.int(counts.aliases),
-        "ranked": dg.MetadataValue.int(counts.ranked),
-        "reranked": dg.MetadataValue.int(reranked),
-        "max_instances": dg.MetadataValue.int(counts.instances_max),
-        "discovery_requests_24h": dg.MetadataValue.int(counts.discovery_requests_24h),
-        "queries_this_hour": dg.MetadataValue.int(queries),
-        "misses_this_hour": dg.MetadataValue.int(misses),
-        **{f"patterns_{t}": dg.MetadataValue.int(n) for t, n in counts.by_type.items()},
-        "top_patterns": dg.MetadataValue.md(top_table(top)),
-    })
+    return dg.MaterializeResult(
+        metadata={
+            "patterns": dg.MetadataValue.int(counts.patterns),
+            "aliases": dg.MetadataValue.int(counts.aliases),
+            "ranked": dg.MetadataValue.int(counts.ranked),
+            "reranked": dg.MetadataValue.int(reranked),
+            "max_instances": dg.MetadataValue.int(counts.instances_max),
+            "discovery_requests_24h": dg.MetadataValue.int(counts.discovery_requests_24h),
+            "queries_this_hour": dg.MetadataValue.int(queries),
+            "misses_this_hour": dg.MetadataValue.int(misses),
+            **{f"patterns_{t}": dg.MetadataValue.int(n) for t, n in counts.by_type.items()},
+            "top_patterns": dg.MetadataValue.md(top_table(top)),
+        }
+    )
 
 
 PATTERN_DISCOVERY_SPEC = dg.AssetSpec(

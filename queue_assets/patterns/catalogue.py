@@ -48,8 +48,10 @@ def summarise(fresh: list) -> dict | None:
         return None
     return {
         "names": [{"t": t, "n": n, "c": v[0], "f": v[1], "l": v[2]} for (t, n), v in names.items()],
-        "sightings": [{"t": t, "n": n, "i": i, "g": g, "c": v[0], "f": v[1], "l": v[2], "s": v[3], "k": v[4]}
-                      for (t, n, i, g), v in sightings.items()],
+        "sightings": [
+            {"t": t, "n": n, "i": i, "g": g, "c": v[0], "f": v[1], "l": v[2], "s": v[3], "k": v[4]}
+            for (t, n, i, g), v in sightings.items()
+        ],
         "indicators": [{"t": t, "n": n, "x": x, "c": c} for (t, n, x), c in indicators.items()],
         "examples": [{"t": t, "n": n, "e": e} for (t, n), kept in examples.items() for e in kept.values()],
     }
@@ -102,22 +104,40 @@ def counts(conn: psycopg.Connection) -> CatalogueCounts:
     (requests,) = conn.execute(
         "SELECT count(*) FROM hub.pattern_discovery_requests WHERE asked_at > now() - interval '24 hours'"
     ).fetchone()
-    by_type = dict(conn.execute("SELECT pattern_type, count(*) FROM hub.patterns GROUP BY 1 ORDER BY 1").fetchall())
+    by_type = dict(
+        conn.execute("SELECT pattern_type, count(*) FROM hub.patterns GROUP BY 1 ORDER BY 1").fetchall()
+    )
     return CatalogueCounts(patterns, aliases, observed, ranked, inst_max, requests, by_type)
 
 
-_LIST_COLUMNS = ("rank", "pattern_type", "canonical_name", "status", "instances", "observations",
-                 "confidence", "languages", "version")
+_LIST_COLUMNS = (
+    "rank",
+    "pattern_type",
+    "canonical_name",
+    "status",
+    "instances",
+    "observations",
+    "confidence",
+    "languages",
+    "version",
+)
 
 
-def top(conn: psycopg.Connection, *, pattern_type: str | None = None, language: str | None = None,
-        status: str | None = None, limit: int = 20) -> list[dict]:
+def top(
+    conn: psycopg.Connection,
+    *,
+    pattern_type: str | None = None,
+    language: str | None = None,
+    status: str | None = None,
+    limit: int = 20,
+) -> list[dict]:
     """Catalogue rows by rank (unranked last), filtered like hub_api.query_patterns."""
     if pattern_type is not None:
         canonical.check_pattern_type(pattern_type)
     if status is not None and status not in canonical.STATUSES:
         raise canonical.PatternInputError(
-            f"status {status!r} is not a pattern status; expected one of: {', '.join(canonical.STATUSES)}")
+            f"status {status!r} is not a pattern status; expected one of: {', '.join(canonical.STATUSES)}"
+        )
     rows = conn.execute(
         "SELECT " + ", ".join(_LIST_COLUMNS) + " FROM hub.patterns p"
         " WHERE (%(t)s::text IS NULL OR pattern_type = %(t)s)"
@@ -149,12 +169,14 @@ def describe(conn: psycopg.Connection, pattern_type: str, name: str) -> dict | N
     key = (pattern_type, info["canonical_name"])
     info["aliases"] = conn.execute(
         "SELECT name, observations, first_seen, last_seen FROM hub.pattern_aliases"
-        " WHERE pattern_type = %s AND canonical_name = %s ORDER BY observations DESC, name", key
+        " WHERE pattern_type = %s AND canonical_name = %s ORDER BY observations DESC, name",
+        key,
     ).fetchall()
     info["sightings"] = conn.execute(
         "SELECT instance_id, nullif(language, ''), observations, confidence_sum / nullif(confidence_n, 0),"
         " last_seen FROM hub.pattern_sightings WHERE pattern_type = %s AND canonical_name = %s"
-        " ORDER BY observations DESC, instance_id, language", key
+        " ORDER BY observations DESC, instance_id, language",
+        key,
     ).fetchall()
     return info
 

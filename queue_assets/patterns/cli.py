@@ -39,14 +39,30 @@ def cmd_patterns(settings, args) -> int:
         print(f"queue-assets: error: --limit {args.limit}: give 1 to 10000", file=sys.stderr)
         return 2
     with _connect(settings) as conn:
-        rows = catalogue.top(conn, pattern_type=args.pattern_type, language=args.language,
-                             status=args.status, limit=args.limit)
+        rows = catalogue.top(
+            conn, pattern_type=args.pattern_type, language=args.language, status=args.status, limit=args.limit
+        )
         total = catalogue.counts(conn)
     print(f"PATTERNS: {total.patterns} in the catalogue ({total.aliases} names sent), showing {len(rows)}")
-    cols = ["rank", "pattern_type", "canonical_name", "status", "instances", "observations", "confidence",
-            "languages", "version"]
-    print("\n".join(_table(["rank", "type", "name", "status", "instances", "obs", "conf", "languages", "v"],
-                           [[_fmt(r[c]) for c in cols] for r in rows])))
+    cols = [
+        "rank",
+        "pattern_type",
+        "canonical_name",
+        "status",
+        "instances",
+        "observations",
+        "confidence",
+        "languages",
+        "version",
+    ]
+    print(
+        "\n".join(
+            _table(
+                ["rank", "type", "name", "status", "instances", "obs", "conf", "languages", "v"],
+                [[_fmt(r[c]) for c in cols] for r in rows],
+            )
+        )
+    )
     return 0
 
 
@@ -64,20 +80,46 @@ def cmd_pattern(settings, args) -> int:
         key = canonical.canonical_name(canonical.check_name(args.name))
         print(f"{args.pattern_type}/{key}: unknown (no instance has sent it)")
         return 1
-    print(f"{info['pattern_type']}/{info['canonical_name']}  status {info['status']}  version {info['version']}"
-          f"  rank {_fmt(info['rank'])}")
-    for label in ("display_name", "instances", "observations", "confidence", "languages", "top_indicators",
-                  "first_seen", "last_seen"):
+    print(
+        f"{info['pattern_type']}/{info['canonical_name']}  status {info['status']}  version {info['version']}"
+        f"  rank {_fmt(info['rank'])}"
+    )
+    for label in (
+        "display_name",
+        "instances",
+        "observations",
+        "confidence",
+        "languages",
+        "top_indicators",
+        "first_seen",
+        "last_seen",
+    ):
         print(f"  {label:15} {_fmt(info[label])}")
     print(f"  {'examples':15} {json.dumps(info['examples'])[:300]}")
     print(f"\nALIASES: {len(info['aliases'])}")
-    print("\n".join(_table(["name", "observations", "first seen", "last seen"],
-                           [[n, str(o), f"{f:%Y-%m-%d %H:%M}", f"{last:%Y-%m-%d %H:%M}"]
-                            for n, o, f, last in info["aliases"]])))
+    print(
+        "\n".join(
+            _table(
+                ["name", "observations", "first seen", "last seen"],
+                [
+                    [n, str(o), f"{f:%Y-%m-%d %H:%M}", f"{last:%Y-%m-%d %H:%M}"]
+                    for n, o, f, last in info["aliases"]
+                ],
+            )
+        )
+    )
     print(f"\nEVIDENCE: {len(info['sightings'])} (instance, language)")
-    print("\n".join(_table(["instance", "language", "observations", "confidence", "last seen"],
-                           [[i, _fmt(lang), str(o), _fmt(c), f"{last:%Y-%m-%d %H:%M}"]
-                            for i, lang, o, c, last in info["sightings"]])))
+    print(
+        "\n".join(
+            _table(
+                ["instance", "language", "observations", "confidence", "last seen"],
+                [
+                    [i, _fmt(lang), str(o), _fmt(c), f"{last:%Y-%m-%d %H:%M}"]
+                    for i, lang, o, c, last in info["sightings"]
+                ],
+            )
+        )
+    )
     return 0
 
 
