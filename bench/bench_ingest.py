@@ -18,8 +18,8 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import fresh_database, parse_args  # noqa: E402
+from queue_assets.db import make_pgmq  # noqa: E402
 from queue_assets.ingest.core import IngestConfig, ingest_queue  # noqa: E402
-from queue_assets.resources import make_pgmq  # noqa: E402
 from queue_assets.sdk import HubClient  # noqa: E402
 from queue_assets_tests.helpers import pattern_message, send_many  # noqa: E402
 

@@ -6,7 +6,7 @@ What is retried, and why only that:
   pg_hba entry) are not retried;
 - a read-only probe (the ingest sensors wrap theirs in `retry_call`): running it twice is harmless;
 - a pgmq send (`send_with_backoff`) only while the outcome is known: no connection could be had
-  from the pool, or the pooled connection failed its check before the statement went out. Once
+  from the pool, or the pooled connection failed its BEGIN before the statement went out. Once
   the statement was sent, an error (say, the connection dropped while committing) leaves the
   outcome unknown: the message may be in the queue already. Such a send is retried only when it
   carries an idempotency key, because the hub stores one message per (queue, instance, key) and
@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import psycopg
-from psycopg_pool import ConnectionPool
 
 from .db import DatabaseUnavailable, connect, scrub
+from .horizons import SDK_SEND_DEADLINE_S
 
 T = TypeVar("T")
 
@@ -74,7 +74,7 @@ RUN_BACKOFF = Backoff(attempts=6, base_s=0.5, cap_s=8.0, deadline_s=30.0)
 # Sensors: a tick must finish well inside Dagster's sensor timeout (60 s); the next tick retries anyway.
 SENSOR_BACKOFF = Backoff(attempts=3, base_s=0.5, cap_s=2.0, deadline_s=10.0)
 # Producers (the SDK): short, so a caller's own loop stays responsive.
-SDK_BACKOFF = Backoff(attempts=5, base_s=0.2, cap_s=4.0, deadline_s=20.0)
+SDK_BACKOFF = Backoff(attempts=5, base_s=0.2, cap_s=4.0, deadline_s=SDK_SEND_DEADLINE_S)
 
 
 class RetryExhausted(RuntimeError):
@@ -199,13 +199,17 @@ def send_with_backoff(
         except psycopg.OperationalError as exc:  # PoolTimeout / PoolClosed: no connection, nothing sent
             raise _NotSent(exc) from exc
         with contextlib.ExitStack() as stack:
-            # On the way out: commit (an error there is an unknown outcome) or roll back; a broken
-            # connection goes back to the pool, which replaces it.
+            # On the way out: a broken connection goes back to the pool, which replaces it.
             stack.push(pooled)
+            # The transaction's BEGIN is the check: the round trip a send needs anyway (the official
+            # client's own `send` opens the same transaction) proves the pooled connection alive
+            # before any of the message leaves. A separate check cost a round trip more per send.
+            tx = conn.transaction()
             try:
-                ConnectionPool.check_connection(conn)
+                tx.__enter__()
             except psycopg.OperationalError as exc:  # a stale pooled connection: nothing sent yet
                 raise _NotSent(exc) from exc
+            stack.push(tx)  # on the way out: COMMIT (an error there is an unknown outcome) or ROLLBACK
             return client.send(queue, message, headers=headers, conn=conn)
 
     def guarded() -> int:

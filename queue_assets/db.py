@@ -1,14 +1,25 @@
-"""Connections to the shared_queue database (psycopg 3), with errors that never show a password."""
+"""Connections to the shared_queue database (psycopg 3), with errors that never show a password.
+
+Also where the database is (`resolve_urls`: configured, or the embedded server) and an official
+pgmq client on it (`make_pgmq`). This is the layer below Dagster: the producer SDK, the CLI and the
+Dagster resources all start here, and it imports neither Dagster nor pandas.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import re
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import psycopg
 
-from .settings import redact_url
+from . import embedded
+from .horizons import SDK_POOL_WAIT_S
+from .settings import Settings, redact_url
+
+if TYPE_CHECKING:
+    import pgmq
 
 CONNECT_TIMEOUT_S = 5
 
@@ -54,3 +65,31 @@ def connection(url: str, **kwargs) -> Iterator[psycopg.Connection]:
         yield conn
     finally:
         conn.close()
+
+
+def resolve_urls(settings: Settings) -> dict[str, str]:
+    """shared_queue and dagster URLs: configured ones, or the embedded server's (started if needed)."""
+    if settings.db_url:
+        return {"shared_queue": settings.db_url, "dagster": settings.dagster_db_url or ""}
+    urls = embedded.ensure_running(settings.data_dir)
+    if settings.dagster_db_url:
+        urls["dagster"] = settings.dagster_db_url
+    return urls
+
+
+def make_pgmq(url: str, *, pool_size: int = 2) -> pgmq.PGMQueue:
+    """An official pgmq client on its own small pool; never runs CREATE EXTENSION itself."""
+    # Imported here: the pgmq package imports SQLAlchemy (about half a second), which the CLI's
+    # quick commands (`--help`, `status`) never need.
+    import pgmq
+    from psycopg_pool import ConnectionPool
+
+    pool = ConnectionPool(
+        url,
+        min_size=1,
+        max_size=pool_size,
+        open=True,
+        timeout=SDK_POOL_WAIT_S,
+        kwargs={"connect_timeout": CONNECT_TIMEOUT_S, "application_name": "queue_assets"},
+    )
+    return pgmq.PGMQueue(pool=pool, init_extension=False)

@@ -12,31 +12,11 @@ from collections.abc import Iterator
 import dagster as dg
 import pgmq
 import psycopg
-from psycopg_pool import ConnectionPool
 from pydantic import PrivateAttr
 
-from . import db, embedded
 from .backoff import RUN_BACKOFF, Backoff, connect_with_backoff
+from .db import make_pgmq, resolve_urls
 from .settings import Settings
-
-
-def resolve_db_url(settings: Settings) -> str:
-    """The shared_queue URL: the configured one, or the embedded server's (started if needed)."""
-    if settings.db_url:
-        return settings.db_url
-    return embedded.ensure_running(settings.data_dir)["shared_queue"]
-
-
-def make_pgmq(url: str, *, pool_size: int = 2) -> pgmq.PGMQueue:
-    """An official pgmq client on its own small pool; never runs CREATE EXTENSION itself."""
-    pool = ConnectionPool(
-        url,
-        min_size=1,
-        max_size=pool_size,
-        open=True,
-        kwargs={"connect_timeout": db.CONNECT_TIMEOUT_S, "application_name": "queue_assets"},
-    )
-    return pgmq.PGMQueue(pool=pool, init_extension=False)
 
 
 class SharedQueueResource(dg.ConfigurableResource):
@@ -56,7 +36,7 @@ class SharedQueueResource(dg.ConfigurableResource):
     @property
     def url(self) -> str:
         if self._url is None:
-            self._url = self.db_url or resolve_db_url(self.settings)
+            self._url = self.db_url or resolve_urls(self.settings)["shared_queue"]
         return self._url
 
     @contextlib.contextmanager

@@ -12,18 +12,20 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pgmq
 import psycopg
 
 from . import contracts
 from .backoff import send_with_backoff
+from .db import make_pgmq
 from .names import inbox_queue_for, validate_instance_id
 from .patterns import canonical
 from .patterns.models import PatternInfo, PatternList, UnknownPattern, parse_query_result
 from .queues import INSTANCE_HEARTBEAT, LEARNED_PATTERNS, PATTERN_MESSAGES, REPLY_QUEUE_FOR
-from .resources import make_pgmq
+
+if TYPE_CHECKING:  # the pgmq package imports SQLAlchemy: loaded when a client is made (`make_pgmq`)
+    import pgmq
 
 
 def _now() -> str:

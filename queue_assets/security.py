@@ -1,4 +1,4 @@
-"""Least-privilege PostgreSQL roles for producers (the Singularity instances), and the CLI for them.
+"""Least-privilege PostgreSQL roles for producers (the Singularity instances).
 
 The hub itself connects as the owner of the `shared_queue` database; instances do not. They connect
 as their own login role, `instance_<id>` (`instance_role_for`), which is a member of one group role,
@@ -25,7 +25,8 @@ Never make a producer a member of `pg_monitor`: pgmq's install grants that role 
 queue table.
 
 `ensure_producer_role` is a `bootstrap(url, extra_steps=...)` step (idempotent; `queue-assets init`
-runs it). `grant_instance` makes one instance's login role (`queue-assets grant-instance`), and
+runs it). `grant_instance` makes one instance's login role (`queue-assets grant-instance`, in
+`queue_assets/cli/roles.py`), and
 `grant_inbox_access` is the hook the fan-out calls after it creates an inbox, so an inbox created
 later (or dropped and created again) gets its owner's grants. Role names are validated and composed
 with `psycopg.sql.Identifier`; a password is hashed (SCRAM-SHA-256) on the client, so the clear text
@@ -34,7 +35,6 @@ never reaches the server, its statement log, or an error text.
 
 from __future__ import annotations
 
-import os
 import re
 import sys
 from dataclasses import dataclass, field
@@ -299,7 +299,7 @@ def drop_instance_role(conn: psycopg.Connection, instance_id: str) -> bool:
     try:
         with conn.transaction():
             conn.execute(sql.SQL("DROP ROLE {}").format(ident))
-    except psycopg.errors.DependentObjectsStillReferenced as exc:
+    except psycopg.errors.DependentObjectsStillExist as exc:
         raise SecurityError(
             f"role {role!r} still holds privileges elsewhere ({_first_line(exc)}); run this in each "
             "database that lists it, then again here"
@@ -358,59 +358,3 @@ def bootstrap_steps(dagster_url: str | None = None):
             print(f"queue-assets: warning: {exc}", file=sys.stderr)
 
     return (producer_role, dagster_database) if dagster_url else (producer_role,)
-
-
-# --- CLI: `queue-assets grant-instance` / `revoke-instance` -------------------------------------
-
-
-def add_subcommands(sub) -> None:
-    g = sub.add_parser("grant-instance", help="create an instance's least-privilege login role (member of "
-                       f"{PRODUCER_ROLE}, its own inbox only)")
-    g.add_argument("instance_id")
-    g.add_argument("--password-env", metavar="VAR",
-                   help="set the role's password from this environment variable (never from the command line)")
-    g.add_argument("--no-login", action="store_true", help="create the role NOLOGIN (e.g. for certificate mapping)")
-    r = sub.add_parser("revoke-instance", help="drop an instance's login role (its inbox queue stays)")
-    r.add_argument("instance_id")
-
-
-def cmd_grant_instance(settings, args) -> int:
-    from .cli import _fail, resolve_urls
-    from .db import connection
-
-    password = None
-    if args.password_env:
-        password = os.environ.get(args.password_env)
-        if not password:
-            return _fail(f"--password-env {args.password_env}: that environment variable is not set or empty")
-    urls = resolve_urls(settings)
-    try:
-        with connection(urls["shared_queue"]) as conn:
-            report = grant_instance(conn, args.instance_id, password=password, login=not args.no_login)
-            conn.commit()
-    except SecurityError as exc:
-        return _fail(str(exc))
-    role = instance_role_for(args.instance_id)
-    print("\n".join(f"  + {a}" for a in report.actions) or f"role {role}: nothing to do")
-    print(f"instance {args.instance_id} connects as {role!r}: sends to {', '.join(CONSUMED_QUEUES)}; "
-          f"reads {inbox_queue_for(args.instance_id)} only")
-    return 0
-
-
-def cmd_revoke_instance(settings, args) -> int:
-    from .cli import _fail, resolve_urls
-    from .db import connection
-
-    urls = resolve_urls(settings)
-    try:
-        with connection(urls["shared_queue"]) as conn:
-            dropped = drop_instance_role(conn, args.instance_id)
-            conn.commit()
-    except SecurityError as exc:
-        return _fail(str(exc))
-    role = instance_role_for(args.instance_id)
-    print(f"dropped role {role}" if dropped else f"role {role} does not exist: nothing to do")
-    return 0
-
-
-COMMANDS = {"grant-instance": cmd_grant_instance, "revoke-instance": cmd_revoke_instance}

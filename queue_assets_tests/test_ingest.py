@@ -9,7 +9,15 @@ import time
 import psycopg
 import pytest
 
-from queue_assets.ingest.core import IngestConfig, ingest_queue, read_batch
+from queue_assets.ingest.core import (
+    IngestConfig,
+    IngestError,
+    IngestResult,
+    ingest_queue,
+    read_batch,
+    store_batch,
+    validate,
+)
 from queue_assets_tests.corpus import BAD_INPUT_CORPUS, VALID_SAMPLES
 from queue_assets_tests.helpers import count, dlq_messages, pattern_message, queue_depth, send_many, send_raw
 
@@ -111,15 +119,63 @@ def test_a_message_the_database_refuses_is_dead_lettered_alone(conn):
     assert "database refused" in headers["x-dlq-reason"]
 
 
+def _backend_waits_on_a_lock(conn: psycopg.Connection, pid: int) -> bool:
+    row = conn.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone()
+    conn.commit()
+    return row is not None and row[0] == "Lock"
+
+
 def test_two_concurrent_consumers_on_one_queue_store_each_message_once(db_url):
-    with psycopg.connect(db_url) as c:
-        send_many(c, "pattern_messages", [pattern_message(f"singularity-{i % 3}", i) for i in range(3000)])
+    """Real contention: consumer A leases a batch and pauses before storing it; its lease (1 s)
+    expires and consumer B reads the very same messages again. A then writes its ledger and data rows
+    and, before it commits, B stores the same batch: B's ledger insert waits on A's uncommitted rows
+    (seen in pg_stat_activity) and, once A commits, takes the conflict path: B stores nothing and
+    reports every message as a ledger conflict. Then both run the full ingest loop side by side on
+    3,000 more messages with a lease shorter than their pauses, so they keep re-reading each other's
+    batches. Each message is stored exactly once, nothing is lost.
+
+    Fails if the ledger conflict stops holding a repeat off (e.g. the ledger insert without its
+    ON CONFLICT, or data rows written for messages whose ledger row lost): B doubles or errors.
+    """
+    short = IngestConfig(batch_size=100, visibility_timeout_s=1, max_attempts=50)
+    with psycopg.connect(db_url) as a, psycopg.connect(db_url) as b, psycopg.connect(db_url) as watch:
+        send_many(a, "pattern_messages", [pattern_message(f"singularity-{i % 3}", i) for i in range(100)])
+        batch_a = read_batch(a, "pattern_messages", short)
+        time.sleep(1.2)  # A is paused between read and store; its lease runs out
+        batch_b = read_batch(b, "pattern_messages", short)
+        assert [d.msg_id for d in batch_b] == [d.msg_id for d in batch_a]  # both hold the same messages
+        assert {d.read_ct for d in batch_b} == {2}
+        for d in batch_a + batch_b:
+            validate("pattern_messages", d, short)
+        res_a, res_b = IngestResult(queue="pattern_messages"), IngestResult(queue="pattern_messages")
+        b_pid = b.info.backend_pid
+
+        def store_b():
+            with b.transaction():
+                store_batch(b, "pattern_messages", batch_b, res_b)
+
+        with a.transaction():
+            store_batch(a, "pattern_messages", batch_a, res_a)  # A's rows written, not committed
+            t = threading.Thread(target=store_b)
+            t.start()
+            deadline = time.monotonic() + 10
+            while not _backend_waits_on_a_lock(watch, b_pid):
+                assert time.monotonic() < deadline, "consumer B never waited for consumer A's ledger rows"
+                time.sleep(0.01)
+        t.join(timeout=30)
+        assert (res_a.stored, res_a.ledger_conflicts) == (100, 0)
+        assert (res_b.stored, res_b.duplicates, res_b.ledger_conflicts) == (0, 100, 100)
+        assert count(watch, "hub.ingest_ledger") == 100 and count(watch, "hub.pattern_observations") == 200
+
+        # The full loop, two consumers at once, each pausing 1.5 s after a batch (longer than the lease),
+        # so the batch its prefetcher already leased is read again by the other consumer meanwhile.
+        send_many(a, "pattern_messages", [pattern_message(f"singularity-{i % 3}", i) for i in range(3000)])
     results = []
-    cfg = IngestConfig(batch_size=100, visibility_timeout_s=30)
 
     def consume():
         with psycopg.connect(db_url) as c:
-            results.append(ingest_queue(c, "pattern_messages", cfg))
+            results.append(ingest_queue(c, "pattern_messages", short, prefetch_url=db_url,
+                                        on_batch=lambda r: time.sleep(1.5) if r.batches <= 3 else None))
 
     threads = [threading.Thread(target=consume) for _ in range(2)]
     for t in threads:
@@ -127,14 +183,16 @@ def test_two_concurrent_consumers_on_one_queue_store_each_message_once(db_url):
     for t in threads:
         t.join()
     with psycopg.connect(db_url) as c:
-        assert count(c, "hub.ingest_ledger") == 3000
-        assert count(c, "hub.pattern_observations") == 6000
+        assert count(c, "hub.ingest_ledger") == 3100
+        assert count(c, "hub.pattern_observations") == 6200
         assert c.execute(
             "SELECT count(*) FROM (SELECT msg_id FROM hub.pattern_observations GROUP BY msg_id, ordinal"
             " HAVING count(*) > 1) d").fetchone()[0] == 0
         assert queue_depth(c, "pattern_messages") == 0
+        assert count(c, "pgmq.a_pattern_messages") == 3100
     assert sum(r.stored for r in results) == 3000
     assert all(r.read > 0 for r in results)  # both really consumed
+    print(f"loop: {sum(r.read for r in results)} read, {sum(r.ledger_conflicts for r in results)} ledger conflicts")
 
 
 def test_heartbeats_register_instances_with_latest_state(conn):
@@ -194,3 +252,132 @@ def test_a_run_without_linger_ends_as_soon_as_the_queue_is_empty(conn, db_url):
     result = ingest_queue(conn, "pattern_messages", IngestConfig(linger_s=0.0), prefetch_url=db_url)
     assert result.stored == 1
     assert result.elapsed_s < 3.0
+
+
+def _recreate_queue(conn: psycopg.Connection, queue: str) -> None:
+    """What an operator does to clear a queue (pgmq's docs): its msg_ids start again at 1."""
+    conn.execute("SELECT pgmq.drop_queue(%s)", (queue,))
+    conn.execute("SELECT pgmq.create(%s)", (queue,))
+    conn.commit()
+
+
+def test_a_recreated_queue_whose_msg_ids_start_again_has_every_new_message_stored(conn):
+    """1,000 messages taken, the queue dropped and created again (msg_ids 1..1,000 once more), 1,000
+    new messages: all 1,000 are stored with their data, none taken for a duplicate.
+
+    Fails on a ledger keyed on (queue, msg_id) alone: the new messages hit the old ledger rows, are
+    counted as duplicates and archived with no data stored (stored 0, ledger 1,000, observations 2,000).
+    """
+    send_many(conn, "pattern_messages", [pattern_message(f"singularity-{i % 4}", i, patterns=1) for i in range(1000)])
+    first = ingest_queue(conn, "pattern_messages", CFG)
+    assert (first.read, first.stored) == (1000, 1000)
+    _recreate_queue(conn, "pattern_messages")
+    send_many(conn, "pattern_messages",
+              [pattern_message(f"singularity-{i % 4}", 10_000 + i, patterns=2) for i in range(1000)])
+    assert conn.execute("SELECT min(msg_id), max(msg_id) FROM pgmq.q_pattern_messages").fetchone() == (1, 1000)
+
+    second = ingest_queue(conn, "pattern_messages", CFG)
+    assert (second.read, second.stored, second.duplicates, second.dead_lettered) == (1000, 1000, 0, 0)
+    assert second.ledger_conflicts == 0
+    assert count(conn, "hub.ingest_ledger", "outcome = 'stored'") == 2000
+    assert count(conn, "hub.pattern_observations") == 1000 + 2 * 1000
+    seqs = {r[0] for r in conn.execute(
+        "SELECT (attributes->>'seq')::int FROM hub.pattern_observations o JOIN pgmq.meta m"
+        " ON m.queue_name = o.queue AND m.created_at = o.queue_created_at").fetchall()}
+    assert seqs == set(range(10_000, 11_000))  # the new queue's rows are the new messages' data
+    assert count(conn, "pgmq.a_pattern_messages") == 1000 and queue_depth(conn, "pattern_messages") == 0
+
+
+def test_a_batch_read_before_its_queue_was_recreated_is_stored_but_never_archives_the_new_queue(conn):
+    """A batch leased from the old queue is stored under the old incarnation after the queue was
+    dropped and created again; its archive must not take the new queue's messages with the same ids.
+
+    Fails when the archive ignores the incarnation: the 5 new messages are archived unread.
+    """
+    send_many(conn, "pattern_messages", [pattern_message("singularity-1", i) for i in range(5)])
+    batch = read_batch(conn, "pattern_messages", CFG)
+    for d in batch:
+        validate("pattern_messages", d, CFG)
+    _recreate_queue(conn, "pattern_messages")
+    send_many(conn, "pattern_messages", [pattern_message("singularity-2", 100 + i) for i in range(5)])
+    result = IngestResult(queue="pattern_messages")
+    with conn.transaction():
+        store_batch(conn, "pattern_messages", batch, result)
+    assert result.stored == 5
+    assert queue_depth(conn, "pattern_messages") == 5  # the new messages are still there, unread
+    assert ingest_queue(conn, "pattern_messages", CFG).stored == 5
+    assert count(conn, "hub.pattern_observations") == 20
+
+
+def test_migration_005_backfills_the_incarnation_and_keeps_an_earlier_queues_rows_apart(fresh_db_url):
+    """A database at migration 004 whose ledger holds a message of an earlier incarnation of the queue
+    (enqueued before the queue was created) and one of the current one: migration 005 (applied twice,
+    it is idempotent) gives the current one the queue's created_at and leaves the earlier one at
+    the epoch, so the current queue's msg_id 1 is stored, not taken for the earlier msg_id 1.
+
+    Fails if the backfill gives every row the current incarnation (the new msg_id 1 is a "duplicate").
+    """
+    from queue_assets import bootstrap
+    from queue_assets.queues import ALL_STATIC_QUEUES
+
+    migrations = bootstrap.load_migrations()
+    assert [v for v, _, _ in migrations if v.startswith("005")] == ["005_queue_incarnation"]
+    with psycopg.connect(fresh_db_url) as c:
+        report = bootstrap.BootstrapReport()
+        bootstrap.ensure_pgmq(c, report)
+        bootstrap.ensure_queues(c, ALL_STATIC_QUEUES, report)
+        for version, _, text in migrations:
+            if version < "005":
+                c.execute(text)
+        created = c.execute("SELECT created_at FROM pgmq.meta WHERE queue_name = 'pattern_messages'").fetchone()[0]
+        for msg_id, enqueued in ((1, "-1 day"), (7, "+1 second")):
+            c.execute(
+                "INSERT INTO hub.ingest_ledger (queue, msg_id, outcome, enqueued_at, read_ct)"
+                " VALUES ('pattern_messages', %s, 'stored', %s::timestamptz + %s::interval, 1)", (msg_id, created, enqueued))
+            c.execute(
+                "INSERT INTO hub.pattern_observations (queue, msg_id, ordinal, instance_id, pattern_type, name,"
+                " observed_at) VALUES ('pattern_messages', %s, 0, 'old', 'framework', 'x', now())", (msg_id,))
+        text_005 = next(t for v, _, t in migrations if v == "005_queue_incarnation")
+        c.execute(text_005)
+        c.execute(text_005)
+        c.commit()
+        for table in ("ingest_ledger", "pattern_observations"):
+            got = c.execute(f"SELECT msg_id, queue_created_at FROM hub.{table} ORDER BY msg_id").fetchall()
+            assert got == [(1, _epoch()), (7, created)], table
+        pk = c.execute(
+            "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = 'hub.ingest_ledger'::regclass"
+            " AND contype = 'p'").fetchone()[0]
+        assert pk == "PRIMARY KEY (queue, queue_created_at, msg_id)"
+        assert send_raw(c, "pattern_messages", pattern_message("singularity-1", 1)) == 1
+        result = ingest_queue(c, "pattern_messages", CFG)
+        assert (result.stored, result.duplicates) == (1, 0)
+        assert count(c, "hub.pattern_observations") == 4
+
+
+def _epoch():
+    """The incarnation of rows from an earlier, gone queue ('epoch')."""
+    from datetime import UTC, datetime
+
+    return datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def test_msg_ids_restarted_without_a_new_incarnation_stop_the_run_instead_of_dropping_data(conn):
+    """TRUNCATE ... RESTART IDENTITY numbers a queue from 1 again under the same pgmq.meta row (and
+    with the old archived rows gone, say by archive retention, pgmq.archive does not object): the
+    ledger cannot tell the incarnations apart, so the run must fail loudly, store and archive nothing
+    of the batch, and leave the messages in the queue.
+
+    Fails without the enqueued_at check on ledger conflicts: the 3 new messages are archived as
+    duplicates with no data stored.
+    """
+    send_many(conn, "pattern_messages", [pattern_message("singularity-1", i) for i in range(3)])
+    assert ingest_queue(conn, "pattern_messages", CFG).stored == 3
+    conn.execute("TRUNCATE pgmq.q_pattern_messages RESTART IDENTITY")
+    conn.execute("TRUNCATE pgmq.a_pattern_messages")  # archive retention took the old archived rows
+    conn.commit()
+    send_many(conn, "pattern_messages", [pattern_message("singularity-2", 100 + i) for i in range(3)])
+    with pytest.raises(IngestError, match=r"msg_id\(s\) 1, 2, 3 are in hub.ingest_ledger from other messages"):
+        ingest_queue(conn, "pattern_messages", CFG)
+    conn.rollback()
+    assert queue_depth(conn, "pattern_messages") == 3 and count(conn, "pgmq.a_pattern_messages") == 0
+    assert count(conn, "hub.ingest_ledger") == 3 and count(conn, "hub.pattern_observations") == 6

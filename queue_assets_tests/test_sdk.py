@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from psycopg import pq
 
 from queue_assets.contracts import ContractError
+from queue_assets.db import make_pgmq
 from queue_assets.ingest.core import IngestConfig, ingest_queue
 from queue_assets.sdk import HubClient, RequestReplyClient
 from queue_assets_tests.helpers import count, queue_depth
@@ -85,3 +87,32 @@ def test_reading_one_reply_returns_a_list_of_one(db_url):
         assert reply.message["request_id"] == rid
     finally:
         rr.close()
+
+
+def _statements_sent(trace_file) -> list[str]:
+    """The frontend messages that each cost a round trip (a simple Query, or a Sync), from a libpq trace."""
+    lines = trace_file.read_text(errors="replace").splitlines()
+    return [" ".join(line.split()[2:4]) for line in lines if line.startswith("F") and line.split()[2] in ("Query", "Sync")]
+
+
+def test_a_publish_costs_the_round_trips_of_a_raw_pgmq_send(conn, db_url, tmp_path):
+    """Breaks when the SDK's send adds a round trip to the official client's `send`, e.g. a separate
+    connection check (an empty query) before the BEGIN: the latency a producer pays per message."""
+    client = make_pgmq(db_url, pool_size=1)  # one connection: both sends are traced on it
+    try:
+        trace = tmp_path / "libpq.trace"
+        with trace.open("w") as out:
+            with client.pool.connection() as c:
+                pgconn = c.pgconn
+            pgconn.trace(out.fileno())
+            pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS)
+            client.send("pattern_messages", {"type": "heartbeat"}, headers={"idempotency_key": "raw"})
+            raw = _statements_sent(trace)
+            with HubClient(db_url, "singularity-1", client=client) as hub:
+                hub.publish_patterns([PATTERN], idempotency_key="sdk")
+            sdk = _statements_sent(trace)[len(raw) :]
+            pgconn.untrace()
+    finally:
+        client.close()
+    assert raw == ['Query "BEGIN"', "Sync", 'Query "COMMIT"']
+    assert sdk == raw

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
 import time
 from datetime import timedelta
 
@@ -11,6 +14,8 @@ import pytest
 from queue_assets import cli
 from queue_assets.operations.assets import queue_statistics
 from queue_assets.resources import SharedQueueResource
+from queue_assets.settings import project_root
+from queue_assets_tests.conftest import _drop_db, _make_db
 from queue_assets_tests.helpers import count, queue_depth
 from queue_assets_tests.ops_corpus import dlq_headers, put
 
@@ -70,6 +75,35 @@ def test_status_shows_last_materializations_from_the_dagster_instance(hub, db_ur
     assert f"LAST MATERIALIZATIONS: Dagster instance at DAGSTER_HOME={home}" in out
     line = next(line for line in out.splitlines() if line.startswith("queue_statistics"))
     assert result.run_id[:8] in line
+
+
+def test_status_reads_a_postgres_dagster_instance_without_importing_dagster(hub, db_url, server_admin_url,
+                                                                           tmp_path, monkeypatch):
+    """The hub's own set-up: dagster.yaml with Postgres storage. Breaks when `status` imports Dagster
+    to read it (1-2 s of start-up), or reads Dagster's event log wrongly (not the newest run)."""
+    dagster_url = _make_db(server_admin_url, "qa_dagster")
+    try:
+        home = tmp_path / "dagster_home"
+        home.mkdir()
+        shutil.copyfile(project_root() / "dagster.yaml", home / "dagster.yaml")
+        monkeypatch.setenv("DAGSTER_HOME", str(home))
+        monkeypatch.setenv("DAGSTER_PG_URL", dagster_url.replace("postgresql://", "postgresql+psycopg2://", 1))
+        monkeypatch.setenv("SHARED_QUEUE_DB_URL", db_url)
+        with dg.DagsterInstance.get() as instance:
+            runs = [dg.materialize([queue_statistics], instance=instance,
+                                   resources={"shared_queue": SharedQueueResource(db_url=db_url)}).run_id
+                    for _ in range(2)]
+        code = ("import sys\nfrom queue_assets.cli import main\nrc = main(['status'])\n"
+                "print('dagster imported:', 'dagster' in sys.modules)\nsys.exit(rc)")
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        out = done.stdout
+        assert f"LAST MATERIALIZATIONS: Dagster instance at DAGSTER_HOME={home}" in out
+        line = next(line for line in out.splitlines() if line.startswith("queue_statistics"))
+        assert runs[1][:8] in line and runs[0][:8] not in line
+        assert "dagster imported: False" in out
+    finally:
+        _drop_db(server_admin_url, dagster_url)
 
 
 def test_status_reports_an_unreadable_dagster_instance_instead_of_failing(hub, db_url, tmp_path, monkeypatch, capsys):

@@ -43,17 +43,18 @@ WITH per_pair AS (  -- first per (artifact, instance): hash aggregation, no sort
       FROM per_pair
      GROUP BY artifact_id
 ), newest AS (  -- the newest report's key only; its wide columns are fetched by primary key below
-    SELECT DISTINCT ON (artifact_id) artifact_id, queue, msg_id, ordinal
+    SELECT DISTINCT ON (artifact_id) artifact_id, queue, queue_created_at, msg_id, ordinal
       FROM hub.learned_artifacts
      WHERE stored_at < %(cutoff)s
-     ORDER BY artifact_id, observed_at DESC, stored_at DESC, queue, msg_id DESC, ordinal
+     ORDER BY artifact_id, observed_at DESC, stored_at DESC, queue, queue_created_at DESC, msg_id DESC, ordinal
 ), rated AS (
     SELECT p.*, la.artifact_type, la.name, la.content,
            round(CASE WHEN p.total_usage > 0 THEN p.weighted / p.total_usage ELSE p.mean_rate END, 6)::float8
                AS success_rate
       FROM per_artifact p
       JOIN newest n USING (artifact_id)
-      JOIN hub.learned_artifacts la ON (la.queue, la.msg_id, la.ordinal) = (n.queue, n.msg_id, n.ordinal)
+      JOIN hub.learned_artifacts la
+        ON (la.queue, la.queue_created_at, la.msg_id, la.ordinal) = (n.queue, n.queue_created_at, n.msg_id, n.ordinal)
 )
 INSERT INTO hub.aggregated_learning
     (cycle_date, artifact_id, artifact_type, name, content, total_usage, success_rate, report_count,

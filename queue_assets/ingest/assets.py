@@ -48,6 +48,7 @@ def ingest_metadata(result: IngestResult, dlq_depth: int, lag_s: float) -> dict:
         "read": dg.MetadataValue.int(result.read),
         "stored": dg.MetadataValue.int(result.stored),
         "duplicates": dg.MetadataValue.int(result.duplicates),
+        "ledger_conflicts": dg.MetadataValue.int(result.ledger_conflicts),
         "dead_lettered": dg.MetadataValue.int(result.dead_lettered),
         "batches": dg.MetadataValue.int(result.batches),
         "lag_seconds": dg.MetadataValue.float(round(lag_s, 3)),

@@ -45,6 +45,14 @@ READ_WITH_POLL_SQL = (
     " max_poll_seconds => 1, poll_interval_ms => 100)"
 )
 
+INCARNATION_SQL = "SELECT created_at FROM pgmq.meta WHERE queue_name = %s"
+# Archive only while the queue is still the incarnation the batch was read from: archiving the same
+# msg_ids in a re-created queue would take its (unread) messages away.
+ARCHIVE_SQL = (
+    "SELECT pgmq.archive(m.queue_name::text, %s::bigint[]) FROM pgmq.meta m"
+    " WHERE m.queue_name = %s AND m.created_at = %s"
+)
+
 
 @dataclass(frozen=True)
 class IngestConfig:
@@ -85,6 +93,12 @@ class Delivery:
     idempotency_key: str | None = None
     error: str | None = None
     error_kind: str | None = None
+    queue_created_at: datetime | None = None
+    """The incarnation of the queue it was read from (`pgmq.meta.created_at`, one object per batch)."""
+
+
+class IngestError(RuntimeError):
+    """The ingest cannot go on safely (the message says why and what to do)."""
 
 
 @dataclass
@@ -93,6 +107,9 @@ class IngestResult:
     read: int = 0
     stored: int = 0
     duplicates: int = 0
+    ledger_conflicts: int = 0
+    """Of `duplicates`: messages whose own ledger row was already there (another consumer took the
+    very same message, its lease having expired); the rest repeated a stored idempotency key."""
     dead_lettered: int = 0
     batches: int = 0
     vt_extensions: int = 0
@@ -107,7 +124,8 @@ class IngestResult:
         return self.read / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
     def add(self, other: IngestResult) -> None:
-        for name in ("read", "stored", "duplicates", "dead_lettered", "batches", "vt_extensions"):
+        for name in ("read", "stored", "duplicates", "ledger_conflicts", "dead_lettered", "batches",
+                     "vt_extensions"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.per_instance.update(other.per_instance)
         self.dlq_reasons.update(other.dlq_reasons)
@@ -116,14 +134,20 @@ class IngestResult:
 def read_batch(conn: psycopg.Connection, queue: str, cfg: IngestConfig, *, poll: bool = False) -> list[Delivery]:
     """Lease up to `batch_size` messages and commit the lease (so read_ct counts this attempt).
 
-    With `poll`, wait up to a second server-side for messages to arrive.
+    With `poll`, wait up to a second server-side for messages to arrive. Every delivery carries the
+    queue's incarnation (`pgmq.meta.created_at`), looked up once per batch in the read's transaction:
+    a dropped and re-created queue numbers its messages from 1 again, and the ledger keeps the two
+    queues' msg_ids apart by it.
     """
     # A lease lost in a server crash only makes read_ct one lower: no need to wait for the WAL flush.
     conn.execute("SET LOCAL synchronous_commit = off")
     stmt = READ_WITH_POLL_SQL if poll else READ_SQL
     rows = conn.execute(stmt, (queue, cfg.visibility_timeout_s, cfg.batch_size)).fetchall()
+    created_at = conn.execute(INCARNATION_SQL, (queue,)).fetchone() if rows else None
     conn.commit()
-    return [Delivery(*r) for r in rows]
+    if rows and created_at is None:
+        raise IngestError(f"queue {queue!r} is not in pgmq.meta (dropped while it was read?); run the ingest again")
+    return [Delivery(*r, queue_created_at=created_at[0]) for r in rows]
 
 
 def validate(queue: str, d: Delivery, cfg: IngestConfig) -> None:
@@ -186,9 +210,9 @@ _LEDGER_COLS = (
 def _store_sql() -> str:
     """One statement: ledger rows, and the data rows of exactly the messages whose ledger row won."""
     parts = [
-        "WITH won AS (INSERT INTO hub.ingest_ledger (queue, msg_id, message_type, instance_id,"
-        " idempotency_key, outcome, enqueued_at, produced_at, read_ct)"
-        f" SELECT %(queue)s, x.* FROM json_to_recordset(%(ledger)s::json) AS x({_LEDGER_COLS})"
+        "WITH won AS (INSERT INTO hub.ingest_ledger (queue, queue_created_at, msg_id, message_type,"
+        " instance_id, idempotency_key, outcome, enqueued_at, produced_at, read_ct)"
+        f" SELECT %(queue)s, %(created_at)s, x.* FROM json_to_recordset(%(ledger)s::json) AS x({_LEDGER_COLS})"
         " ON CONFLICT DO NOTHING RETURNING msg_id, outcome)"
     ]
     for table, cols in row_builders.TABLES.items():
@@ -212,6 +236,9 @@ def _dumps(value) -> str:
 def store_batch(conn: psycopg.Connection, queue: str, batch: list[Delivery], result: IngestResult) -> None:
     """Ledger, data rows, dead letters and archive for `batch`, inside the caller's transaction."""
     ids = [d.msg_id for d in batch]
+    created_at = batch[0].queue_created_at
+    if created_at is None or any(d.queue_created_at != created_at for d in batch):
+        raise IngestError(f"queue {queue!r}: a batch to store must come from one read (one queue incarnation)")
     valid = [d for d in batch if d.error is None]
     ledger = [
         {
@@ -227,25 +254,28 @@ def store_batch(conn: psycopg.Connection, queue: str, batch: list[Delivery], res
     # Safe to skip the WAL flush wait: the rows, dead letters and archive commit atomically, so a
     # server crash that loses this commit loses all of it, and the batch is simply read again.
     conn.execute("SET LOCAL synchronous_commit = off")
-    params = {"queue": queue, "ledger": _dumps(ledger)}
-    params.update({t: _dumps(rows) for t, rows in row_builders.build_rows(queue, valid).items()})
+    params = {"queue": queue, "created_at": created_at, "ledger": _dumps(ledger)}
+    params.update({t: _dumps(rows) for t, rows in row_builders.build_rows(queue, created_at, valid).items()})
     won = {r[0] for r in conn.execute(STORE_SQL, params)}
     lost = [row for row, d in zip(ledger, batch, strict=True)
             if d.msg_id not in won and d.error is None and d.idempotency_key]
+    if len(won) < len(batch):
+        _refuse_reused_msg_ids(conn, queue, created_at, [d for d in batch if d.msg_id not in won])
     fresh = [d for d in valid if d.msg_id in won]
     dead = [d for d in batch if d.msg_id in won and d.error is not None]
+    dup_cur = None
     with conn.pipeline():
         if lost:
             # Same idempotency key already stored: record this msg_id as a duplicate (a conflict on
             # the primary key instead means another consumer already took this very message).
             for row in lost:
                 row["outcome"] = "duplicate"
-            conn.execute(
-                "INSERT INTO hub.ingest_ledger (queue, msg_id, message_type, instance_id, idempotency_key,"
-                " outcome, enqueued_at, produced_at, read_ct)"
-                f" SELECT %s, x.* FROM jsonb_to_recordset(%s::jsonb) AS x({_LEDGER_COLS})"
-                " ON CONFLICT DO NOTHING",
-                (queue, _dumps(lost)),
+            dup_cur = conn.execute(
+                "INSERT INTO hub.ingest_ledger (queue, queue_created_at, msg_id, message_type, instance_id,"
+                " idempotency_key, outcome, enqueued_at, produced_at, read_ct)"
+                f" SELECT %s, %s, x.* FROM jsonb_to_recordset(%s::jsonb) AS x({_LEDGER_COLS})"
+                " ON CONFLICT DO NOTHING RETURNING msg_id",
+                (queue, created_at, _dumps(lost)),
             )
         if fresh:
             row_builders.upsert_instances(conn, row_builders.instance_summary(fresh))
@@ -259,14 +289,40 @@ def store_batch(conn: psycopg.Connection, queue: str, batch: list[Delivery], res
                     [_dlq_headers(queue, d, d.error, d.error_kind) for d in dead],
                 ),
             )
-        conn.execute("SELECT pgmq.archive(%s, %s::bigint[])", (queue, ids))
+        conn.execute(ARCHIVE_SQL, (ids, queue, created_at))
+    key_duplicates = {r[0] for r in dup_cur.fetchall()} if dup_cur is not None else set()
+    conflicts = [d for d in batch if d.msg_id not in won and d.msg_id not in key_duplicates]
     result.stored += len(fresh)
     result.dead_lettered += len(dead)
     result.duplicates += len(batch) - len(fresh) - len(dead)
+    result.ledger_conflicts += len(conflicts)
     for d in fresh:
         result.per_instance[d.instance_id] += 1
     for d in dead:
         result.dlq_reasons[d.error_kind] += 1
+
+
+def _refuse_reused_msg_ids(conn: psycopg.Connection, queue: str, created_at: datetime,
+                           lost: list[Delivery]) -> None:
+    """Of the messages whose ledger insert lost, one whose msg_id is in the ledger with another
+    enqueued_at is not a re-read of the same message (another consumer took it) but a msg_id the
+    queue handed out again without a new incarnation (its identity restarted by hand): storing
+    nothing and archiving it would drop its data, so refuse loudly. (Losing on the idempotency key
+    leaves no ledger row under the message's own msg_id.)"""
+    reused = conn.execute(
+        "SELECT l.msg_id FROM hub.ingest_ledger l"
+        " JOIN unnest(%s::bigint[], %s::timestamptz[]) AS m(msg_id, enqueued_at) ON m.msg_id = l.msg_id"
+        " WHERE l.queue = %s AND l.queue_created_at = %s AND l.enqueued_at <> m.enqueued_at"
+        " ORDER BY 1 LIMIT 5",
+        ([d.msg_id for d in lost], [d.enqueued_at for d in lost], queue, created_at),
+    ).fetchall()
+    if reused:
+        raise IngestError(
+            f"queue {queue!r}: msg_id(s) {', '.join(str(r[0]) for r in reused)} are in hub.ingest_ledger from "
+            "other messages of this same queue: its msg_ids were restarted without re-creating it (e.g. "
+            "TRUNCATE ... RESTART IDENTITY). Nothing of this batch was stored or archived. Save its messages, "
+            "re-create the queue (pgmq.drop_queue + pgmq.create: a new incarnation) and send them again."
+        )
 
 
 def _store_one_by_one(conn: psycopg.Connection, queue: str, batch: list[Delivery], result: IngestResult) -> None:

@@ -8,6 +8,8 @@ which is what makes ingest keep pace with a raw pgmq read/archive loop.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import psycopg
 
 from ..names import inbox_queue_for
@@ -17,13 +19,13 @@ _PATTERN_FIELDS = frozenset({"pattern_type", "name", "confidence", "indicators",
 # table -> column definitions for jsonb_to_recordset (constants, never user input); the order of
 # this dict is the order of build_rows' output.
 TABLES = {
-    "pattern_observations": "queue text, msg_id bigint, ordinal int, instance_id text, pattern_type text,"
+    "pattern_observations": "queue text, queue_created_at timestamptz, msg_id bigint, ordinal int, instance_id text, pattern_type text,"
     " name text, confidence float8, language text, indicators text[], attributes jsonb, observed_at timestamptz",
-    "code_analyses": "queue text, msg_id bigint, instance_id text, analysis jsonb, observed_at timestamptz",
-    "learned_artifacts": "queue text, msg_id bigint, ordinal int, instance_id text, artifact_id text,"
+    "code_analyses": "queue text, queue_created_at timestamptz, msg_id bigint, instance_id text, analysis jsonb, observed_at timestamptz",
+    "learned_artifacts": "queue text, queue_created_at timestamptz, msg_id bigint, ordinal int, instance_id text, artifact_id text,"
     " artifact_type text, name text, content jsonb, usage_count bigint, success_rate float8,"
     " observed_at timestamptz",
-    "heartbeats": "queue text, msg_id bigint, instance_id text, version text, status text, observed_at timestamptz",
+    "heartbeats": "queue text, queue_created_at timestamptz, msg_id bigint, instance_id text, version text, status text, observed_at timestamptz",
 }
 def _pattern_attributes(p) -> dict:
     attrs = dict(p.model_extra or {})
@@ -32,8 +34,9 @@ def _pattern_attributes(p) -> dict:
     return attrs
 
 
-def build_rows(queue: str, valid: list) -> dict[str, list[dict]]:
-    """The hub rows of every valid delivery, by table."""
+def build_rows(queue: str, created_at: datetime, valid: list) -> dict[str, list[dict]]:
+    """The hub rows of every valid delivery, by table (`created_at`: the queue's incarnation)."""
+    qc = created_at.isoformat()
     out: dict[str, list[dict]] = {t: [] for t in TABLES}
     observations, analyses, artifacts, heartbeats = (out[t] for t in TABLES)
     for d in valid:
@@ -42,18 +45,18 @@ def build_rows(queue: str, valid: list) -> dict[str, list[dict]]:
         if kind == "pattern_detection":
             for i, p in enumerate(m.patterns):
                 observations.append({
-                    "queue": queue, "msg_id": d.msg_id, "ordinal": i, "instance_id": inst,
+                    "queue": queue, "queue_created_at": qc, "msg_id": d.msg_id, "ordinal": i, "instance_id": inst,
                     "pattern_type": p.pattern_type, "name": p.name, "confidence": p.confidence,
                     "language": p.language, "indicators": p.indicators,
                     "attributes": _pattern_attributes(p), "observed_at": ts,
                 })
         elif kind == "code_analysis":
-            analyses.append({"queue": queue, "msg_id": d.msg_id, "instance_id": inst,
+            analyses.append({"queue": queue, "queue_created_at": qc, "msg_id": d.msg_id, "instance_id": inst,
                              "analysis": m.analysis, "observed_at": ts})
         elif kind in ("learned_patterns", "learned_artifacts"):
             for i, a in enumerate(m.artifacts):
                 artifacts.append({
-                    "queue": queue, "msg_id": d.msg_id, "ordinal": i, "instance_id": inst,
+                    "queue": queue, "queue_created_at": qc, "msg_id": d.msg_id, "ordinal": i, "instance_id": inst,
                     "artifact_id": a.artifact_id, "artifact_type": a.artifact_type, "name": a.name,
                     "content": a.content,
                     "usage_count": a.usage_count if a.usage_count is not None else m.usage_count,
@@ -61,7 +64,7 @@ def build_rows(queue: str, valid: list) -> dict[str, list[dict]]:
                     "observed_at": ts,
                 })
         elif kind == "heartbeat":
-            heartbeats.append({"queue": queue, "msg_id": d.msg_id, "instance_id": inst,
+            heartbeats.append({"queue": queue, "queue_created_at": qc, "msg_id": d.msg_id, "instance_id": inst,
                                "version": m.version, "status": m.status, "observed_at": ts})
     return out
 

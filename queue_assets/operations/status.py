@@ -8,9 +8,12 @@ of failing the whole page.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 import psycopg
 
@@ -58,11 +61,66 @@ def read_instances(conn: psycopg.Connection, *, stale_after_s: int) -> list[Inst
     return [InstanceRow(*r[:7], stale=r[6] is None or r[6] > stale_after_s) for r in rows]
 
 
+def dagster_storage_url(home: str) -> str | None:
+    """The Postgres URL of the Dagster instance at `home`, when its dagster.yaml names one directly
+    (`storage: postgres: postgres_url:` as text or `{env: VAR}`, as the project's does); else None."""
+    import yaml
+
+    try:
+        config = yaml.safe_load((Path(home) / "dagster.yaml").read_text()) or {}
+        url = config["storage"]["postgres"]["postgres_url"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return None
+    if isinstance(url, dict) and set(url) == {"env"}:
+        url = os.environ.get(str(url["env"]))
+    if not isinstance(url, str) or not url.strip():
+        return None
+    return re.sub(r"^postgres(?:ql)?\+\w+://", "postgresql://", url.strip())
+
+
+# Per asset key, its newest ASSET_MATERIALIZATION event (Dagster's index on asset_key, event type, id).
+_LAST_MATERIALIZATIONS = """
+SELECT k.asset_key, e.timestamp, e.run_id
+FROM asset_keys k
+LEFT JOIN LATERAL (
+    SELECT timestamp, run_id FROM event_logs
+    WHERE asset_key = k.asset_key AND dagster_event_type = 'ASSET_MATERIALIZATION'
+    ORDER BY id DESC LIMIT 1
+) e ON true
+WHERE k.wipe_timestamp IS NULL
+"""
+
+
+def _materializations_from_storage(url: str) -> list[MaterializationRow]:
+    """Read the last materializations straight from Dagster's Postgres event log, read-only.
+
+    Why not `dg.DagsterInstance`: importing Dagster takes 1-2 s, and `queue-assets status` must
+    start in under 0.5 s. The two tables and columns read here are the event log Dagster has kept
+    since 1.0; if they change, the query fails and `read_materializations` falls back to the API.
+    """
+    with psycopg.connect(url, connect_timeout=5, autocommit=True) as conn:
+        conn.execute("SET default_transaction_read_only = on")
+        rows = conn.execute(_LAST_MATERIALIZATIONS).fetchall()
+    out = [
+        MaterializationRow("/".join(json.loads(key)), at.replace(tzinfo=UTC) if at else None, run_id)
+        for key, at, run_id in rows
+    ]
+    return sorted(out, key=lambda r: r.asset)
+
+
 def read_materializations() -> tuple[list[MaterializationRow], str]:
     """Last materialization of every asset in the Dagster instance at DAGSTER_HOME, or why there are none."""
     home = os.environ.get("DAGSTER_HOME")
     if not home:
         return [], "DAGSTER_HOME is not set: last materializations are not shown (set it to the hub's Dagster home)"
+    url = dagster_storage_url(home)
+    if url:
+        try:
+            return _materializations_from_storage(url), f"Dagster instance at DAGSTER_HOME={home}"
+        except psycopg.OperationalError as exc:
+            return [], _unreadable(home, exc)
+        except psycopg.Error:
+            pass  # not the event log this query knows: ask Dagster itself, below
     try:
         import dagster as dg
 
@@ -81,11 +139,15 @@ def read_materializations() -> tuple[list[MaterializationRow], str]:
         finally:
             instance.dispose()
     except Exception as exc:  # noqa: BLE001 - the page shows why, whatever the cause
-        from ..db import scrub
-
-        reason = scrub(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
-        return [], f"the Dagster instance at DAGSTER_HOME={home} could not be read: {reason[:300]}"
+        return [], _unreadable(home, exc)
     return out, f"Dagster instance at DAGSTER_HOME={home}"
+
+
+def _unreadable(home: str, exc: BaseException) -> str:
+    from ..db import scrub
+
+    reason = scrub(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+    return f"the Dagster instance at DAGSTER_HOME={home} could not be read: {reason[:300]}"
 
 
 def gather(conn: psycopg.Connection, *, stale_after_s: int, include_dagster: bool = True) -> StatusReport:

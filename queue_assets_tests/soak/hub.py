@@ -27,7 +27,7 @@ import psutil
 import requests
 
 from queue_assets import bootstrap, embedded
-from queue_assets.cli import dagster_home
+from queue_assets.cli.app import dagster_home
 from queue_assets.settings import Settings, project_root
 
 from .graphql import HubGraphQL

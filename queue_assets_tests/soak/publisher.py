@@ -27,8 +27,8 @@ from dataclasses import dataclass
 import psycopg
 
 from queue_assets import contracts
+from queue_assets.db import make_pgmq
 from queue_assets.queues import CONSUMED_QUEUES, INSTANCE_HEARTBEAT, LEARNED_PATTERNS, PATTERN_MESSAGES
-from queue_assets.resources import make_pgmq
 from queue_assets.sdk import HubClient
 from queue_assets.simulate import random_pattern
 

@@ -23,9 +23,9 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from queue_assets.db import make_pgmq
 from queue_assets.names import inbox_queue_for
 from queue_assets.queues import CONSUMED_QUEUES
-from queue_assets.resources import make_pgmq
 
 from . import accounting, metrics
 from .graphql import HubGraphQL, materialization_metadata

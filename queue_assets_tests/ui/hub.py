@@ -17,11 +17,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import psutil  # a dependency of pgserver: finds the run workers our processes started
+import psutil  # finds the run workers our processes started
 import requests
 
 from queue_assets import embedded
-from queue_assets.cli import initialise, resolve_urls
+from queue_assets.cli.app import initialise
+from queue_assets.db import resolve_urls
 from queue_assets.settings import Settings, project_root
 from queue_assets_tests import helpers
 

@@ -11,36 +11,23 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import bootstrap, embedded, security
-from .db import DatabaseUnavailable
-from .names import InvalidNameError
-from .operations import cli_ops
-from .patterns import cli as patterns_cli
-from .settings import Settings, SettingsError, project_root
-
-
-def _fail(message: str, code: int = 2) -> int:
-    print(f"queue-assets: error: {message}", file=sys.stderr)
-    return code
-
-
-def resolve_urls(settings: Settings) -> dict[str, str]:
-    """shared_queue and dagster URLs: configured ones, or the embedded server's (started if needed)."""
-    if settings.db_url:
-        return {"shared_queue": settings.db_url, "dagster": settings.dagster_db_url or ""}
-    urls = embedded.ensure_running(settings.data_dir)
-    if settings.dagster_db_url:
-        urls["dagster"] = settings.dagster_db_url
-    return urls
+from .. import bootstrap, embedded
+from ..db import DatabaseUnavailable, resolve_urls
+from ..names import InvalidNameError
+from ..settings import Settings, SettingsError, project_root
+from . import ops, patterns, roles
+from .errors import fail
 
 
 def initialise(settings: Settings, urls: dict[str, str]) -> None:
     """Everything `queue-assets init` does: pgmq, queues, migrations, roles, the templates remote."""
+    from .. import security
+
     report = bootstrap.bootstrap(urls["shared_queue"],
                                  extra_steps=security.bootstrap_steps(urls.get("dagster") or None))
     print(report.summary())
     if not os.environ.get("TEMPLATES_REPO_URL", "").strip():
-        from .gitrepo import ensure_embedded_templates_remote
+        from ..gitrepo import ensure_embedded_templates_remote
 
         print(f"templates_data remote (embedded): {ensure_embedded_templates_remote(settings.data_dir)}")
 
@@ -57,7 +44,7 @@ def cmd_settings(settings: Settings, args) -> int:
 
 
 def cmd_simulate(settings: Settings, args) -> int:
-    from . import simulate
+    from .. import simulate
 
     urls = resolve_urls(settings)
 
@@ -75,12 +62,12 @@ def cmd_simulate(settings: Settings, args) -> int:
 
 def cmd_ingest(settings: Settings, args) -> int:
     """Drain one queue now, outside Dagster (what the ingest asset does)."""
-    from .db import connection
-    from .ingest.core import IngestConfig, ingest_queue
-    from .queues import CONSUMED_QUEUES
+    from ..db import connection
+    from ..ingest.core import IngestConfig, ingest_queue
+    from ..queues import CONSUMED_QUEUES
 
     if args.queue not in CONSUMED_QUEUES:
-        return _fail(f"queue {args.queue[:60]!r} is not consumed by the hub; expected one of: "
+        return fail(f"queue {args.queue[:60]!r} is not consumed by the hub; expected one of: "
                      f"{', '.join(CONSUMED_QUEUES)}")
     urls = resolve_urls(settings)
     with connection(urls["shared_queue"]) as conn:
@@ -88,7 +75,8 @@ def cmd_ingest(settings: Settings, args) -> int:
         cfg = dataclasses.replace(IngestConfig.from_settings(settings), linger_s=0.0, max_seconds=86_400.0)
         r = ingest_queue(conn, args.queue, cfg, prefetch_url=urls["shared_queue"],
                          on_batch=lambda r: print(f"\r{r.read} read, {r.stored} stored", end="", flush=True))
-    print(f"\n{args.queue}: {r.read} read, {r.stored} stored, {r.duplicates} duplicates, "
+    print(f"\n{args.queue}: {r.read} read, {r.stored} stored, {r.duplicates} duplicates"
+          f" ({r.ledger_conflicts} read again after another consumer took them), "
           f"{r.dead_lettered} dead-lettered in {r.elapsed_s:.2f}s ({r.rate:.0f} msg/s)")
     return 0
 
@@ -140,7 +128,7 @@ def cmd_dev(settings: Settings, args) -> int:
 
 def cmd_stop(settings: Settings, args) -> int:
     if settings.db_url:
-        return _fail("SHARED_QUEUE_DB_URL is set: there is no embedded server to stop")
+        return fail("SHARED_QUEUE_DB_URL is set: there is no embedded server to stop")
     print("stopped the embedded PostgreSQL" if embedded.stop(settings.data_dir) else "the embedded PostgreSQL was not running")
     return 0
 
@@ -163,17 +151,17 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--rate", type=float, default=5.0)
     d.add_argument("--no-demo", action="store_true", help="do not start simulated instances")
     sub.add_parser("stop", help="stop the embedded PostgreSQL")
-    cli_ops.add_subcommands(sub)
-    security.add_subcommands(sub)
-    patterns_cli.add_subcommands(sub)
+    ops.add_subcommands(sub)
+    roles.add_subcommands(sub)
+    patterns.add_subcommands(sub)
     return p
 
 
 COMMANDS = {"init": cmd_init, "settings": cmd_settings, "simulate": cmd_simulate, "ingest": cmd_ingest,
             "dev": cmd_dev, "stop": cmd_stop}
-COMMANDS.update(cli_ops.COMMANDS)
-COMMANDS.update(security.COMMANDS)
-COMMANDS.update(patterns_cli.COMMANDS)
+COMMANDS.update(ops.COMMANDS)
+COMMANDS.update(roles.COMMANDS)
+COMMANDS.update(patterns.COMMANDS)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -182,10 +170,6 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings.from_env()
         return COMMANDS[args.command](settings, args)
     except SettingsError as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
     except (DatabaseUnavailable, bootstrap.BootstrapError, InvalidNameError) as exc:
-        return _fail(str(exc))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+        return fail(str(exc))

@@ -1,6 +1,6 @@
 """The operator's subcommands of `queue-assets`: `status`, `retention` and `dlq list|show|redrive|purge`.
 
-Registered in `queue_assets/cli.py` through `add_subcommands` and `COMMANDS`. Every option is
+Registered in `queue_assets/cli/app.py` through `add_subcommands` and `COMMANDS`. Every option is
 checked by its argparse `type` while the command line is parsed, so a hostile or mistyped value
 (a queue name holding a quote, `;` or `../`, a bad duration) is reported with the value and the
 reason before any connection is opened or any SQL runs. Long operations print progress to stderr.
@@ -15,13 +15,15 @@ import sys
 from datetime import UTC, datetime
 
 from ..backoff import connect_with_backoff
+from ..db import resolve_urls
 from ..names import InvalidNameError, validate_queue_name
+from ..operations import dlq as dlq_ops
+from ..operations.retention import DEFAULT_BATCH as RETENTION_BATCH
+from ..operations.retention import HubRetention, run_retention
+from ..operations.statistics import format_seconds
+from ..operations.thresholds import ThresholdError, Thresholds
 from ..settings import Settings
-from . import dlq as dlq_ops
-from .retention import DEFAULT_BATCH as RETENTION_BATCH
-from .retention import run_retention
-from .statistics import format_seconds
-from .thresholds import ThresholdError, Thresholds
+from .errors import fail
 
 
 def _progress(text: str) -> None:
@@ -35,11 +37,6 @@ def _progress(text: str) -> None:
 def _end_progress() -> None:
     if sys.stderr.isatty():
         print(file=sys.stderr)
-
-
-def _fail(message: str, code: int = 2) -> int:
-    print(f"queue-assets: error: {message}", file=sys.stderr)
-    return code
 
 
 def _arg(check):
@@ -110,7 +107,7 @@ def add_subcommands(sub) -> None:
     s.add_argument("--queues", type=_arg(_positive), default=20, help="show this many queues, worst first")
     s.add_argument("--no-dagster", action="store_true", help="skip the Dagster instance (last materializations)")
 
-    r = sub.add_parser("retention", help="delete archived messages older than the retention (bounded batches)")
+    r = sub.add_parser("retention", help="delete archived messages and hub ingest rows older than their retention (bounded batches)")
     r.add_argument("--dry-run", action="store_true", help="count what would go; delete nothing")
     r.add_argument("--batch-size", type=_arg(_retention_batch), default=RETENTION_BATCH,
                    help="rows per DELETE, each its own short transaction")
@@ -136,8 +133,6 @@ def add_subcommands(sub) -> None:
 
 
 def _connect(settings: Settings):
-    from ..cli import resolve_urls  # the CLI module imports this one; resolve lazily
-
     return connect_with_backoff(resolve_urls(settings)["shared_queue"])
 
 
@@ -149,12 +144,12 @@ def _actor() -> str:
 
 
 def cmd_status(settings: Settings, args) -> int:
-    from .status import gather, render
+    from ..operations.status import gather, render
 
     try:
         thresholds = Thresholds.load()
     except ThresholdError as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
     with _connect(settings) as conn:
         report = gather(conn, stale_after_s=settings.stale_after_s, include_dagster=not args.no_dagster)
     print(render(report, thresholds, max_queues=args.queues))
@@ -174,6 +169,7 @@ def cmd_retention(settings: Settings, args) -> int:
             batch_size=args.batch_size,
             dry_run=args.dry_run,
             progress=progress,
+            hub=HubRetention.from_settings(settings),
         )
     _end_progress()
     for label, n in report.removed.items():
@@ -226,7 +222,7 @@ def _dlq_show(conn, args) -> int:
     found = dlq_ops.get_dead_letter(conn, args.id, queue=args.queue)
     if not found:
         where = f"dead-letter queue {dlq_ops.dlq_name(args.queue)!r}" if args.queue else "any dead-letter queue"
-        return _fail(f"no dead letter with msg_id {args.id} in {where}", code=1)
+        return fail(f"no dead letter with msg_id {args.id} in {where}", code=1)
     for i, d in enumerate(found):
         if i:
             print("\n" + "-" * 60)
@@ -248,7 +244,7 @@ def _dlq_show(conn, args) -> int:
 def _dlq_act(conn, args, action: str) -> int:
     f = _filter_from(args)
     if f.empty and not args.all:
-        return _fail(f"dlq {action} needs a filter (--queue, --reason, --type, --older-than, --newer-than) "
+        return fail(f"dlq {action} needs a filter (--queue, --reason, --type, --older-than, --newer-than) "
                      "or --all to act on every dead letter")
     counts = dlq_ops.count_dead_letters(conn, f)
     matching = sum(sum(k.values()) for k in counts.values())
@@ -286,7 +282,7 @@ def cmd_dlq(settings: Settings, args) -> int:
                 return _dlq_show(conn, args)
             return _dlq_act(conn, args, args.dlq_command)
     except dlq_ops.DlqError as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
 
 
 COMMANDS = {"status": cmd_status, "retention": cmd_retention, "dlq": cmd_dlq}

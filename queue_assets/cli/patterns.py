@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import sys
 
-from . import canonical, catalogue
+from ..patterns import canonical, catalogue
 
 
 def add_subcommands(sub) -> None:
@@ -32,7 +32,7 @@ def _fmt(value) -> str:
 
 
 def cmd_patterns(settings, args) -> int:
-    from ..operations.cli_ops import _connect
+    from .ops import _connect
     from ..operations.status import _table
 
     if not 1 <= args.limit <= 10_000:
@@ -67,7 +67,7 @@ def cmd_patterns(settings, args) -> int:
 
 
 def cmd_pattern(settings, args) -> int:
-    from ..operations.cli_ops import _connect
+    from .ops import _connect
     from ..operations.status import _table
 
     try:

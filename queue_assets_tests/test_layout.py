@@ -1,0 +1,147 @@
+"""The package's layering: no import cycle, and the producer SDK and the CLI's quick paths stay light.
+
+These read the code (an `ast` walk of the imports) or import it in a clean interpreter; no database.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import queue_assets
+
+PACKAGE_DIR = Path(queue_assets.__file__).resolve().parent
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE_DIR.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _resolve(module: str, is_package: bool, node: ast.ImportFrom, modules: set[str]) -> list[str]:
+    """The `queue_assets` modules an ImportFrom loads: `from pkg import mod` names `pkg.mod`,
+    `from mod import name` names `mod`."""
+    if node.level:
+        base = module.split(".") if is_package else module.split(".")[:-1]
+        base = base[: len(base) - (node.level - 1)]
+        target = ".".join(base + ([node.module] if node.module else []))
+    else:
+        target = node.module or ""
+    submodules = [f"{target}.{alias.name}" for alias in node.names if f"{target}.{alias.name}" in modules]
+    return submodules if len(submodules) == len(node.names) else [target, *submodules]
+
+
+def import_graph(*, lazy: bool = False) -> dict[str, set[str]]:
+    """Imports between `queue_assets` modules: module-level ones, plus those inside functions if `lazy`.
+
+    `if TYPE_CHECKING:` blocks are skipped: they never run.
+    """
+    files = {_module_name(p): p for p in PACKAGE_DIR.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for module, path in files.items():
+        tree = ast.parse(path.read_text(), filename=str(path))
+        targets: list[str] = []
+        for node in tree.body:
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+                continue
+            if not lazy and isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                continue
+            for sub in ast.walk(node):
+                if isinstance(sub, ast.Import):
+                    targets += [a.name for a in sub.names]
+                elif isinstance(sub, ast.ImportFrom):
+                    targets += _resolve(module, path.name == "__init__.py", sub, set(files))
+        graph[module] = {t for t in targets if t in files and t != module}
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle as a list of modules (first == last), or None."""
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt) :] + [nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node)):
+            return found
+    return None
+
+
+def test_the_import_graph_finds_a_cycle_when_there_is_one():
+    """The checker itself: a made-up cycle is reported (otherwise the next test proves nothing)."""
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_no_import_cycle_among_queue_assets_modules():
+    """Module-level imports only. Breaks when a module-level import closes a loop, e.g. `security`
+    importing `resolve_urls` from the CLI at the top while the CLI imports `security`."""
+    graph = import_graph()
+    assert find_cycle(graph) is None, " -> ".join(find_cycle(graph) or [])
+
+
+def test_no_import_cycle_even_through_function_level_imports():
+    """Breaks on the old layout: `cli` imported `cli_ops` and `security`, which imported
+    `_fail`/`resolve_urls` back from `cli` inside their functions."""
+    graph = import_graph(lazy=True)
+    assert find_cycle(graph) is None, " -> ".join(find_cycle(graph) or [])
+
+
+def test_the_cli_is_the_top_layer_nothing_else_imports_it():
+    """Breaks when a module outside `queue_assets.cli` imports from it, even inside a function
+    (as `security` and `operations/cli_ops` did for `_fail` and `resolve_urls`)."""
+    graph = import_graph(lazy=True)
+    importers = sorted(
+        m
+        for m, deps in graph.items()
+        if not m.startswith("queue_assets.cli") and any(d.startswith("queue_assets.cli") for d in deps)
+    )
+    assert importers == []
+
+
+def _loaded_after(code: str) -> set[str]:
+    out = subprocess.run(
+        [sys.executable, "-c", f"{code}\nimport sys\nprint('\\n'.join(sys.modules))"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    ).stdout.split()
+    return {name.split(".")[0] for name in out}
+
+
+def test_importing_the_sdk_loads_neither_dagster_nor_pandas():
+    """Breaks when anything `queue_assets.sdk` imports at module level reaches Dagster or pandas,
+    e.g. `make_pgmq` back in `queue_assets.resources` (which defines the Dagster resources)."""
+    loaded = _loaded_after("import queue_assets.sdk")
+    assert "queue_assets" in loaded
+    assert "dagster" not in loaded
+    assert "pandas" not in loaded
+
+
+def test_the_cli_loads_neither_dagster_nor_pandas_nor_git_until_a_command_needs_them():
+    """Breaks when `queue_assets.cli` (what `queue-assets --help` and `status` import) pulls in
+    Dagster, pandas, GitPython or the pgmq client (SQLAlchemy) at module level."""
+    loaded = _loaded_after("import queue_assets.cli")
+    assert not loaded & {"dagster", "pandas", "git", "sqlalchemy", "pgmq"}, loaded & {
+        "dagster",
+        "pandas",
+        "git",
+        "sqlalchemy",
+        "pgmq",
+    }
