@@ -94,10 +94,14 @@ class HubClient:
     # --- the pattern authority: ask the hub (SQL functions in schema hub_api, docs/patterns.md) ---
 
     def _api(self, statement: str, params: tuple) -> dict:
-        with self.q.pool.connection() as conn:
+        pool = self.q.pool
+        assert pool is not None  # the client always runs on a pool (make_pgmq)
+        with pool.connection() as conn:
             conn.autocommit = True  # one round trip: the function is the whole transaction
             try:
-                return conn.execute(statement, params).fetchone()[0]
+                row = conn.execute(statement, params).fetchone()
+                assert row is not None  # a function call returns one row
+                return row[0]
             except psycopg.errors.InvalidParameterValue as exc:
                 raise canonical.PatternInputError(exc.diag.message_primary or str(exc)) from None
             finally:

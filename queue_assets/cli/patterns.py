@@ -32,8 +32,8 @@ def _fmt(value) -> str:
 
 
 def cmd_patterns(settings, args) -> int:
-    from .ops import _connect
     from ..operations.status import _table
+    from .ops import _connect
 
     if not 1 <= args.limit <= 10_000:
         print(f"queue-assets: error: --limit {args.limit}: give 1 to 10000", file=sys.stderr)
@@ -67,8 +67,8 @@ def cmd_patterns(settings, args) -> int:
 
 
 def cmd_pattern(settings, args) -> int:
-    from .ops import _connect
     from ..operations.status import _table
+    from .ops import _connect
 
     try:
         with _connect(settings) as conn:

@@ -50,7 +50,7 @@ def check_pattern_type(pattern_type: object) -> str:
             f"pattern_type {_shown(str(pattern_type))} is not a pattern kind; expected one of: "
             + ", ".join(PATTERN_TYPES)
         )
-    return pattern_type  # type: ignore[return-value]
+    return pattern_type
 
 
 def check_name(name: object) -> str:

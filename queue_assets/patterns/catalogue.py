@@ -81,7 +81,7 @@ def observe_batch(conn: psycopg.Connection, fresh: list) -> None:
 
 def refresh_ranks(conn: psycopg.Connection) -> int:
     """Copy the current hourly ranking into `hub.patterns.rank`; returns the rows changed."""
-    return conn.execute("SELECT hub.catalogue_refresh_ranks()").fetchone()[0]
+    return _row(conn, "SELECT hub.catalogue_refresh_ranks()")[0]
 
 
 @dataclass(frozen=True)
@@ -95,16 +95,24 @@ class CatalogueCounts:
     by_type: dict[str, int]
 
 
+def _row(conn: psycopg.Connection, statement: str) -> tuple:
+    row = conn.execute(statement).fetchone()
+    assert row is not None  # aggregates always return a row
+    return row
+
+
 def counts(conn: psycopg.Connection) -> CatalogueCounts:
-    patterns, observed, ranked, inst_max = conn.execute(
+    patterns, observed, ranked, inst_max = _row(
+        conn,
         "SELECT count(*), count(*) FILTER (WHERE status = 'observed'), count(rank), coalesce(max(instances), 0)"
-        " FROM hub.patterns"
-    ).fetchone()
-    (aliases,) = conn.execute("SELECT count(*) FROM hub.pattern_aliases").fetchone()
-    (requests,) = conn.execute(
-        "SELECT count(*) FROM hub.pattern_discovery_requests WHERE asked_at > now() - interval '24 hours'"
-    ).fetchone()
-    by_type = dict(
+        " FROM hub.patterns",
+    )
+    (aliases,) = _row(conn, "SELECT count(*) FROM hub.pattern_aliases")
+    (requests,) = _row(
+        conn,
+        "SELECT count(*) FROM hub.pattern_discovery_requests WHERE asked_at > now() - interval '24 hours'",
+    )
+    by_type: dict[str, int] = dict(
         conn.execute("SELECT pattern_type, count(*) FROM hub.patterns GROUP BY 1 ORDER BY 1").fetchall()
     )
     return CatalogueCounts(patterns, aliases, observed, ranked, inst_max, requests, by_type)
