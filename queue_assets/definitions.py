@@ -12,6 +12,7 @@ from .export.resources import GitHubResource, TemplatesRepoResource
 from .ingest.defs import build_defs as ingest_defs
 from .operations.bootstrap_job import bootstrap_job
 from .operations.defs import build_defs as operations_defs
+from .patterns.defs import build_defs as patterns_defs
 from .resources import SharedQueueResource
 from .settings import Settings
 
@@ -25,6 +26,7 @@ defs = dg.Definitions.merge(
     distribution_defs(),
     export_defs(),
     operations_defs(),
+    patterns_defs(),
     dg.Definitions(
         jobs=[bootstrap_job], sensors=[demo_lineage_sensor], resources={"shared_queue": SharedQueueResource()}
     ),

@@ -39,7 +39,12 @@ INGEST_ASSET_FOR: dict[str, str] = {
 CONSUMED_QUEUES: tuple[str, ...] = tuple(INGEST_ASSET_FOR)
 DLQ_QUEUES: tuple[str, ...] = tuple(dlq_for(q) for q in CONSUMED_QUEUES)
 
-ALL_STATIC_QUEUES: tuple[str, ...] = REQUEST_REPLY_QUEUES + HUB_QUEUES + DLQ_QUEUES
+# The pattern authority (issue 11): hub_api.query_pattern sends one message here per unknown
+# pattern key per hour; the hub's enrichment consumes it.
+PATTERN_DISCOVERY = "pattern_discovery"
+PATTERN_QUEUES: tuple[str, ...] = (PATTERN_DISCOVERY,)
+
+ALL_STATIC_QUEUES: tuple[str, ...] = REQUEST_REPLY_QUEUES + HUB_QUEUES + DLQ_QUEUES + PATTERN_QUEUES
 
 # Topics the hub publishes on (pgmq.send_topic); every inbox binds `hub.#`.
 TOPIC_PREFIX = "hub"

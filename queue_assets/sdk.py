@@ -20,6 +20,8 @@ from . import contracts
 from .backoff import send_with_backoff
 from .db import make_pgmq
 from .names import inbox_queue_for, validate_instance_id
+from .patterns import canonical
+from .patterns.models import PatternInfo, PatternList, UnknownPattern, parse_query_result
 from .queues import INSTANCE_HEARTBEAT, LEARNED_PATTERNS, PATTERN_MESSAGES, REPLY_QUEUE_FOR
 
 if TYPE_CHECKING:  # the pgmq package imports SQLAlchemy: loaded when a client is made (`make_pgmq`)
@@ -88,6 +90,39 @@ class HubClient:
         if version:
             msg["version"] = version
         return self._send(INSTANCE_HEARTBEAT, msg, idempotency_key)
+
+    # --- the pattern authority: ask the hub (SQL functions in schema hub_api, docs/patterns.md) ---
+
+    def _api(self, statement: str, params: tuple) -> dict:
+        pool = self.q.pool
+        assert pool is not None  # the client always runs on a pool (make_pgmq)
+        with pool.connection() as conn:
+            conn.autocommit = True  # one round trip: the function is the whole transaction
+            try:
+                row = conn.execute(statement, params).fetchone()
+                assert row is not None  # a function call returns one row
+                return row[0]
+            except psycopg.errors.InvalidParameterValue as exc:
+                raise canonical.PatternInputError(exc.diag.message_primary or str(exc)) from None
+            finally:
+                conn.autocommit = False
+
+    def query_pattern(self, pattern_type: str, name: str) -> PatternInfo | UnknownPattern:
+        """The hub's entry for `name` (any name it was sent under), or `UnknownPattern` with the id of
+        the discovery request the miss recorded. Bad input raises `PatternInputError` before any query."""
+        canonical.check_pattern_type(pattern_type)
+        canonical.check_name(name)
+        return parse_query_result(self._api("SELECT hub_api.query_pattern(%s, %s)", (pattern_type, name)))
+
+    def query_patterns(self, pattern_type: str | None = None, *, language: str | None = None,
+                       min_instances: int | None = None, status: str | None = None,
+                       limit: int = 100) -> PatternList:
+        """The catalogue by rank, filtered (None matches everything); at most `limit` (1..1000)."""
+        if pattern_type is not None:
+            canonical.check_pattern_type(pattern_type)
+        doc = self._api("SELECT hub_api.query_patterns(%s, %s, %s, %s, %s)",
+                        (pattern_type, language, min_instances, status, limit))
+        return PatternList.model_validate(doc)
 
     # --- the inbox: what the hub fans out to this instance (pgmq topics, see queue_assets.fanout) ---
 

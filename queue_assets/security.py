@@ -11,7 +11,10 @@ as their own login role, `instance_<id>` (`instance_role_for`), which is a membe
   It cannot read the messages in those queues (no SELECT on `message`, no UPDATE for `pgmq.read`);
 - each instance role may SELECT, UPDATE and DELETE in its own inbox `pgmq.q_inbox_<id>` (what
   `pgmq.read`, `pgmq.set_vt`, `pgmq.delete` and `pgmq.archive` need), and SELECT and INSERT in that
-  inbox's archive `pgmq.a_inbox_<id>` (`pgmq.archive` moves a message there). Nothing else.
+  inbox's archive `pgmq.a_inbox_<id>` (`pgmq.archive` moves a message there);
+- the group may use schema `hub_api` and EXECUTE its functions (the pattern query API, sql/011):
+  they are SECURITY DEFINER with a fixed search_path, so they read `hub.patterns` and send to
+  `pattern_discovery` for the caller, who has no right on either. Nothing else.
 
 pgmq's functions are SECURITY INVOKER, so the table privileges above are what is checked: no
 other queue, no archive but its own, no `hub.*` table (schema `hub` grants nothing to PUBLIC), no
@@ -166,6 +169,13 @@ def ensure_producer_role(conn: psycopg.Connection, report=None, *, group: str = 
             sendable.append(queue)
     if sendable:
         out.actions.append(f"granted {group} send on {', '.join(sendable)}")
+    # The pattern query API (sql/011): SECURITY DEFINER functions, so EXECUTE is all a producer needs.
+    if _has(conn, "to_regnamespace('hub_api') IS NOT NULL") and not _has(
+        conn, "has_function_privilege(%s, 'hub_api.query_pattern(text, text)', 'EXECUTE')", group
+    ):
+        conn.execute(sql.SQL("GRANT USAGE ON SCHEMA hub_api TO {}").format(role))
+        conn.execute(sql.SQL("GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA hub_api TO {}").format(role))
+        out.actions.append(f"granted {group} EXECUTE on the pattern query API (schema hub_api)")
     # PostgreSQL < 15 lets PUBLIC create objects in schema public; nobody but the owner should here.
     if _has(conn, "has_schema_privilege('public', 'public', 'CREATE')"):
         conn.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")

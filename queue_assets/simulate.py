@@ -25,18 +25,35 @@ class SimStats:
     heartbeats: int = 0
     invalid: int = 0
     requests: int = 0
+    queries: int = 0
+    misses: int = 0
 
 
 def random_pattern(rng: random.Random) -> dict:
     kind = rng.choice(["framework", "technology", "microservice", "code"])
     if kind == "framework":
         name, lang = rng.choice(FRAMEWORKS)
+        # Instances spell names differently; the catalogue folds these into one key (docs/patterns.md).
+        name = rng.choices([name, name.capitalize(), f"{name}-framework"], weights=[8, 1, 1])[0]
         return {"pattern_type": kind, "name": name, "language": lang, "confidence": round(rng.uniform(0.5, 1), 3),
                 "indicators": [f"dependency {name}", f"{lang} project layout"][: rng.randint(1, 2)]}
     pool = {"technology": TECHNOLOGIES, "microservice": MICROSERVICES, "code": CODE}[kind]
     name = rng.choice(pool)
     return {"pattern_type": kind, "name": name, "confidence": round(rng.uniform(0.3, 1), 3),
             "indicators": [f"{name} seen in config"]}
+
+
+def query_catalogue(client: HubClient, rng: random.Random, n: int, stats: SimStats) -> None:
+    """Ask the hub as an instance would: mostly known patterns, every fifth time a name nobody sent
+    (the same few, so the hub sends one discovery message per name per hour, not one per question)."""
+    if n % 15 == 0:
+        kind, name = "framework", f"unheard-of-{n % 45 // 15}"
+    else:
+        p = random_pattern(rng)
+        kind, name = p["pattern_type"], p["name"]
+    result = client.query_pattern(kind, name)
+    stats.queries += 1
+    stats.misses += not result.known
 
 
 def run(db_url: str, *, instances: int = 3, rate: float = 5.0, duration_s: float | None = None,
@@ -78,6 +95,8 @@ def run(db_url: str, *, instances: int = 3, rate: float = 5.0, duration_s: float
                 if rng.random() < 0.8:
                     rr.publish_reply("llm", {"request_id": req_id, "result": "ok"})
                 stats.requests += 1
+            if n % 3 == 0:
+                query_catalogue(c, rng, n, stats)
             if invalid_every and n % invalid_every == 0:
                 c.q.send("pattern_messages", {"type": "pattern_detection", "instance_id": c.instance_id,
                                               "timestamp": "not a time", "patterns": []})

@@ -94,7 +94,8 @@ def test_every_kind_of_queue_is_measured(conn):
     assert kinds["pattern_messages_dlq"] == "dlq"
     assert kinds["llm_results"] == "request_reply"
     assert kinds["template_updates"] == "hub"
-    assert len(kinds) == 8 + 4 + 3 + 1
+    assert len(kinds) == 8 + 4 + 3 + 1 + 1  # + pattern_discovery, a hub queue
+    assert kinds["pattern_discovery"] == "hub"
 
 
 def test_statistics_columns_are_named_after_the_fields_they_fill(conn, corpus):
@@ -163,7 +164,7 @@ def test_a_queue_dropped_during_the_run_is_left_out(conn, monkeypatch):
     monkeypatch.setattr(mod, "existing_queues", listing_then_drop)
     report = collect_statistics(conn, as_of=T)
     assert "inbox_leaving" not in report.by_queue()
-    assert len(report.queues) == 15
+    assert len(report.queues) == 16
 
 
 def test_history_gets_one_row_per_queue(conn, corpus):
@@ -236,9 +237,9 @@ def test_asset_reports_per_queue_counts_and_totals_as_metadata(conn, db_url):
     assert md["dlq_depth.pattern_messages"].value == 1
     assert md["total.depth"].value == 3
     assert md["total.dlq_messages"].value == 1
-    assert md["total.queues"].value == 15
+    assert md["total.queues"].value == 16
     assert md["queues"].value.splitlines()[2].startswith("| `pattern_messages`")
-    assert count(conn, "hub.queue_statistics") == 15
+    assert count(conn, "hub.queue_statistics") == 16
 
 
 def _checks(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:

@@ -35,6 +35,7 @@ import psycopg
 from psycopg import sql
 
 from ..contracts import PATTERN_TYPES
+from ..patterns import catalogue
 
 W_CONFIDENCE = 0.6
 W_VOLUME = 0.3
@@ -247,6 +248,10 @@ def aggregate(
             else:
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (_AGGREGATION_LOCK_KEY,))
             result = _aggregate(conn, top_indicators, retention_days, work_mem, dagster_run_id, started)
+        # The catalogue's rank follows the new ranking; its own READ COMMITTED transaction, because
+        # ingest updates hub.patterns concurrently (REPEATABLE READ would fail on those rows).
+        with conn.transaction():
+            catalogue.refresh_ranks(conn)
     finally:
         if own:
             # A connection that died took its lock with it.

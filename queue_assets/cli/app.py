@@ -15,7 +15,7 @@ from .. import bootstrap, embedded
 from ..db import DatabaseUnavailable, resolve_urls
 from ..names import InvalidNameError
 from ..settings import Settings, SettingsError, project_root
-from . import ops, roles
+from . import ops, patterns, roles
 from .errors import fail
 
 DOTENV_HEADER = "# Written by `queue-assets init` (and `queue-assets dev`); rewritten by each run."
@@ -86,7 +86,8 @@ def cmd_simulate(settings: Settings, args) -> int:
 
     def progress(s):
         print(f"\rpublished: {s.patterns} pattern, {s.analyses} analysis, {s.learned} learned, "
-              f"{s.heartbeats} heartbeat, {s.invalid} invalid, {s.requests} llm requests", end="", flush=True)
+              f"{s.heartbeats} heartbeat, {s.invalid} invalid, {s.requests} llm requests, "
+              f"{s.queries} pattern queries ({s.misses} misses)", end="", flush=True)
 
     stats = simulate.run(urls["shared_queue"], instances=args.instances, rate=args.rate,
                          duration_s=args.duration, progress=progress)
@@ -210,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("stop", help="stop the embedded PostgreSQL")
     ops.add_subcommands(sub)
     roles.add_subcommands(sub)
+    patterns.add_subcommands(sub)
     return p
 
 
@@ -217,6 +219,7 @@ COMMANDS = {"init": cmd_init, "settings": cmd_settings, "simulate": cmd_simulate
             "dev": cmd_dev, "stop": cmd_stop}
 COMMANDS.update(ops.COMMANDS)
 COMMANDS.update(roles.COMMANDS)
+COMMANDS.update(patterns.COMMANDS)
 
 
 def main(argv: list[str] | None = None) -> int:

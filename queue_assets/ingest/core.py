@@ -30,6 +30,7 @@ from psycopg import sql
 from .. import db
 from ..contracts import ContractError, parse_ingest
 from ..names import dlq_for, validate_queue_name
+from ..patterns import catalogue
 from . import rows as row_builders
 
 MAX_IDEMPOTENCY_KEY = 200
@@ -282,6 +283,7 @@ def store_batch(conn: psycopg.Connection, queue: str, batch: list[Delivery], res
             )
         if fresh:
             row_builders.upsert_instances(conn, row_builders.instance_summary(fresh))
+            catalogue.observe_batch(conn, fresh)  # the pattern catalogue, same transaction
         if dead:
             conn.execute(
                 "SELECT pgmq.send_batch(%s, %s::jsonb[], %s::jsonb[])",

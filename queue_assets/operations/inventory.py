@@ -9,7 +9,7 @@ from __future__ import annotations
 import psycopg
 
 from ..names import DLQ_SUFFIX, INBOX_PREFIX
-from ..queues import HUB_QUEUES, REQUEST_REPLY_QUEUES
+from ..queues import HUB_QUEUES, PATTERN_QUEUES, REQUEST_REPLY_QUEUES
 
 KINDS = ("request_reply", "hub", "inbox", "dlq", "other")
 
@@ -20,7 +20,7 @@ def queue_kind(queue: str) -> str:
         return "dlq"
     if queue in REQUEST_REPLY_QUEUES:
         return "request_reply"
-    if queue in HUB_QUEUES:
+    if queue in HUB_QUEUES or queue in PATTERN_QUEUES:
         return "hub"
     if queue.startswith(INBOX_PREFIX):
         return "inbox"

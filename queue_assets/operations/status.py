@@ -50,6 +50,7 @@ class StatusReport:
     dead_letters: dict[str, dict[str, int]]
     materializations: list[MaterializationRow] = field(default_factory=list)
     dagster_note: str = ""
+    pattern_queries: list[tuple] = field(default_factory=list)  # (hour, queries, misses), newest first
 
 
 def read_instances(conn: psycopg.Connection, *, stale_after_s: int) -> list[InstanceRow]:
@@ -183,7 +184,17 @@ def gather(
         instances = []
     dead = count_dead_letters(conn, DlqFilter())
     mats, note = read_materializations(project_home, dagster_url) if include_dagster else ([], "not requested")
-    return StatusReport(stats.measured_at, stats, instances, dead, mats, note)
+    return StatusReport(stats.measured_at, stats, instances, dead, mats, note, _pattern_queries(conn))
+
+
+def _pattern_queries(conn: psycopg.Connection) -> list[tuple]:
+    from ..patterns.catalogue import query_counts
+
+    try:
+        return query_counts(conn)
+    except psycopg.errors.UndefinedTable:  # a database from before sql/011
+        conn.rollback()
+        return []
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
@@ -239,6 +250,13 @@ def render(report: StatusReport, thresholds: Thresholds, *, max_queues: int = 20
         lines.append(f"  {dlq}: {sum(kinds.values())} ({detail})")
     if dead_total:
         lines.append("  inspect: queue-assets dlq list; replay: queue-assets dlq redrive --queue <queue>")
+
+    lines += ["", "PATTERN QUERIES (hub_api, per UTC hour): "
+              + (f"{sum(q for _, q, _ in report.pattern_queries)} queries, "
+                 f"{sum(m for _, _, m in report.pattern_queries)} misses" if report.pattern_queries else "none yet")]
+    if report.pattern_queries:
+        lines += _table(["hour", "queries", "misses"],
+                        [[f"{h.astimezone(UTC):%Y-%m-%d %H}:00Z", str(q), str(m)] for h, q, m in report.pattern_queries])
 
     lines += ["", f"LAST MATERIALIZATIONS: {report.dagster_note}"]
     if report.materializations:

@@ -1,0 +1,231 @@
+"""The pattern authority: query latency through hub_api vs a plain indexed SELECT, and ingest with the
+catalogue maintained vs without it.
+
+    .venv/bin/python bench/bench_patterns.py [--patterns 100000] [--aliases-per-pattern 10]
+        [--queries 3000] [--clients 50] [--per-client 100] [--messages 20000] [--rounds 3] [--server URL]
+
+1. Ingest: the same payloads as bench_ingest.py, rounds alternating with the catalogue hook on and
+   off (`catalogue.observe_batch` replaced by a no-op in this process), medians of each.
+2. A catalogue of `--patterns` keys and patterns x aliases-per-pattern names, loaded in bulk.
+3. Single client, interleaved per query so load on the shared machine hits all three alike:
+   a plain indexed `SELECT` on hub.patterns (as the owner: instances may not read hub.*),
+   `SELECT hub_api.query_pattern(type, alias)` as an instance login role (raw SQL, as Elixir
+   would call it), and `HubClient.query_pattern` (the SDK, same role). Hits by alias.
+4. `--clients` threads, each on its own instance-role connection, querying at once.
+`--queries 0` runs the ingest comparison only; `--rounds 0` the queries only.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psycopg
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._common import fresh_database, parse_args  # noqa: E402
+from queue_assets import security  # noqa: E402
+from queue_assets.ingest.core import IngestConfig, ingest_queue  # noqa: E402
+from queue_assets.patterns import catalogue  # noqa: E402
+from queue_assets.sdk import HubClient  # noqa: E402
+from queue_assets_tests.helpers import pattern_message, send_many  # noqa: E402
+
+KINDS = ("framework", "technology", "microservice", "code")
+PASSWORD = "bench-patterns-pw"
+PLAIN_SQL = "SELECT * FROM hub.patterns WHERE pattern_type = %s AND canonical_name = %s"
+API_SQL = "SELECT hub_api.query_pattern(%s, %s)"
+
+
+def pct(values: list[float]) -> str:
+    q = statistics.quantiles(values, n=100)
+    return (
+        f"p50 {statistics.median(values) * 1000:.3f} ms, p95 {q[94] * 1000:.3f} ms, p99 {q[98] * 1000:.3f} ms"
+    )
+
+
+def bench_ingest(url: str, messages: int, rounds: int) -> None:
+    payloads = [pattern_message(f"singularity-{i % 8}", i) for i in range(messages)]
+    real = catalogue.observe_batch
+    rates: dict[str, list[float]] = {"with catalogue": [], "without": []}
+    with psycopg.connect(url) as conn:
+        for r in range(rounds * 2):
+            label = "with catalogue" if r % 2 == 0 else "without"
+            catalogue.observe_batch = real if r % 2 == 0 else (lambda conn, fresh: None)
+            send_many(conn, "pattern_messages", payloads)
+            conn.commit()
+            t = time.perf_counter()
+            res = ingest_queue(conn, "pattern_messages", IngestConfig(), prefetch_url=url)
+            rates[label].append(res.read / (time.perf_counter() - t))
+    catalogue.observe_batch = real
+    on, off = statistics.median(rates["with catalogue"]), statistics.median(rates["without"])
+    for label, values in rates.items():
+        print(
+            f"ingest {label}: median {statistics.median(values):,.0f} msg/s "
+            f"(rounds: {', '.join(f'{v:,.0f}' for v in values)})"
+        )
+    print(f"ingest with/without catalogue: {on / off:.2f}")
+
+
+def load_catalogue(conn: psycopg.Connection, patterns: int, per_pattern: int) -> float:
+    t = time.perf_counter()
+    conn.execute("SET LOCAL synchronous_commit = off")
+    conn.execute(
+        "INSERT INTO hub.patterns (pattern_type, canonical_name, display_name, instances, observations,"
+        " confidence, languages, top_indicators, first_seen, last_seen, rank)"
+        " SELECT (ARRAY['framework','technology','microservice','code'])[1 + i %% 4], 'pattern-' || i,"
+        " 'Pattern ' || i, 1 + i %% 50, 10 + i %% 1000, 0.5 + (i %% 50) / 100.0, '{elixir,rust}',"
+        " '{mix.exs,Cargo.toml}', now() - interval '30 days', now(), i"
+        " FROM generate_series(1, %s) i",
+        (patterns,),
+    )
+    conn.execute(
+        "INSERT INTO hub.pattern_aliases (pattern_type, name, canonical_name, observations, first_seen, last_seen)"
+        " SELECT (ARRAY['framework','technology','microservice','code'])[1 + i %% 4],"
+        " CASE WHEN j = 0 THEN 'pattern-' || i ELSE 'Pattern_' || i || '.v' || j END, 'pattern-' || i,"
+        " 1 + j, now() - interval '30 days', now()"
+        " FROM generate_series(1, %s) i, generate_series(0, %s) j",
+        (patterns, per_pattern - 1),
+    )
+    conn.commit()
+    conn.execute("ANALYZE hub.patterns")
+    conn.execute("ANALYZE hub.pattern_aliases")
+    conn.commit()
+    return time.perf_counter() - t
+
+
+def alias_of(i: int, j: int) -> tuple[str, str]:
+    return KINDS[i % 4], (f"pattern-{i}" if j == 0 else f"Pattern_{i}.v{j}")
+
+
+def single_client(url: str, role_url: str, patterns: int, per_pattern: int, queries: int) -> None:
+    rng = random.Random(11)
+    plain_t, raw_t, sdk_t = [], [], []
+    with (
+        psycopg.connect(url, autocommit=True) as owner,
+        psycopg.connect(role_url, autocommit=True) as inst,
+        HubClient(role_url, "bench-patterns") as hub,
+    ):
+        for _ in range(200):  # warm-up: caches, prepared statements, the pool
+            i, j = rng.randint(1, patterns), rng.randrange(per_pattern)
+            owner.execute(PLAIN_SQL, (KINDS[i % 4], f"pattern-{i}")).fetchall()
+            inst.execute(API_SQL, alias_of(i, j)).fetchone()
+            hub.query_pattern(*alias_of(i, j))
+        for _ in range(queries):
+            i, j = rng.randint(1, patterns), rng.randrange(per_pattern)
+            t = time.perf_counter()
+            owner.execute(PLAIN_SQL, (KINDS[i % 4], f"pattern-{i}")).fetchall()
+            plain_t.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            doc = inst.execute(API_SQL, alias_of(i, j)).fetchone()[0]
+            raw_t.append(time.perf_counter() - t)
+            assert doc["name"] == f"pattern-{i}", doc
+            t = time.perf_counter()
+            hit = hub.query_pattern(*alias_of(i, j))
+            sdk_t.append(time.perf_counter() - t)
+            assert hit.known
+    print(f"single client, {queries} queries each, by alias:")
+    print(f"  plain indexed SELECT (owner):        {pct(plain_t)}")
+    print(f"  hub_api.query_pattern raw SQL (role): {pct(raw_t)}")
+    print(f"  HubClient.query_pattern SDK (role):   {pct(sdk_t)}")
+    q = lambda v: statistics.quantiles(v, n=100)[94]  # noqa: E731
+    print(
+        f"  p95 ratio raw/plain {q(raw_t) / q(plain_t):.2f}, SDK/plain {q(sdk_t) / q(plain_t):.2f}; "
+        f"p50 ratio raw/plain {statistics.median(raw_t) / statistics.median(plain_t):.2f}"
+    )
+
+
+def concurrent(
+    url: str, role_url: str, patterns: int, per_pattern: int, clients: int, per_client: int, *, plain: bool
+) -> None:
+    barrier = threading.Barrier(clients)
+    times: list[float] = []
+    lock = threading.Lock()
+
+    def client(seed: int) -> None:
+        rng = random.Random(seed)
+        mine = []
+        with psycopg.connect(url if plain else role_url, autocommit=True) as c:
+            barrier.wait()
+            for _ in range(per_client):
+                i, j = rng.randint(1, patterns), rng.randrange(per_pattern)
+                t = time.perf_counter()
+                if plain:
+                    c.execute(PLAIN_SQL, (KINDS[i % 4], f"pattern-{i}")).fetchall()
+                else:
+                    c.execute(API_SQL, alias_of(i, j)).fetchone()
+                mine.append(time.perf_counter() - t)
+        with lock:
+            times.extend(mine)
+
+    threads = [threading.Thread(target=client, args=(s,)) for s in range(clients)]
+    t = time.perf_counter()
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    wall = time.perf_counter() - t
+    label = "plain SELECT (owner)" if plain else "hub_api.query_pattern (role)"
+    print(f"  {clients} clients x {per_client}, {label}: {pct(times)}, {len(times) / wall:,.0f} queries/s")
+
+
+def main() -> None:
+    args = parse_args(
+        __doc__,
+        patterns=(int, 100_000, "catalogue keys"),
+        aliases_per_pattern=(int, 10, "names per key (100,000 x 10 = 1,000,000 aliases)"),
+        queries=(int, 3000, "single-client queries per method"),
+        clients=(int, 50, "concurrent clients"),
+        per_client=(int, 100, "queries per client"),
+        messages=(int, 20_000, "messages per ingest round"),
+        rounds=(int, 3, "ingest rounds each"),
+    )
+    url, label, drop = fresh_database(args.server)
+    instance = f"bench-{os.getpid()}"
+    try:
+        print(f"server: {label}")
+        if args.rounds:
+            bench_ingest(url, args.messages, args.rounds)
+        if not args.queries:
+            return
+        with psycopg.connect(url) as conn:
+            conn.execute(
+                "TRUNCATE hub.patterns, hub.pattern_aliases, hub.pattern_sightings, hub.pattern_indicators"
+            )
+            conn.commit()
+            security.ensure_producer_role(conn)
+            security.grant_instance(conn, instance, password=PASSWORD)
+            conn.commit()
+            loaded = load_catalogue(conn, args.patterns, args.aliases_per_pattern)
+            n_p, n_a = conn.execute(
+                "SELECT (SELECT count(*) FROM hub.patterns), (SELECT count(*) FROM hub.pattern_aliases)"
+            ).fetchone()
+        print(f"catalogue: {n_p:,} patterns, {n_a:,} aliases (loaded in {loaded:.1f} s)")
+        role_url = psycopg.conninfo.make_conninfo(
+            url, user=security.instance_role_for(instance), password=PASSWORD
+        )
+        single_client(url, role_url, args.patterns, args.aliases_per_pattern, args.queries)
+        print("concurrent:")
+        for plain in (True, False):
+            concurrent(
+                url,
+                role_url,
+                args.patterns,
+                args.aliases_per_pattern,
+                args.clients,
+                args.per_client,
+                plain=plain,
+            )
+    finally:
+        with psycopg.connect(url) as conn:
+            security.drop_instance_role(conn, instance)
+        drop()
+
+
+if __name__ == "__main__":
+    main()

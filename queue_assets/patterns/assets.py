@@ -1,0 +1,92 @@
+"""The `pattern_catalogue` asset (a cheap refresh: ranks, counts, top table) and the external
+`pgmq/pattern_discovery` queue it feeds through hub_api's misses.
+
+Ingest keeps `hub.patterns` current row by row as messages arrive (sql/010); this asset only makes
+the catalogue visible in the UI: its counts as plotted metadata and the top patterns as a table.
+"""
+
+import dagster as dg
+
+from ..ingest.assets import QUEUE_GROUP
+from ..queues import PATTERN_DISCOVERY
+from ..resources import SharedQueueResource
+from . import catalogue
+
+PATTERNS_GROUP = "patterns"
+TOP_SHOWN = 15
+
+
+def top_table(rows: list[dict]) -> str:
+    if not rows:
+        return "_no patterns observed yet_"
+
+    def cell(v) -> str:
+        if v is None:
+            return "-"
+        if isinstance(v, float):
+            return f"{v:.3f}"
+        if isinstance(v, list):
+            v = ", ".join(v[:3])
+        return str(v).replace("|", "\\|")[:60]
+
+    cols = [
+        "rank",
+        "pattern_type",
+        "canonical_name",
+        "status",
+        "instances",
+        "observations",
+        "confidence",
+        "languages",
+        "version",
+    ]
+    head = "| " + " | ".join(cols) + " |\n|" + "---|" * len(cols) + "\n"
+    return head + "\n".join("| " + " | ".join(cell(r[c]) for c in cols) + " |" for r in rows)
+
+
+@dg.asset(
+    name="pattern_catalogue",
+    deps=[dg.AssetKey("pattern_messages"), dg.AssetKey("aggregated_patterns")],
+    group_name=PATTERNS_GROUP,
+    kinds={"postgres"},
+    description=(
+        "The pattern authority's catalogue (seed 003): hub.patterns, one row per (pattern_type, "
+        "canonical name), every name sent in hub.pattern_aliases. Kept current by ingest in the "
+        "transaction that stores the observations; instances query it through hub_api "
+        "(docs/patterns.md). This refresh copies the hourly ranking's ranks and reports counts."
+    ),
+    metadata={"table": "hub.patterns", "aliases": "hub.pattern_aliases", "api": "hub_api.query_pattern"},
+)
+def pattern_catalogue(shared_queue: SharedQueueResource) -> dg.MaterializeResult:
+    with shared_queue.connection() as conn:
+        with conn.transaction():
+            reranked = catalogue.refresh_ranks(conn)
+        counts = catalogue.counts(conn)
+        top = catalogue.top(conn, limit=TOP_SHOWN)
+        hourly = catalogue.query_counts(conn, hours=1)
+    queries, misses = (hourly[0][1], hourly[0][2]) if hourly else (0, 0)
+    return dg.MaterializeResult(
+        metadata={
+            "patterns": dg.MetadataValue.int(counts.patterns),
+            "aliases": dg.MetadataValue.int(counts.aliases),
+            "ranked": dg.MetadataValue.int(counts.ranked),
+            "reranked": dg.MetadataValue.int(reranked),
+            "max_instances": dg.MetadataValue.int(counts.instances_max),
+            "discovery_requests_24h": dg.MetadataValue.int(counts.discovery_requests_24h),
+            "queries_this_hour": dg.MetadataValue.int(queries),
+            "misses_this_hour": dg.MetadataValue.int(misses),
+            **{f"patterns_{t}": dg.MetadataValue.int(n) for t, n in counts.by_type.items()},
+            "top_patterns": dg.MetadataValue.md(top_table(top)),
+        }
+    )
+
+
+PATTERN_DISCOVERY_SPEC = dg.AssetSpec(
+    key=dg.AssetKey(["pgmq", PATTERN_DISCOVERY]),
+    deps=[dg.AssetKey("pattern_catalogue")],
+    description="pgmq queue `pattern_discovery`: hub_api.query_pattern sends one message per unknown "
+    "pattern key per hour (an instance asked for a name nobody sent); read by the enrichment.",
+    group_name=QUEUE_GROUP,
+    kinds={"postgres"},
+    metadata={"pgmq_queue": PATTERN_DISCOVERY},
+)
