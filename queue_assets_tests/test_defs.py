@@ -15,10 +15,11 @@ from queue_assets.definitions import defs
 from queue_assets.queues import CONSUMED_QUEUES, INGEST_ASSET_FOR, TEMPLATE_UPDATES
 
 # The queues the lineage draws as external assets: the three the hub consumes (upstream of ingest),
-# and the two it writes to (downstream of distribution).
+# the two it writes to (downstream of distribution), and the pattern authority's discovery queue.
 EXPECTED_QUEUE_SPECS = {f"pgmq/{q}" for q in CONSUMED_QUEUES} | {
     f"pgmq/{TEMPLATE_UPDATES}",
     "pgmq/instance_inboxes",
+    "pgmq/pattern_discovery",
 }
 
 
