@@ -42,7 +42,9 @@ DLQ_QUEUES: tuple[str, ...] = tuple(dlq_for(q) for q in CONSUMED_QUEUES)
 # The pattern authority (issue 11): hub_api.query_pattern sends one message here per unknown
 # pattern key per hour; the hub's enrichment consumes it.
 PATTERN_DISCOVERY = "pattern_discovery"
-PATTERN_QUEUES: tuple[str, ...] = (PATTERN_DISCOVERY,)
+# Issue 12: the hub's own reply queue for its llm_requests (`reply_to`); the hub never reads llm_results.
+HUB_LLM_RESULTS = "hub_llm_results"
+PATTERN_QUEUES: tuple[str, ...] = (PATTERN_DISCOVERY, HUB_LLM_RESULTS, dlq_for(HUB_LLM_RESULTS))
 
 ALL_STATIC_QUEUES: tuple[str, ...] = REQUEST_REPLY_QUEUES + HUB_QUEUES + DLQ_QUEUES + PATTERN_QUEUES
 

@@ -81,6 +81,11 @@ class Settings:
     ingest_backoff_cap_s: int = 600
     retry_delay_s: int = 30
     """First retry delay of the scheduled jobs' steps (then doubling); queue_assets/retries.py."""
+    llm_provider: str = "queue"
+    """Pattern enrichment (issue 12): queue (llm_requests -> hub_llm_results) or off."""
+    llm_max_per_hour: int = 100
+    llm_timeout_s: int = 300
+    llm_max_attempts: int = 3
     data_dir: Path = Path(".queue_assets")
 
     @property
@@ -158,6 +163,10 @@ class Settings:
             ingest_backoff_base_s=get("QUEUE_ASSETS_INGEST_BACKOFF_BASE_S", _int_range(1, 86_400), 10),
             ingest_backoff_cap_s=get("QUEUE_ASSETS_INGEST_BACKOFF_CAP_S", _int_range(1, 7 * 86_400), 600),
             retry_delay_s=get("QUEUE_ASSETS_RETRY_DELAY_S", _int_range(0, 3600), 30),
+            llm_provider=get("QUEUE_ASSETS_LLM_PROVIDER", _llm_provider, "queue"),
+            llm_max_per_hour=get("QUEUE_ASSETS_LLM_MAX_PER_HOUR", _int_range(0, 1_000_000), 100),
+            llm_timeout_s=get("QUEUE_ASSETS_LLM_TIMEOUT_S", _int_range(1, 86_400), 300),
+            llm_max_attempts=get("QUEUE_ASSETS_LLM_MAX_ATTEMPTS", _int_range(1, 100), 3),
             data_dir=data_dir,
         )
         problems += _cross_checks(settings)
@@ -246,3 +255,21 @@ def _identifier_text(raw: str) -> str:
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_$\-]{0,62}", raw):
         raise ValueError("not a valid PostgreSQL name")
     return raw
+
+
+def _choice(*allowed: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.lower()
+        if value not in allowed:
+            raise ValueError(f"expected one of: {', '.join(allowed)}")
+        return value
+
+    return parse
+
+
+def _llm_provider(raw: str) -> str:
+    value = raw.lower()
+    if value == "openai":
+        raise ValueError("the openai provider is not available yet (the openai client is not a dependency); "
+                         "use queue or off")
+    return _choice("queue", "off")(value)

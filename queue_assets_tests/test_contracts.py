@@ -902,6 +902,7 @@ def test_the_union_covers_every_type():
     assert ALL_TYPES == {
         "pattern_detection", "code_analysis", "learned_patterns", "learned_artifacts", "heartbeat",
         "aggregated_patterns", "patterns_updated", "templates_updated", "learning_exported", "aggregated_learning",
+        "pattern_learned",
         "llm_request", "llm_result", "approval_request", "approval_response",
         "question_request", "question_response", "job_request", "job_result",
     }  # fmt: skip

@@ -6,7 +6,7 @@ Pure Python (pydantic only): no Dagster, no database. Modules:
 - `ingest`: instance -> hub messages (`pattern_detection`, `code_analysis`, `learned_patterns` /
   `learned_artifacts`, `heartbeat`);
 - `hub`: hub -> instance messages (`aggregated_patterns`, `patterns_updated`, `templates_updated`,
-  `learning_exported`, `aggregated_learning`);
+  `learning_exported`, `aggregated_learning`, `pattern_learned`);
 - `requests`: request/reply messages of the service queues and `QUEUE_MODELS`;
 - `errors`: `ContractError` and the wording of reasons;
 - `parse`: the `Message` union and `parse_message` / `parse_ingest` / `parse_for_queue`;

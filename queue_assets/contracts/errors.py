@@ -35,6 +35,8 @@ ERROR_KINDS: dict[str, str] = {
     "bad_timestamp": "the timestamp is missing, not ISO-8601 or absurd",
     "bad_instance_id": "the instance id is missing or not a safe id",
     "bad_text": "a string holds control, bidi override/isolate characters or NUL",
+    "unknown_request": "a reply on hub_llm_results names a request id the hub never sent",
+    "bad_result": "an llm_result's result (or error) is not a valid enrichment",
 }
 
 VALUE_CHARS = 80

@@ -94,10 +94,30 @@ class AggregatedLearning(HubMessage):
     stats: dict[str, Any] | None = Field(default=None, description="free-form JSON statistics")
 
 
+class PatternLearned(HubMessage):
+    """A new visible version of a catalogue pattern (issue 12), sent to every active inbox with one
+    `pgmq.send_topic`. `answers` lists the discovery request ids it answers; `provisional` is true
+    while only one instance has seen the key (unless a person approved it)."""
+
+    type: Literal["pattern_learned"]
+    pattern_type: PatternType
+    name: Name
+    aliases: list[Name] = Field(default_factory=list)
+    version: Count
+    status: Literal["observed", "enriching", "enriched", "approved", "rejected", "enrichment_failed"]
+    provisional: bool
+    description: Text | None = None
+    detection: dict[str, Any] | None = Field(default=None, description="files and dependencies that reveal it")
+    related: list[ShortText] = Field(default_factory=list)
+    languages: list[ShortText] = Field(default_factory=list)
+    answers: list[ShortText] = Field(default_factory=list, description="discovery request ids answered")
+
+
 HUB_MODELS: tuple[type[HubMessage], ...] = (
     AggregatedPatterns,
     PatternsUpdated,
     TemplatesUpdated,
     LearningExported,
     AggregatedLearning,
+    PatternLearned,
 )

@@ -32,6 +32,7 @@ from .hub import (
     AggregatedLearning,
     AggregatedPatterns,
     LearningExported,
+    PatternLearned,
     PatternsUpdated,
     TemplatesUpdated,
 )
@@ -105,7 +106,8 @@ IngestMessage = Annotated[
 """An instance -> hub message."""
 
 HubToInstanceMessage = Annotated[
-    Union[AggregatedPatterns, PatternsUpdated, TemplatesUpdated, LearningExported, AggregatedLearning],  # noqa: UP007
+    Union[AggregatedPatterns, PatternsUpdated, TemplatesUpdated, LearningExported, AggregatedLearning,  # noqa: UP007
+          PatternLearned],
     Field(discriminator="type"),
 ]
 """A hub -> instance message."""
@@ -122,6 +124,7 @@ Message = Annotated[
         Annotated[TemplatesUpdated, Tag("templates_updated")],
         Annotated[LearningExported, Tag("learning_exported")],
         Annotated[AggregatedLearning, Tag("aggregated_learning")],
+        Annotated[PatternLearned, Tag("pattern_learned")],
         Annotated[LlmRequest, Tag("llm_request")],
         Annotated[LlmResult, Tag("llm_result")],
         Annotated[ApprovalRequest, Tag("approval_request")],

@@ -30,7 +30,8 @@ from psycopg import sql
 from .. import db
 from ..contracts import ContractError, parse_ingest
 from ..names import dlq_for, validate_queue_name
-from ..patterns import catalogue
+from ..patterns import catalogue, enrichment
+from ..queues import HUB_LLM_RESULTS
 from . import rows as row_builders
 
 MAX_IDEMPOTENCY_KEY = 200
@@ -95,6 +96,8 @@ class Delivery:
     error_kind: str | None = None
     queue_created_at: datetime | None = None
     """The incarnation of the queue it was read from (`pgmq.meta.created_at`, one object per batch)."""
+    request_id: str | None = None
+    """On `hub_llm_results`: the request a reply answers (also kept when the reply is invalid)."""
 
 
 class IngestError(RuntimeError):
@@ -173,7 +176,14 @@ def validate(queue: str, d: Delivery, cfg: IngestConfig) -> None:
                 f"delivered {d.read_ct} times without being stored (limit {cfg.max_attempts}); "
                 "the hub gave up on it",
             )
-        model = parse_ingest(queue, d.raw, max_bytes=cfg.max_message_bytes)
+        if queue == HUB_LLM_RESULTS:
+            model, d.request_id, error = enrichment.parse_reply(d.raw, cfg.max_message_bytes)
+            if error is not None:
+                raise error
+            # one stored reply per request: a duplicate reply is a ledger duplicate
+            d.idempotency_key = f"llm_result:{d.request_id}"
+        else:
+            model = parse_ingest(queue, d.raw, max_bytes=cfg.max_message_bytes)
     except ContractError as exc:
         d.error, d.error_kind = exc.reason, exc.kind
         return
@@ -241,6 +251,8 @@ def store_batch(conn: psycopg.Connection, queue: str, batch: list[Delivery], res
     created_at = batch[0].queue_created_at
     if created_at is None or any(d.queue_created_at != created_at for d in batch):
         raise IngestError(f"queue {queue!r}: a batch to store must come from one read (one queue incarnation)")
+    if queue == HUB_LLM_RESULTS:
+        enrichment.screen_replies(conn, [d for d in batch if d.error is None])
     valid = [d for d in batch if d.error is None]
     ledger = [
         {
@@ -250,7 +262,7 @@ def store_batch(conn: psycopg.Connection, queue: str, batch: list[Delivery], res
             "idempotency_key": d.idempotency_key if d.error is None else None,
             "outcome": "stored" if d.error is None else "dead_lettered",
             "enqueued_at": d.enqueued_at.isoformat(),
-            "produced_at": d.model.timestamp.isoformat() if d.model is not None else None,
+            "produced_at": d.model.timestamp.isoformat() if d.model is not None and d.model.timestamp else None,
             "read_ct": d.read_ct,
         }
         for d in batch
@@ -259,7 +271,8 @@ def store_batch(conn: psycopg.Connection, queue: str, batch: list[Delivery], res
     # server crash that loses this commit loses all of it, and the batch is simply read again.
     conn.execute("SET LOCAL synchronous_commit = off")
     params = {"queue": queue, "created_at": created_at, "ledger": _dumps(ledger)}
-    params.update({t: _dumps(rows) for t, rows in row_builders.build_rows(queue, created_at, valid).items()})
+    row_sources = [] if queue == HUB_LLM_RESULTS else valid  # replies have no hub.* data rows of their own
+    params.update({t: _dumps(rows) for t, rows in row_builders.build_rows(queue, created_at, row_sources).items()})
     won = {r[0] for r in conn.execute(STORE_SQL, params)}
     lost = [row for row, d in zip(ledger, batch, strict=True)
             if d.msg_id not in won and d.error is None and d.idempotency_key]
@@ -281,7 +294,9 @@ def store_batch(conn: psycopg.Connection, queue: str, batch: list[Delivery], res
                 " ON CONFLICT DO NOTHING RETURNING msg_id",
                 (queue, created_at, _dumps(lost)),
             )
-        if fresh:
+        if queue == HUB_LLM_RESULTS:
+            pass
+        elif fresh:
             row_builders.upsert_instances(conn, row_builders.instance_summary(fresh))
             catalogue.observe_batch(conn, fresh)  # the pattern catalogue, same transaction
         if dead:
@@ -295,6 +310,8 @@ def store_batch(conn: psycopg.Connection, queue: str, batch: list[Delivery], res
             )
         conn.execute(ARCHIVE_SQL, (ids, queue, created_at))
     key_duplicates = {r[0] for r in dup_cur.fetchall()} if dup_cur is not None else set()
+    if queue == HUB_LLM_RESULTS and (fresh or dead):
+        enrichment.apply_replies(conn, fresh, dead, stale_after_s=_stale_after_s())
     conflicts = [d for d in batch if d.msg_id not in won and d.msg_id not in key_duplicates]
     result.stored += len(fresh)
     result.dead_lettered += len(dead)
@@ -304,6 +321,12 @@ def store_batch(conn: psycopg.Connection, queue: str, batch: list[Delivery], res
         result.per_instance[d.instance_id] += 1
     for d in dead:
         result.dlq_reasons[d.error_kind] += 1
+
+
+def _stale_after_s() -> int:
+    from ..settings import Settings
+
+    return Settings.from_env().stale_after_s
 
 
 def _refuse_reused_msg_ids(conn: psycopg.Connection, queue: str, created_at: datetime,
