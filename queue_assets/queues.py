@@ -46,6 +46,10 @@ PATTERN_DISCOVERY = "pattern_discovery"
 HUB_LLM_RESULTS = "hub_llm_results"
 PATTERN_QUEUES: tuple[str, ...] = (PATTERN_DISCOVERY, HUB_LLM_RESULTS, dlq_for(HUB_LLM_RESULTS))
 
+# Replies to the hub's own requests, ingested like the consumed queues (ledger, DLQ) but NOT writable
+# by instances (they are not in CONSUMED_QUEUES, whose send rights security.py grants to instances).
+REPLY_INGEST_ASSET_FOR: dict[str, str] = {HUB_LLM_RESULTS: "enrichment_replies"}
+
 ALL_STATIC_QUEUES: tuple[str, ...] = REQUEST_REPLY_QUEUES + HUB_QUEUES + DLQ_QUEUES + PATTERN_QUEUES
 
 # Topics the hub publishes on (pgmq.send_topic); every inbox binds `hub.#`.

@@ -20,6 +20,7 @@ EXPECTED_QUEUE_SPECS = {f"pgmq/{q}" for q in CONSUMED_QUEUES} | {
     f"pgmq/{TEMPLATE_UPDATES}",
     "pgmq/instance_inboxes",
     "pgmq/pattern_discovery",
+    "pgmq/hub_llm_results",
 }
 
 

@@ -238,3 +238,34 @@ def test_hostile_names_and_examples_stay_inside_the_capped_evidence_block(conn):
     assert ingest_replies(conn).stored == len(requests)
     stored = [r[0] for r in conn.execute("SELECT enrichment FROM hub.patterns WHERE pattern_type = 'code'")]
     assert all(e == GOOD for e in stored)
+
+
+def test_dagster_sensor_asset_and_reply_ingest_enrich_a_key(conn, db_url):
+    """Breaks if the sensor misses waiting keys (or fires with nothing to do), if the asset does not
+    send the request, or if hub_llm_results has no ingest asset/sensor."""
+    import dagster as dg
+
+    from queue_assets.definitions import defs
+    from queue_assets.ingest.assets import INGEST_ASSETS
+    from queue_assets.patterns.assets import pattern_enrichment
+    from queue_assets.resources import SharedQueueResource
+
+    resources = {"shared_queue": SharedQueueResource(db_url=db_url)}
+
+    def sensor_result():
+        ctx = dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(), resources=resources,
+                                      definitions=defs)
+        return defs.resolve_sensor_def("pattern_enrichment_sensor")(ctx)
+
+    assert isinstance(sensor_result(), dg.SkipReason)
+    _ingest(conn, [_pattern_message("singularity-0", ["Phoenix"])])
+    assert isinstance(sensor_result(), dg.RunRequest)
+    result = dg.materialize([pattern_enrichment], resources=resources)
+    meta = result.asset_materializations_for_node("pattern_enrichment")[0].metadata
+    assert meta["requests_sent"].value == 1 and meta["in_flight"].value == 1
+    assert isinstance(sensor_result(), dg.SkipReason)  # in flight: nothing to do until it times out
+    router(conn)
+    (replies,) = [a for a in INGEST_ASSETS if a.key == dg.AssetKey("enrichment_replies")]
+    dg.materialize([replies], resources=resources)
+    assert pattern(conn)[0] == "enriched"
+    assert defs.resolve_sensor_def("hub_llm_results_sensor") is not None

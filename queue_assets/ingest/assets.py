@@ -7,7 +7,7 @@ import dagster as dg
 from psycopg import sql
 
 from ..names import dlq_for
-from ..queues import INGEST_ASSET_FOR
+from ..queues import HUB_LLM_RESULTS, INGEST_ASSET_FOR, REPLY_INGEST_ASSET_FOR
 from ..resources import SharedQueueResource
 from .core import IngestConfig, IngestResult, ingest_queue
 
@@ -25,6 +25,7 @@ QUEUE_TABLES = {
     "pattern_messages": "hub.pattern_observations, hub.code_analyses",
     "learned_patterns": "hub.learned_artifacts",
     "instance_heartbeat": "hub.heartbeats, hub.instances",
+    HUB_LLM_RESULTS: "hub.patterns (enrichment), hub.enrichment_requests, and a pattern_learned broadcast",
 }
 
 
@@ -41,6 +42,10 @@ def queue_spec(queue: str, description: str) -> dg.AssetSpec:
 QUEUE_SPECS = [
     queue_spec(q, f"pgmq queue `{q}`, written by the instances; drained by the `{a}` asset.")
     for q, a in INGEST_ASSET_FOR.items()
+] + [
+    queue_spec(q, f"pgmq queue `{q}`: the LLM router's replies to the hub's llm_requests (`reply_to`); "
+               f"drained by the `{a}` asset.").replace_attributes(deps=[dg.AssetKey("pattern_enrichment")])
+    for q, a in REPLY_INGEST_ASSET_FOR.items()
 ]
 
 
@@ -126,4 +131,4 @@ def build_ingest_asset(queue: str, name: str) -> dg.AssetsDefinition:
     return _ingest
 
 
-INGEST_ASSETS = [build_ingest_asset(q, a) for q, a in INGEST_ASSET_FOR.items()]
+INGEST_ASSETS = [build_ingest_asset(q, a) for q, a in {**INGEST_ASSET_FOR, **REPLY_INGEST_ASSET_FOR}.items()]

@@ -29,7 +29,7 @@ import dagster as dg
 
 from ..backoff import SENSOR_BACKOFF, retry_db
 from ..db import DatabaseUnavailable
-from ..queues import INGEST_ASSET_FOR
+from ..queues import INGEST_ASSET_FOR, REPLY_INGEST_ASSET_FOR
 from ..resources import SharedQueueResource
 from ..settings import Settings
 from .assets import SUCCESSOR_OF_TAG
@@ -248,7 +248,7 @@ def build_ingest_sensor(queue: str, job, interval_s: int, clock=time.time) -> dg
 def build_ingest_jobs_and_sensors(settings: Settings):
     interval = max(1, round(settings.poll_ms / 1000))
     jobs, sensors = [], []
-    for queue, asset in INGEST_ASSET_FOR.items():
+    for queue, asset in {**INGEST_ASSET_FOR, **REPLY_INGEST_ASSET_FOR}.items():
         job = build_ingest_job(queue, asset)
         jobs.append(job)
         sensors.append(build_ingest_sensor(queue, job, interval))

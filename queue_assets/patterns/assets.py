@@ -10,7 +10,7 @@ import dagster as dg
 from ..ingest.assets import QUEUE_GROUP
 from ..queues import PATTERN_DISCOVERY
 from ..resources import SharedQueueResource
-from . import catalogue
+from . import catalogue, enrichment
 
 PATTERNS_GROUP = "patterns"
 TOP_SHOWN = 15
@@ -90,3 +90,38 @@ PATTERN_DISCOVERY_SPEC = dg.AssetSpec(
     kinds={"postgres"},
     metadata={"pgmq_queue": PATTERN_DISCOVERY},
 )
+
+
+@dg.asset(
+    name="pattern_enrichment",
+    deps=[dg.AssetKey("pattern_catalogue"), dg.AssetKey(["pgmq", PATTERN_DISCOVERY])],
+    group_name=PATTERNS_GROUP,
+    kinds={"postgres", "python"},
+    description=(
+        "Enriches new pattern keys through the LLM router (issue 12): keys first seen in ingest and "
+        "keys asked for on pgmq/pattern_discovery, most-seen first, within QUEUE_ASSETS_LLM_MAX_PER_HOUR, "
+        "one request in flight per key; sends llm_request (reply_to hub_llm_results) in the transaction "
+        "that records it; times out, retries with backoff, then marks enrichment_failed (docs/patterns.md)."
+    ),
+    metadata={"table": "hub.enrichment_requests", "sends_to": "pgmq/llm_requests", "reply_to": "hub_llm_results"},
+)
+def pattern_enrichment(shared_queue: SharedQueueResource) -> dg.MaterializeResult:
+    cfg = enrichment.EnrichmentConfig.from_settings(shared_queue.settings)
+    with shared_queue.connection() as conn:
+        run = enrichment.run_enrichment(conn, cfg)
+        states = dict(conn.execute(
+            "SELECT status, count(*) FROM hub.enrichment_requests GROUP BY status").fetchall())
+        failed = conn.execute("SELECT count(*) FROM hub.patterns WHERE status = 'enrichment_failed'").fetchone()[0]
+    return dg.MaterializeResult(
+        metadata={
+            "provider": dg.MetadataValue.text(cfg.provider),
+            "requests_sent": dg.MetadataValue.int(len(run.sent)),
+            "timed_out_now": dg.MetadataValue.int(run.timed_out),
+            "gave_up_now": dg.MetadataValue.int(run.failed_for_good),
+            "discoveries_taken": dg.MetadataValue.int(run.discoveries),
+            "budget_left_this_hour": dg.MetadataValue.int(run.budget_left),
+            "in_flight": dg.MetadataValue.int(states.get("in_flight", 0)),
+            "answered_total": dg.MetadataValue.int(states.get("answered", 0)),
+            "enrichment_failed_patterns": dg.MetadataValue.int(failed),
+        }
+    )

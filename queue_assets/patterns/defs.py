@@ -2,7 +2,9 @@
 
 import dagster as dg
 
-from .assets import PATTERN_DISCOVERY_SPEC, pattern_catalogue
+from ..resources import SharedQueueResource
+from .assets import PATTERN_DISCOVERY_SPEC, pattern_catalogue, pattern_enrichment
+from .enrichment import EnrichmentConfig, pending_work
 
 pattern_catalogue_job = dg.define_asset_job(
     name="pattern_catalogue_job",
@@ -19,10 +21,43 @@ pattern_catalogue_schedule = dg.ScheduleDefinition(
     description="Every 15 minutes, from minute 5 (after the hourly aggregation at minute 0), UTC.",
 )
 
+pattern_enrichment_job = dg.define_asset_job(
+    name="pattern_enrichment_job",
+    selection=[pattern_enrichment],
+    description="Send llm_requests for the keys to enrich, expire and retry requests (docs/patterns.md).",
+)
+
+
+@dg.sensor(
+    name="pattern_enrichment_sensor",
+    job=pattern_enrichment_job,
+    minimum_interval_seconds=5,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Requests a pattern_enrichment run when keys wait for enrichment, a request timed out, "
+    "or pattern_discovery holds a message; at most one run at a time.",
+)
+def pattern_enrichment_sensor(context: dg.SensorEvaluationContext, shared_queue: SharedQueueResource):
+    cfg = EnrichmentConfig.from_settings(shared_queue.settings)
+    if cfg.provider == "off":
+        return dg.SkipReason("QUEUE_ASSETS_LLM_PROVIDER=off: enrichment is switched off")
+    active = context.instance.get_run_records(
+        filters=dg.RunsFilter(job_name=pattern_enrichment_job.name, statuses=[
+            dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+            dg.DagsterRunStatus.STARTED]),
+        limit=1,
+    )
+    if active:
+        return dg.SkipReason(f"enrichment run {active[0].dagster_run.run_id[:8]} is active")
+    with shared_queue.connection(autocommit=True) as conn:
+        if not pending_work(conn, cfg):
+            return dg.SkipReason("no key waits for enrichment and no request timed out")
+    return dg.RunRequest()
+
 
 def build_defs() -> dg.Definitions:
     return dg.Definitions(
-        assets=[pattern_catalogue, PATTERN_DISCOVERY_SPEC],
-        jobs=[pattern_catalogue_job],
+        assets=[pattern_catalogue, pattern_enrichment, PATTERN_DISCOVERY_SPEC],
+        jobs=[pattern_catalogue_job, pattern_enrichment_job],
         schedules=[pattern_catalogue_schedule],
+        sensors=[pattern_enrichment_sensor],
     )

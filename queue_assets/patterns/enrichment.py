@@ -245,21 +245,26 @@ def run_enrichment(conn: psycopg.Connection, cfg: EnrichmentConfig, *, now: date
 
 
 def pending_work(conn: psycopg.Connection, cfg: EnrichmentConfig) -> bool:
-    """Is there anything for `run_enrichment` to do (for the sensor)?"""
+    """Is there anything for `run_enrichment` to do now (for the sensor)? A request to expire, a
+    discovery message to take, or (with budget left this hour) a key to send a request for."""
     if cfg.provider == "off":
         return False
-    row = conn.execute(
-        "SELECT EXISTS (SELECT 1 FROM hub.patterns WHERE status IN ('observed', 'enriching')"
-        "               AND NOT EXISTS (SELECT 1 FROM hub.enrichment_requests r WHERE"
-        "                   r.pattern_type = patterns.pattern_type AND r.canonical_name = patterns.canonical_name"
-        "                   AND r.status = 'in_flight'))"
-        " OR EXISTS (SELECT 1 FROM hub.enrichment_requests WHERE status = 'in_flight'"
-        "            AND sent_at < clock_timestamp() - make_interval(secs => %s))"
-        " OR EXISTS (SELECT 1 FROM pgmq.q_pattern_discovery WHERE vt <= clock_timestamp())",
-        (cfg.timeout_s,),
-    ).fetchone()
-    conn.commit()
-    return bool(row[0])
+    with conn.transaction():
+        now = conn.execute("SELECT clock_timestamp()").fetchone()[0]
+        params = {"now": now, "timeout": cfg.timeout_s, "max_attempts": cfg.max_attempts, "cap": MAX_BACKOFF_S}
+        (due,) = conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM hub.enrichment_requests WHERE status = 'in_flight'"
+            "               AND sent_at < %(now)s::timestamptz - make_interval(secs => %(timeout)s))"
+            " OR EXISTS (SELECT 1 FROM pgmq.q_pattern_discovery WHERE vt <= %(now)s)",
+            params,
+        ).fetchone()
+        if due:
+            return True
+        hour = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+        spent = conn.execute("SELECT sent FROM hub.enrichment_budget WHERE hour = %s", (hour,)).fetchone()
+        if cfg.max_per_hour - (spent[0] if spent else 0) <= 0:
+            return False
+        return conn.execute(_PICK_SQL, {**params, "limit": 1}).fetchone() is not None
 
 
 # ---------------------------------------------------------------- replies (inside the ingest transaction)
