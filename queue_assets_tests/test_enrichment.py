@@ -235,6 +235,12 @@ def test_hostile_names_and_examples_stay_inside_the_capped_evidence_block(conn):
             if probe.isascii() and len(probe) > 5 and "ignore" in probe:
                 assert probe not in head.split("key", 1)[1].split("\n", 1)[1] and probe not in tail
         assert len(prompt) < 8000
+    # the pure builder, with every hostile text (unshortened) in every list
+    direct = enrichment.build_prompt("code", "x", enrichment.build_evidence(1, HOSTILE[::-1], HOSTILE[::-1], HOSTILE[::-1]))
+    block = direct.split(EVIDENCE_OPEN)[1].split(EVIDENCE_CLOSE)[0]
+    assert direct.count(EVIDENCE_CLOSE) == 1 and len(direct) < 8000
+    assert all(len(s) <= enrichment.MAX_EVIDENCE_CHARS + 1 for v in json.loads(block).values()
+               if isinstance(v, list) for s in v)
     assert ingest_replies(conn).stored == len(requests)
     stored = [r[0] for r in conn.execute("SELECT enrichment FROM hub.patterns WHERE pattern_type = 'code'")]
     assert all(e == GOOD for e in stored)
@@ -269,3 +275,49 @@ def test_dagster_sensor_asset_and_reply_ingest_enrich_a_key(conn, db_url):
     dg.materialize([replies], resources=resources)
     assert pattern(conn)[0] == "enriched"
     assert defs.resolve_sensor_def("hub_llm_results_sensor") is not None
+
+
+def test_sigkill_between_sending_and_recording_leaves_exactly_one_request(conn, db_url):
+    """Breaks if the llm_request were sent outside the transaction that records it (a crash would then
+    leave a request on llm_requests with no row, and the next run would send a second one)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    _ingest(conn, [_pattern_message("singularity-0", ["Phoenix"])])
+    # Hold the run right after pgmq.send, at the insert that records the request.
+    conn.execute("CREATE FUNCTION hub.qa_stall() RETURNS trigger LANGUAGE plpgsql AS"
+                 " $$BEGIN PERFORM pg_sleep(60); RETURN NEW; END$$")
+    conn.execute("CREATE TRIGGER qa_stall BEFORE INSERT ON hub.enrichment_requests"
+                 " FOR EACH ROW EXECUTE FUNCTION hub.qa_stall()")
+    conn.commit()
+    code = ("import psycopg, sys; from queue_assets.patterns.enrichment import EnrichmentConfig, run_enrichment;"
+            "c = psycopg.connect(sys.argv[1]); run_enrichment(c, EnrichmentConfig())")
+    proc = subprocess.Popen([sys.executable, "-c", code, db_url])
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            (stalled,) = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE query LIKE"
+                                      " 'INSERT INTO hub.enrichment_requests%%' AND state = 'active'").fetchone()
+            conn.commit()
+            if stalled:
+                break
+            time.sleep(0.1)
+        assert stalled, "the enrichment run never reached the insert"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        proc.kill()
+    # the server notices the dead client and rolls its transaction back
+    conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE"
+                 " 'INSERT INTO hub.enrichment_requests%%' AND pid <> pg_backend_pid()")
+    conn.execute("DROP TRIGGER qa_stall ON hub.enrichment_requests")
+    conn.execute("DROP FUNCTION hub.qa_stall()")
+    conn.commit()
+    time.sleep(0.5)
+    assert queue_depth(conn, "llm_requests") == 0 and count(conn, "hub.enrichment_requests") == 0
+    assert len(run_enrichment(conn, CFG).sent) == 1
+    assert queue_depth(conn, "llm_requests") == 1
+    assert count(conn, "hub.enrichment_requests", "status = 'in_flight'") == 1
