@@ -195,7 +195,8 @@ def test_every_launched_job_succeeds(materialized: Materialized, declared: Decla
     loaded = materialized.ui.gql.loaded()
     asset_jobs = {j for j in declared.jobs - declared.sensor_jobs if loaded.job_assets.get(j)}
     # Every asset job was launched, or found its assets materialized already (by an automation sensor).
-    assert {r.job for r in report.runs} | set(report.skipped) == asset_jobs, report.describe()
+    launched = {r.job for r in report.runs} | set(report.skipped)
+    assert asset_jobs <= launched <= asset_jobs | declared.sensor_jobs, report.describe()
 
 
 def test_every_materializable_asset_has_a_materialization(materialized: Materialized, declared: Declared):
