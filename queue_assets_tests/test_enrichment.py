@@ -10,6 +10,7 @@ from datetime import timedelta
 
 import pytest
 
+from queue_assets import cli
 from queue_assets.ingest.core import IngestConfig, ingest_queue
 from queue_assets.patterns import enrichment
 from queue_assets.patterns.enrichment import EVIDENCE_CLOSE, EVIDENCE_OPEN, EnrichmentConfig, run_enrichment
@@ -149,7 +150,7 @@ def test_duplicate_reply_is_stored_once(conn, db_url):
     assert len(learned) == 1 and learned[0].message["version"] == version
 
 
-def test_never_answered_ends_enrichment_failed_and_queries_still_work(conn):
+def test_never_answered_ends_enrichment_failed_and_queries_still_work(conn, db_url, monkeypatch, capsys):
     """Breaks if timed-out requests are not retried with backoff, or the key is never given up."""
     _ingest(conn, [_pattern_message("singularity-0", ["Phoenix"])])
     cfg = EnrichmentConfig(max_per_hour=100, timeout_s=10, max_attempts=3)
@@ -167,6 +168,13 @@ def test_never_answered_ends_enrichment_failed_and_queries_still_work(conn):
     gaps = [(b - a).total_seconds() for a, b in zip(sent_at, sent_at[1:], strict=False)]
     assert gaps[1] > gaps[0]  # backoff doubles
     assert _query(conn, "framework", "phoenix")["status"] == "enrichment_failed"
+    conn.commit()
+    monkeypatch.setenv("SHARED_QUEUE_DB_URL", db_url)
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    assert cli.main(["status"]) == 0
+    out = capsys.readouterr().out
+    assert "1 enrichment_failed patterns; requests 3 timed_out" in out
+    assert "enrichment_failed framework/phoenix: gave up after 3 attempts" in out
 
 
 def test_late_reply_is_accepted_while_not_yet_enriched(conn):

@@ -51,6 +51,7 @@ class StatusReport:
     materializations: list[MaterializationRow] = field(default_factory=list)
     dagster_note: str = ""
     pattern_queries: list[tuple] = field(default_factory=list)  # (hour, queries, misses), newest first
+    enrichment: dict | None = None  # queue_assets.patterns.enrichment.summary (None before sql/013)
 
 
 def read_instances(conn: psycopg.Connection, *, stale_after_s: int) -> list[InstanceRow]:
@@ -184,7 +185,18 @@ def gather(
         instances = []
     dead = count_dead_letters(conn, DlqFilter())
     mats, note = read_materializations(project_home, dagster_url) if include_dagster else ([], "not requested")
-    return StatusReport(stats.measured_at, stats, instances, dead, mats, note, _pattern_queries(conn))
+    return StatusReport(stats.measured_at, stats, instances, dead, mats, note, _pattern_queries(conn),
+                        _enrichment(conn))
+
+
+def _enrichment(conn: psycopg.Connection) -> dict | None:
+    from ..patterns.enrichment import summary
+
+    try:
+        return summary(conn)
+    except psycopg.errors.UndefinedTable:  # a database from before sql/013
+        conn.rollback()
+        return None
 
 
 def _pattern_queries(conn: psycopg.Connection) -> list[tuple]:
@@ -258,6 +270,15 @@ def render(report: StatusReport, thresholds: Thresholds, *, max_queues: int = 20
         lines += _table(["hour", "queries", "misses"],
                         [[f"{h.astimezone(UTC):%Y-%m-%d %H}:00Z", str(q), str(m)] for h, q, m in report.pattern_queries])
 
+    e = report.enrichment
+    if e is not None:
+        req, pat = e["requests"], e["patterns"]
+        lines += ["", "ENRICHMENT (LLM): "
+                  + ", ".join(f"{n} {s}" for s, n in pat.items()) + " patterns; requests "
+                  + (", ".join(f"{n} {s}" for s, n in req.items()) or "none yet")
+                  + f"; {e['sent_this_hour']} sent this hour"]
+        for ptype, key, reason in e["failed"]:
+            lines.append(f"  enrichment_failed {ptype}/{key}: {reason}")
     lines += ["", f"LAST MATERIALIZATIONS: {report.dagster_note}"]
     if report.materializations:
         lines += _table(

@@ -267,6 +267,25 @@ def pending_work(conn: psycopg.Connection, cfg: EnrichmentConfig) -> bool:
         return conn.execute(_PICK_SQL, {**params, "limit": 1}).fetchone() is not None
 
 
+def summary(conn: psycopg.Connection, failed_shown: int = 5) -> dict[str, Any]:
+    """Counts for `queue-assets status`: patterns by enrichment state, requests by status, the hour's
+    spend, and the latest patterns that failed for good with their reason."""
+    patterns = dict(conn.execute(
+        "SELECT status, count(*) FROM hub.patterns WHERE status IN ('enriching', 'enriched', 'enrichment_failed')"
+        " GROUP BY status ORDER BY status").fetchall())
+    requests = dict(conn.execute(
+        "SELECT status, count(*) FROM hub.enrichment_requests GROUP BY status ORDER BY status").fetchall())
+    spent = conn.execute("SELECT sent FROM hub.enrichment_budget WHERE hour = date_trunc('hour', now(), 'UTC')"
+                         ).fetchone()
+    failed = conn.execute(
+        "SELECT pattern_type, canonical_name, enrichment_error FROM hub.patterns WHERE status = 'enrichment_failed'"
+        " ORDER BY updated_at DESC LIMIT %s", (failed_shown,)).fetchall()
+    conn.commit()
+    return {"patterns": {s: patterns.get(s, 0) for s in ("enriching", "enriched", "enrichment_failed")},
+            "requests": requests, "sent_this_hour": spent[0] if spent else 0,
+            "failed": [(t, k, (r or "")[:200]) for t, k, r in failed]}
+
+
 # ---------------------------------------------------------------- replies (inside the ingest transaction)
 
 def parse_reply(raw: str, max_bytes: int) -> tuple[HubLlmResult | None, str | None, ContractError | None]:
