@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import BaseModel, TypeAdapter
 
 from .base import MAX_BYTES, MAX_DEPTH, MAX_NAME_CHARS, MAX_YEAR, MIN_YEAR, PATTERN_TYPES
+from .enrichment import EnrichmentResult, HubLlmRequest, HubLlmResult
 from .errors import ERROR_KINDS
 from .hub import HUB_MODELS
 from .ingest import INGEST_MODELS
@@ -70,6 +71,22 @@ def union_schema() -> dict[str, Any]:
     return schema
 
 
+# The hub's own strict forms of the LLM exchange (issue 12); not separate `type`s (they are
+# `llm_request` / `llm_result` as the hub sends and accepts them).
+HUB_LLM_SCHEMAS: dict[str, type[BaseModel]] = {
+    "hub_llm_request": HubLlmRequest,
+    "hub_llm_result": HubLlmResult,
+    "enrichment_result": EnrichmentResult,
+}
+
+
+def hub_llm_schema(name: str) -> dict[str, Any]:
+    schema = HUB_LLM_SCHEMAS[name].model_json_schema()
+    schema["$schema"] = _SCHEMA_DIALECT
+    schema["$id"] = f"{name}.json"
+    return schema
+
+
 def _required_fields(type_name: str, schema: dict[str, Any]) -> str:
     model = MODEL_OF_TYPE[type_name]
     fields = [f"`{name}`" for name in schema.get("required", [])]
@@ -102,6 +119,14 @@ def _index(schemas: dict[str, dict[str, Any]], link_dir: str) -> str:
             f"{_required_fields(type_name, schema)} | [{type_name}.json]({link_dir}/{type_name}.json) |"
         )
     lines.append(f"| (any) | all | all | `type` | [{UNION_NAME}.json]({link_dir}/{UNION_NAME}.json) |")
+    lines += [
+        "",
+        "The hub as the LLM router's client (docs/patterns.md, \"Discovery and enrichment\"): the `llm_request`",
+        "it sends on `llm_requests` ([hub_llm_request.json]({d}/hub_llm_request.json)), the `llm_result` it",
+        "accepts on `hub_llm_results` ([hub_llm_result.json]({d}/hub_llm_result.json)), whose `result` must fit",
+        "[enrichment_result.json]({d}/enrichment_result.json) (unknown fields refused, every text capped).",
+    ]
+    lines = [line.replace("{d}", link_dir) for line in lines]
     ingest_rows = "\n".join(
         f"| `{queue}` | {', '.join(f'`{t}`' for t in sorted(types))} |"
         for queue, types in INGEST_TYPES.items()
@@ -163,6 +188,10 @@ def write_json_schemas(out_dir: Path) -> list[Path]:
     for type_name, schema in schemas.items():
         path = out_dir / f"{type_name}.json"
         path.write_text(_dump(schema), encoding="utf-8")
+        written.append(path)
+    for name in HUB_LLM_SCHEMAS:
+        path = out_dir / f"{name}.json"
+        path.write_text(_dump(hub_llm_schema(name)), encoding="utf-8")
         written.append(path)
     union_path = out_dir / f"{UNION_NAME}.json"
     union_path.write_text(_dump(union_schema()), encoding="utf-8")
