@@ -94,6 +94,21 @@ def test_a_discovery_miss_is_enriched_provisional_and_answers_the_request(conn, 
     assert _query(conn, "framework", "Ash")["status"] == "enriched"
 
 
+
+def test_a_provisional_pattern_is_broadcast_again_once_a_second_instance_confirms_it(conn, db_url):
+    """Breaks if the confirmation (provisional -> false) is never broadcast, or broadcast per batch."""
+    heartbeat(conn, "singularity-0")
+    _ingest(conn, [_pattern_message("singularity-0", ["Phoenix"])])
+    run_enrichment(conn, CFG)
+    router(conn)
+    ingest_replies(conn)
+    _ingest(conn, [_pattern_message("singularity-1", ["phoenix-framework"])])
+    _ingest(conn, [_pattern_message("singularity-2", ["Phoenix"])])
+    learned = [m.message for m in inbox(db_url, "singularity-0") if m.message["type"] == "pattern_learned"]
+    assert [m["provisional"] for m in learned] == [True, False]
+    assert learned[1]["version"] > learned[0]["version"] and learned[1]["description"] == GOOD["description"]
+
+
 NOT_AN_OBJECT = json.dumps("this is not an object")  # pgmq stores jsonb: raw non-JSON cannot be sent
 
 

@@ -43,3 +43,9 @@ ALTER TABLE hub.patterns ADD COLUMN IF NOT EXISTS enrichment_error text;
 -- Keys waiting for enrichment, fast to find among many enriched ones.
 CREATE INDEX IF NOT EXISTS patterns_to_enrich
     ON hub.patterns (instances DESC, first_seen) WHERE status IN ('observed', 'enriching');
+
+-- The last pattern_learned broadcast of the key said provisional (one instance only): when a second
+-- instance reports it, ingest broadcasts the confirmed version (provisional false) once.
+ALTER TABLE hub.patterns ADD COLUMN IF NOT EXISTS broadcast_provisional boolean NOT NULL DEFAULT false;
+CREATE INDEX IF NOT EXISTS patterns_broadcast_provisional
+    ON hub.patterns (pattern_type, canonical_name) WHERE broadcast_provisional;

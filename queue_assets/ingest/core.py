@@ -312,6 +312,8 @@ def store_batch(conn: psycopg.Connection, queue: str, batch: list[Delivery], res
     key_duplicates = {r[0] for r in dup_cur.fetchall()} if dup_cur is not None else set()
     if queue == HUB_LLM_RESULTS and (fresh or dead):
         enrichment.apply_replies(conn, fresh, dead, stale_after_s=_stale_after_s())
+    elif fresh and queue == "pattern_messages":
+        enrichment.broadcast_confirmed(conn, stale_after_s=_stale_after_s())
     conflicts = [d for d in batch if d.msg_id not in won and d.msg_id not in key_duplicates]
     result.stored += len(fresh)
     result.dead_lettered += len(dead)

@@ -404,8 +404,25 @@ def learned_message(conn: psycopg.Connection, pattern_type: str, canonical_name:
 
 
 def broadcast(conn: psycopg.Connection, pattern_type: str, canonical_name: str) -> int:
-    """One `pgmq.send_topic` of the pattern's current version to every active inbox."""
-    return fanout.publish(conn, learned_message(conn, pattern_type, canonical_name), sync=False)
+    """One `pgmq.send_topic` of the pattern's current version to every active inbox (remembering
+    whether it went out as provisional, so the confirmation is broadcast once)."""
+    message = learned_message(conn, pattern_type, canonical_name)
+    conn.execute("UPDATE hub.patterns SET broadcast_provisional = %s WHERE pattern_type = %s AND canonical_name = %s",
+                 (message["provisional"], pattern_type, canonical_name))
+    return fanout.publish(conn, message, sync=False)
+
+
+def broadcast_confirmed(conn: psycopg.Connection, *, stale_after_s: int) -> int:
+    """Patterns broadcast as provisional that a second instance has now reported: broadcast the
+    confirmed version once (ingest calls this in the transaction that stored the observations)."""
+    keys = conn.execute(
+        "SELECT pattern_type, canonical_name FROM hub.patterns WHERE broadcast_provisional AND instances >= 2"
+        " AND status IN ('enriched', 'approved') ORDER BY 1, 2 FOR UPDATE").fetchall()
+    if keys:
+        fanout.sync_inboxes(conn, stale_after_s)
+        for ptype, key in keys:
+            broadcast(conn, ptype, key)
+    return len(keys)
 
 
 __all__ = [
