@@ -16,6 +16,7 @@ evidence block, each string truncated, with the instruction that the block is da
 
 from __future__ import annotations
 
+import functools
 import json
 import secrets
 from dataclasses import dataclass, field
@@ -78,6 +79,17 @@ class EnrichmentRun:
 
 # ---------------------------------------------------------------- the prompt (pure)
 
+@functools.cache
+def result_schema() -> dict[str, Any]:
+    """The JSON Schema of `EnrichmentResult` (built once: pydantic takes milliseconds per call)."""
+    return EnrichmentResult.model_json_schema()
+
+
+@functools.cache
+def _result_schema_text() -> str:
+    return json.dumps(result_schema(), sort_keys=True)
+
+
 def _cut(value: Any) -> str:
     text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, ensure_ascii=False)
     return text if len(text) <= MAX_EVIDENCE_CHARS else text[:MAX_EVIDENCE_CHARS] + "…"
@@ -103,7 +115,7 @@ def _block(evidence: Evidence) -> str:
 def build_prompt(pattern_type: str, canonical_name: str, evidence: Evidence) -> str:
     """The enrichment prompt. Only `pattern_type` (a fixed kind) and the canonical key (JSON-quoted)
     appear outside the evidence block; everything an instance sent is inside it, as JSON data."""
-    schema = json.dumps(EnrichmentResult.model_json_schema(), sort_keys=True)
+    schema = _result_schema_text()
     key = json.dumps(canonical_name, ensure_ascii=True).replace("<", "\\u003c").replace(">", "\\u003e")
     return (
         f"You describe software patterns for a catalogue. Describe the {pattern_type} with the key "
@@ -125,7 +137,7 @@ def build_request(pattern_type: str, canonical_name: str, attempt: int, evidence
         task=EnrichmentTask(
             pattern_type=pattern_type, name=canonical_name,
             prompt=build_prompt(pattern_type, canonical_name, evidence), evidence=evidence,
-            response_schema=EnrichmentResult.model_json_schema(),
+            response_schema=result_schema(),
         ),
     )
 
