@@ -60,8 +60,13 @@ class EnrichmentConfig:
 
     @classmethod
     def from_settings(cls, s) -> EnrichmentConfig:
-        return cls(provider=s.llm_provider, max_per_hour=s.llm_max_per_hour, timeout_s=s.llm_timeout_s,
-                   max_attempts=s.llm_max_attempts, stale_after_s=s.stale_after_s)
+        return cls(
+            provider=s.llm_provider,
+            max_per_hour=s.llm_max_per_hour,
+            timeout_s=s.llm_timeout_s,
+            max_attempts=s.llm_max_attempts,
+            stale_after_s=s.stale_after_s,
+        )
 
     def backoff_s(self, attempt: int) -> int:
         """Wait after attempt `attempt` ended before the next one: the timeout, doubled per attempt."""
@@ -78,6 +83,7 @@ class EnrichmentRun:
 
 
 # ---------------------------------------------------------------- the prompt (pure)
+
 
 @functools.cache
 def result_schema() -> dict[str, Any]:
@@ -128,15 +134,18 @@ def build_prompt(pattern_type: str, canonical_name: str, evidence: Evidence) -> 
     )
 
 
-def build_request(pattern_type: str, canonical_name: str, attempt: int, evidence: Evidence,
-                  now: datetime) -> HubLlmRequest:
+def build_request(
+    pattern_type: str, canonical_name: str, attempt: int, evidence: Evidence, now: datetime
+) -> HubLlmRequest:
     request_id = f"enrich-{pattern_type}-{canonical_name[:80]}-{attempt}-{secrets.token_hex(4)}"
     return HubLlmRequest(
         request_id=request_id,
         timestamp=now,
         task=EnrichmentTask(
-            pattern_type=pattern_type, name=canonical_name,
-            prompt=build_prompt(pattern_type, canonical_name, evidence), evidence=evidence,
+            pattern_type=pattern_type,
+            name=canonical_name,
+            prompt=build_prompt(pattern_type, canonical_name, evidence),
+            evidence=evidence,
             response_schema=result_schema(),
         ),
     )
@@ -213,7 +222,9 @@ def _take_discoveries(conn: psycopg.Connection, now: datetime) -> tuple[list[int
     return [r[0] for r in rows], new
 
 
-def run_enrichment(conn: psycopg.Connection, cfg: EnrichmentConfig, *, now: datetime | None = None) -> EnrichmentRun:
+def run_enrichment(
+    conn: psycopg.Connection, cfg: EnrichmentConfig, *, now: datetime | None = None
+) -> EnrichmentRun:
     """Expire, retry, give up, and send the requests the budget allows: one transaction."""
     if cfg.provider == "off":
         return EnrichmentRun()
@@ -222,17 +233,26 @@ def run_enrichment(conn: psycopg.Connection, cfg: EnrichmentConfig, *, now: date
     run = EnrichmentRun()
     with conn.transaction():
         now = now or conn.execute("SELECT clock_timestamp()").fetchone()[0]
-        params = {"now": now, "timeout": cfg.timeout_s, "max_attempts": cfg.max_attempts, "cap": MAX_BACKOFF_S}
+        params = {
+            "now": now,
+            "timeout": cfg.timeout_s,
+            "max_attempts": cfg.max_attempts,
+            "cap": MAX_BACKOFF_S,
+        }
         run.timed_out = conn.execute(_EXPIRE_SQL, params).rowcount
         run.failed_for_good = conn.execute(_GIVE_UP_SQL, params).rowcount
         discovery_ids, run.discoveries = _take_discoveries(conn, now)
         hour = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
         conn.execute("INSERT INTO hub.enrichment_budget (hour) VALUES (%s) ON CONFLICT DO NOTHING", (hour,))
-        (spent,) = conn.execute("SELECT sent FROM hub.enrichment_budget WHERE hour = %s FOR UPDATE", (hour,)).fetchone()
+        (spent,) = conn.execute(
+            "SELECT sent FROM hub.enrichment_budget WHERE hour = %s FOR UPDATE", (hour,)
+        ).fetchone()
         left = max(0, cfg.max_per_hour - spent)
         picked = conn.execute(_PICK_SQL, {**params, "limit": left}).fetchall() if left else []
         for ptype, key, instances, indicators, examples, attempt, names, display in picked:
-            evidence = build_evidence(instances, list(names) or [display], list(indicators), list(examples or []))
+            evidence = build_evidence(
+                instances, list(names) or [display], list(indicators), list(examples or [])
+            )
             request = build_request(ptype, key, attempt, evidence, now)
             body = request.model_dump_json()
             (msg_id,) = conn.execute("SELECT pgmq.send(%s, %s::jsonb)", (LLM_REQUESTS, body)).fetchone()
@@ -249,7 +269,9 @@ def run_enrichment(conn: psycopg.Connection, cfg: EnrichmentConfig, *, now: date
             )
             run.sent.append(request.request_id)
         if picked:
-            conn.execute("UPDATE hub.enrichment_budget SET sent = sent + %s WHERE hour = %s", (len(picked), hour))
+            conn.execute(
+                "UPDATE hub.enrichment_budget SET sent = sent + %s WHERE hour = %s", (len(picked), hour)
+            )
         if discovery_ids:
             conn.execute("SELECT pgmq.archive(%s::text, %s::bigint[])", (PATTERN_DISCOVERY, discovery_ids))
         run.budget_left = left - len(picked)
@@ -263,7 +285,12 @@ def pending_work(conn: psycopg.Connection, cfg: EnrichmentConfig) -> bool:
         return False
     with conn.transaction():
         now = conn.execute("SELECT clock_timestamp()").fetchone()[0]
-        params = {"now": now, "timeout": cfg.timeout_s, "max_attempts": cfg.max_attempts, "cap": MAX_BACKOFF_S}
+        params = {
+            "now": now,
+            "timeout": cfg.timeout_s,
+            "max_attempts": cfg.max_attempts,
+            "cap": MAX_BACKOFF_S,
+        }
         (due,) = conn.execute(
             "SELECT EXISTS (SELECT 1 FROM hub.enrichment_requests WHERE status = 'in_flight'"
             "               AND sent_at < %(now)s::timestamptz - make_interval(secs => %(timeout)s))"
@@ -282,23 +309,36 @@ def pending_work(conn: psycopg.Connection, cfg: EnrichmentConfig) -> bool:
 def summary(conn: psycopg.Connection, failed_shown: int = 5) -> dict[str, Any]:
     """Counts for `queue-assets status`: patterns by enrichment state, requests by status, the hour's
     spend, and the latest patterns that failed for good with their reason."""
-    patterns = dict(conn.execute(
-        "SELECT status, count(*) FROM hub.patterns WHERE status IN ('enriching', 'enriched', 'enrichment_failed')"
-        " GROUP BY status ORDER BY status").fetchall())
-    requests = dict(conn.execute(
-        "SELECT status, count(*) FROM hub.enrichment_requests GROUP BY status ORDER BY status").fetchall())
-    spent = conn.execute("SELECT sent FROM hub.enrichment_budget WHERE hour = date_trunc('hour', now(), 'UTC')"
-                         ).fetchone()
+    patterns = dict(
+        conn.execute(
+            "SELECT status, count(*) FROM hub.patterns WHERE status IN ('enriching', 'enriched', 'enrichment_failed')"
+            " GROUP BY status ORDER BY status"
+        ).fetchall()
+    )
+    requests = dict(
+        conn.execute(
+            "SELECT status, count(*) FROM hub.enrichment_requests GROUP BY status ORDER BY status"
+        ).fetchall()
+    )
+    spent = conn.execute(
+        "SELECT sent FROM hub.enrichment_budget WHERE hour = date_trunc('hour', now(), 'UTC')"
+    ).fetchone()
     failed = conn.execute(
         "SELECT pattern_type, canonical_name, enrichment_error FROM hub.patterns WHERE status = 'enrichment_failed'"
-        " ORDER BY updated_at DESC LIMIT %s", (failed_shown,)).fetchall()
+        " ORDER BY updated_at DESC LIMIT %s",
+        (failed_shown,),
+    ).fetchall()
     conn.commit()
-    return {"patterns": {s: patterns.get(s, 0) for s in ("enriching", "enriched", "enrichment_failed")},
-            "requests": requests, "sent_this_hour": spent[0] if spent else 0,
-            "failed": [(t, k, (r or "")[:200]) for t, k, r in failed]}
+    return {
+        "patterns": {s: patterns.get(s, 0) for s in ("enriching", "enriched", "enrichment_failed")},
+        "requests": requests,
+        "sent_this_hour": spent[0] if spent else 0,
+        "failed": [(t, k, (r or "")[:200]) for t, k, r in failed],
+    }
 
 
 # ---------------------------------------------------------------- replies (inside the ingest transaction)
+
 
 def parse_reply(raw: str, max_bytes: int) -> tuple[HubLlmResult | None, str | None, ContractError | None]:
     """(reply, request_id, error). A reply whose `request_id` can be read but whose result is no
@@ -318,21 +358,40 @@ def parse_reply(raw: str, max_bytes: int) -> tuple[HubLlmResult | None, str | No
         err = from_validation_error(exc, tagged=False, type_name="llm_result", known=("llm_result",))
         return None, rid if isinstance(rid, str) and len(rid) <= 200 else None, err
     if reply.error not in (None, "", {}):
-        return None, reply.request_id, ContractError(
-            "bad_result", f"the router reported an error: {json.dumps(reply.error)[:300]}", message_type="llm_result")
+        return (
+            None,
+            reply.request_id,
+            ContractError(
+                "bad_result",
+                f"the router reported an error: {json.dumps(reply.error)[:300]}",
+                message_type="llm_result",
+            ),
+        )
     result = reply.result
     if isinstance(result, str):  # a model's raw text: it must be exactly one JSON object
         try:
             result = json.loads(result)
         except ValueError:
-            return None, reply.request_id, ContractError(
-                "bad_result", f"result is text that is not JSON: {result[:120]!r}", message_type="llm_result")
+            return (
+                None,
+                reply.request_id,
+                ContractError(
+                    "bad_result",
+                    f"result is text that is not JSON: {result[:120]!r}",
+                    message_type="llm_result",
+                ),
+            )
     try:
         reply.result = EnrichmentResult.model_validate(result)
     except ValidationError as exc:
         err = from_validation_error(exc, tagged=False, type_name="llm_result", known=("llm_result",))
-        return None, reply.request_id, ContractError("bad_result", f"result is no valid enrichment: {err.reason}",
-                                                     message_type="llm_result")
+        return (
+            None,
+            reply.request_id,
+            ContractError(
+                "bad_result", f"result is no valid enrichment: {err.reason}", message_type="llm_result"
+            ),
+        )
     return reply, reply.request_id, None
 
 
@@ -341,8 +400,12 @@ def screen_replies(conn: psycopg.Connection, deliveries: list) -> None:
     ids = [d.request_id for d in deliveries if d.request_id]
     if not ids:
         return
-    known = {r[0] for r in conn.execute(
-        "SELECT request_id FROM hub.enrichment_requests WHERE request_id = ANY(%s)", (ids,))}
+    known = {
+        r[0]
+        for r in conn.execute(
+            "SELECT request_id FROM hub.enrichment_requests WHERE request_id = ANY(%s)", (ids,)
+        )
+    }
     for d in deliveries:
         if d.request_id and d.request_id not in known:
             d.model = None
@@ -397,20 +460,36 @@ def learned_message(conn: psycopg.Connection, pattern_type: str, canonical_name:
         " WHERE pattern_type = %s AND canonical_name = %s",
         (pattern_type, canonical_name),
     ).fetchone()
-    aliases = [r[0] for r in conn.execute(
-        "SELECT name FROM hub.pattern_aliases WHERE pattern_type = %s AND canonical_name = %s"
-        " ORDER BY observations DESC, name LIMIT 20", (pattern_type, canonical_name))]
-    answers = [str(r[0]) for r in conn.execute(
-        "SELECT request_id FROM hub.pattern_discovery_requests WHERE pattern_type = %s AND canonical_name = %s"
-        " ORDER BY request_id LIMIT 100", (pattern_type, canonical_name))]
+    aliases = [
+        r[0]
+        for r in conn.execute(
+            "SELECT name FROM hub.pattern_aliases WHERE pattern_type = %s AND canonical_name = %s"
+            " ORDER BY observations DESC, name LIMIT 20",
+            (pattern_type, canonical_name),
+        )
+    ]
+    answers = [
+        str(r[0])
+        for r in conn.execute(
+            "SELECT request_id FROM hub.pattern_discovery_requests WHERE pattern_type = %s AND canonical_name = %s"
+            " ORDER BY request_id LIMIT 100",
+            (pattern_type, canonical_name),
+        )
+    ]
     enrichment = enrichment or {}
     return {
-        "type": "pattern_learned", "timestamp": datetime.now(UTC).isoformat(),
-        "pattern_type": pattern_type, "name": canonical_name, "aliases": aliases or [display],
-        "version": version, "status": status,
+        "type": "pattern_learned",
+        "timestamp": datetime.now(UTC).isoformat(),
+        "pattern_type": pattern_type,
+        "name": canonical_name,
+        "aliases": aliases or [display],
+        "version": version,
+        "status": status,
         "provisional": instances <= 1 and status != "approved",
-        "description": enrichment.get("description"), "detection": enrichment.get("detection"),
-        "related": enrichment.get("related", []), "languages": enrichment.get("languages", []),
+        "description": enrichment.get("description"),
+        "detection": enrichment.get("detection"),
+        "related": enrichment.get("related", []),
+        "languages": enrichment.get("languages", []),
         "answers": answers,
     }
 
@@ -419,8 +498,10 @@ def broadcast(conn: psycopg.Connection, pattern_type: str, canonical_name: str) 
     """One `pgmq.send_topic` of the pattern's current version to every active inbox (remembering
     whether it went out as provisional, so the confirmation is broadcast once)."""
     message = learned_message(conn, pattern_type, canonical_name)
-    conn.execute("UPDATE hub.patterns SET broadcast_provisional = %s WHERE pattern_type = %s AND canonical_name = %s",
-                 (message["provisional"], pattern_type, canonical_name))
+    conn.execute(
+        "UPDATE hub.patterns SET broadcast_provisional = %s WHERE pattern_type = %s AND canonical_name = %s",
+        (message["provisional"], pattern_type, canonical_name),
+    )
     return fanout.publish(conn, message, sync=False)
 
 
@@ -429,7 +510,8 @@ def broadcast_confirmed(conn: psycopg.Connection, *, stale_after_s: int) -> int:
     confirmed version once (ingest calls this in the transaction that stored the observations)."""
     keys = conn.execute(
         "SELECT pattern_type, canonical_name FROM hub.patterns WHERE broadcast_provisional AND instances >= 2"
-        " AND status IN ('enriched', 'approved') ORDER BY 1, 2 FOR UPDATE").fetchall()
+        " AND status IN ('enriched', 'approved') ORDER BY 1, 2 FOR UPDATE"
+    ).fetchall()
     if keys:
         fanout.sync_inboxes(conn, stale_after_s)
         for ptype, key in keys:
