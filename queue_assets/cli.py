@@ -9,17 +9,19 @@ import shutil
 import signal
 import subprocess
 import sys
+import traceback
 from pathlib import Path
 
 from . import bootstrap, embedded, security
 from .db import DatabaseUnavailable
 from .names import InvalidNameError
 from .operations import cli_ops
+from .redact import redact
 from .settings import Settings, SettingsError, project_root
 
 
 def _fail(message: str, code: int = 2) -> int:
-    print(f"queue-assets: error: {message}", file=sys.stderr)
+    print(f"queue-assets: error: {redact(message)}", file=sys.stderr)
     return code
 
 
@@ -181,6 +183,9 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(str(exc))
     except (DatabaseUnavailable, bootstrap.BootstrapError, InvalidNameError) as exc:
         return _fail(str(exc))
+    except Exception:  # a bug or an error nobody foresaw: the traceback helps, but only redacted
+        print(redact(traceback.format_exc()), file=sys.stderr, end="")
+        return 1
 
 
 if __name__ == "__main__":

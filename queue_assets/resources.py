@@ -28,9 +28,12 @@ def resolve_db_url(settings: Settings) -> str:
 
 
 def make_pgmq(url: str, *, pool_size: int = 2) -> pgmq.PGMQueue:
-    """An official pgmq client on its own small pool; never runs CREATE EXTENSION itself."""
+    """An official pgmq client on its own small pool; never runs CREATE EXTENSION itself.
+
+    The URL is checked first (`db.conninfo`): the pool's workers would log libpq's words about a URL
+    they cannot read, and those quote it whole."""
     pool = ConnectionPool(
-        url,
+        db.conninfo(url),
         min_size=1,
         max_size=pool_size,
         open=True,

@@ -134,13 +134,13 @@ def test_a_database_refusing_the_role_shows_no_password(server_admin_url):
     assert "does not exist" in str(info.value) and HUB_PASSWORD not in str(info.value)
 
 
-def test_redact_url_handles_urls_and_libpq_keyword_strings():
-    from queue_assets.settings import redact_url
+def test_redact_handles_urls_and_libpq_keyword_strings():
+    from queue_assets.redact import redact
 
-    assert redact_url(f"postgresql://hub:{HUB_PASSWORD}@h/db?password={HUB_PASSWORD}") == (
+    assert redact(f"postgresql://hub:{HUB_PASSWORD}@h/db?password={HUB_PASSWORD}") == (
         "postgresql://hub:***@h/db?password=***")
-    assert redact_url(f"user=hub password={HUB_PASSWORD} host=h") == "user=hub password=*** host=h"
-    assert redact_url(f"user=hub password='{HUB_PASSWORD} x' dbname=d") == "user=hub password=*** dbname=d"
+    assert redact(f"user=hub password={HUB_PASSWORD} host=h") == "user=hub password=*** host=h"
+    assert redact(f"user=hub password='{HUB_PASSWORD} x' dbname=d") == "user=hub password=*** dbname=d"
 
 
 def test_the_sdk_reports_an_unreachable_hub_without_the_password(caplog):

@@ -23,8 +23,9 @@ from datetime import UTC, date, datetime
 import psycopg
 
 from ..contracts import LearningExported
-from ..gitrepo import GitError, GitPushRejected, WorkCopy, redact
+from ..gitrepo import GitError, GitPushRejected, WorkCopy
 from ..queues import TOPIC_PREFIX
+from ..redact import redact
 from .github import GitHubPullRequests, PullRequestError
 from .learning import export_totals, selected_artifacts
 from .render import (

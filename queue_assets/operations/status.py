@@ -80,9 +80,9 @@ def read_materializations() -> tuple[list[MaterializationRow], str]:
         finally:
             instance.dispose()
     except Exception as exc:  # noqa: BLE001 - the page shows why, whatever the cause
-        from ..db import scrub
+        from ..redact import redact
 
-        reason = scrub(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+        reason = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
         return [], f"the Dagster instance at DAGSTER_HOME={home} could not be read: {reason[:300]}"
     return out, f"Dagster instance at DAGSTER_HOME={home}"
 
