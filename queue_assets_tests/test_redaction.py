@@ -143,6 +143,24 @@ def test_redact_handles_urls_and_libpq_keyword_strings():
     assert redact(f"user=hub password='{HUB_PASSWORD} x' dbname=d") == "user=hub password=*** dbname=d"
 
 
+def test_one_redaction_masks_passwords_in_any_url_form_and_every_known_secret():
+    """The one function all call sites use. Fails if a scheme, a form or a registered secret slips through."""
+    from queue_assets.redact import redact, register_secret, secrets_in
+
+    pw = f"Rx{HEX[:10]}"
+    assert redact(f"x postgresql+psycopg2://hub:{pw}@h/db y") == "x postgresql+psycopg2://hub:***@h/db y"
+    assert redact(f"fatal: https://bob:{pw}@git.example/x") == "fatal: https://bob:***@git.example/x"
+    assert redact(f"https://{pw}@github.com/a/b") == "https://***@github.com/a/b"  # a bare token as the user
+    assert redact("ssh://git@host/x and postgresql://hub@h/db") == "ssh://git@host/x and postgresql://hub@h/db"
+    assert redact(f"postgresql://hub:p@{pw}@h/db") == "postgresql://hub:***@h/db"  # an unquoted '@' in it
+    assert redact(f'{{"password": "{pw} x", "PGPASSWORD={pw}"}}') == '{"password": ***, "PGPASSWORD=***'
+    assert set(secrets_in(f"host=h password='{pw}'")) >= {pw}
+    assert set(secrets_in(f"postgresql://u:{pw}%21@h/db")) >= {f"{pw}%21", f"{pw}!"}
+    assert redact(f"token {pw}z echoed", secrets=(f"{pw}z",)) == "token *** echoed"
+    register_secret(f"{pw}%zz")
+    assert redact(f'invalid percent-encoded token: "{pw}%zz"') == 'invalid percent-encoded token: "***"'
+
+
 def test_the_sdk_reports_an_unreachable_hub_without_the_password(caplog):
     from queue_assets.sdk import HubClient
 
