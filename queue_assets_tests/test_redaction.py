@@ -503,7 +503,9 @@ def test_no_secret_appears_in_any_log_metadata_or_error_of_the_whole_demo(passwo
     with serve_fake_github(fake) as gh:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("SHARED_QUEUE_", "DAGSTER_", "GITHUB_"))}
         env.update({
-            "SHARED_QUEUE_DB_URL": dbs["shared_queue"], "DAGSTER_PG_URL": dbs["dagster"],
+            # The hub's URL as SQLAlchemy users write it: the settings convert it for psycopg.
+            "SHARED_QUEUE_DB_URL": dbs["shared_queue"].replace("postgresql://", "postgresql+psycopg2://", 1),
+            "DAGSTER_PG_URL": dbs["dagster"],
             "QUEUE_ASSETS_DATA_DIR": str(tmp_path / "data"), "GITHUB_TOKEN": TOKEN,
             "GITHUB_REPOSITORY": "acme/templates_data", "GITHUB_API_URL": gh.url,
             "QUEUE_ASSETS_EXPORT_MIN_USAGE": "0", "QUEUE_ASSETS_EXPORT_MIN_SUCCESS_RATE": "0",
@@ -524,6 +526,16 @@ def test_no_secret_appears_in_any_log_metadata_or_error_of_the_whole_demo(passwo
                                         "error", "skipReason", "runConfigYaml", "tags", "metadataEntries"}, left_out
         finally:
             demo.stop()
+        # The CLI, given that URL, while the hub's role may not log in: the reason, never the password.
+        with psycopg.connect(dbs["admin_shared_queue"], autocommit=True) as conn:
+            conn.execute(sql.SQL("ALTER ROLE {} NOLOGIN").format(sql.Identifier(dbs["hub_role"])))
+            try:
+                refused_cli = demo.cli("status")
+            finally:
+                conn.execute(sql.SQL("ALTER ROLE {} LOGIN").format(sql.Identifier(dbs["hub_role"])))
+        haystack.add("queue-assets status (login refused) stdout", refused_cli.stdout)
+        haystack.add("queue-assets status (login refused) stderr", refused_cli.stderr)
+        assert refused_cli.returncode != 0 and "not permitted to log in" in refused_cli.stderr, refused_cli.stderr
         export_failure = failed.pop("export failure")
         assert failed == {"export refused by GitHub": "FAILURE", "role refused": "FAILURE"}, export_failure
         # ...and the export failed because GitHub refused it, not for another reason; GitHub's echo of

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 
 from ..backoff import connect_with_backoff
 from ..names import InvalidNameError, validate_queue_name
+from ..redact import redact
 from ..settings import Settings
 from . import dlq as dlq_ops
 from .retention import DEFAULT_BATCH as RETENTION_BATCH
@@ -38,7 +39,7 @@ def _end_progress() -> None:
 
 
 def _fail(message: str, code: int = 2) -> int:
-    print(f"queue-assets: error: {message}", file=sys.stderr)
+    print(f"queue-assets: error: {redact(message)}", file=sys.stderr)
     return code
 
 
