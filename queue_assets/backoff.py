@@ -76,6 +76,12 @@ RUN_BACKOFF = Backoff(attempts=6, base_s=0.5, cap_s=8.0, deadline_s=30.0)
 SENSOR_BACKOFF = Backoff(attempts=3, base_s=0.5, cap_s=2.0, deadline_s=10.0)
 # Producers (the SDK): short, so a caller's own loop stays responsive.
 SDK_BACKOFF = Backoff(attempts=5, base_s=0.2, cap_s=4.0, deadline_s=20.0)
+# How long an SDK attempt may wait for a pooled connection (`resources.make_pgmq`) before it sends.
+SDK_POOL_WAIT_S = 30.0
+# The latest a retried SDK send can enqueue a copy of a message, counted from the first attempt: the
+# last retry starts inside the deadline and may then wait for a connection. The hub's ingest ledger
+# must remember a keyed message at least this long (plus the visibility timeout) to drop the copy.
+SDK_RETRY_HORIZON_S = SDK_BACKOFF.deadline_s + SDK_POOL_WAIT_S
 
 
 class RetryExhausted(RuntimeError):

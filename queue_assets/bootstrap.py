@@ -56,19 +56,27 @@ def _version_tuple(text: str) -> tuple[int, ...]:
 
 
 def migrations_dir() -> Path:
-    """`sql/` beside the package in a checkout; the packaged copy otherwise."""
-    here = Path(__file__).resolve().parent.parent / "sql"
-    if here.is_dir():
-        return here
-    return Path(str(resources.files("queue_assets") / "sql"))
+    """The copy of `sql/` shipped in the wheel (`queue_assets/sql`); in a checkout, the top-level `sql/`."""
+    packaged = Path(str(resources.files("queue_assets") / "sql"))
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parent.parent / "sql"
 
 
-def load_migrations() -> list[tuple[str, str, str]]:
-    """(version, checksum, text) for each `NNN_name.sql`, in order."""
+def load_migrations(directory: Path | None = None) -> list[tuple[str, str, str]]:
+    """(version, checksum, text) for each `NNN_name.sql`, in order. Finding none is an error: an install
+    without its migrations would otherwise "succeed" and leave the hub without its schema."""
+    directory = migrations_dir() if directory is None else Path(directory)
     out = []
-    for path in sorted(migrations_dir().glob("[0-9][0-9][0-9]_*.sql")):
+    for path in sorted(directory.glob("[0-9][0-9][0-9]_*.sql")):
         text = path.read_text(encoding="utf-8")
         out.append((path.stem, hashlib.sha256(text.encode()).hexdigest(), text))
+    if not out:
+        raise BootstrapError(
+            f"no migrations (NNN_name.sql) found in {directory}: this install of queue_assets lacks its "
+            "hub schema. Install it from a wheel built by `uv build` (which ships them as queue_assets/sql) "
+            "or run it from a checkout that has sql/."
+        )
     return out
 
 
@@ -85,7 +93,7 @@ def ensure_database(url: str) -> bool:
     admin = psycopg.conninfo.make_conninfo(url, dbname="postgres")
     with db.connection(admin, autocommit=True) as conn:
         try:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(str(name))))
         except psycopg.errors.DuplicateDatabase:
             return False
     return True
@@ -152,15 +160,22 @@ def ensure_queues(conn: psycopg.Connection, queues: tuple[str, ...], report: Boo
             report.actions.append(f"created queue {queue}")
 
 
-def apply_migrations(conn: psycopg.Connection, report: BootstrapReport) -> None:
+def apply_migrations(
+    conn: psycopg.Connection,
+    report: BootstrapReport,
+    migrations: list[tuple[str, str, str]] | None = None,
+) -> None:
+    """Apply the migrations not yet recorded in `hub.schema_migrations` (`load_migrations()` by default)."""
+    if migrations is None:
+        migrations = load_migrations()
     conn.execute("CREATE SCHEMA IF NOT EXISTS hub")
     conn.execute(
         "CREATE TABLE IF NOT EXISTS hub.schema_migrations ("
         " version text PRIMARY KEY, checksum text NOT NULL,"
         " applied_at timestamptz NOT NULL DEFAULT now())"
     )
-    applied = dict(conn.execute("SELECT version, checksum FROM hub.schema_migrations").fetchall())
-    for version, checksum, text in load_migrations():
+    applied: dict[str, str] = dict(conn.execute("SELECT version, checksum FROM hub.schema_migrations").fetchall())
+    for version, checksum, text in migrations:
         if version in applied:
             if applied[version] != checksum:
                 raise BootstrapError(
@@ -175,8 +190,13 @@ def apply_migrations(conn: psycopg.Connection, report: BootstrapReport) -> None:
         report.actions.append(f"applied migration {version}")
 
 
-def bootstrap(url: str, *, extra_steps=()) -> BootstrapReport:
-    """Bring the shared_queue database to the state the hub needs. Safe to run any number of times."""
+def bootstrap(url: str, *, extra_steps=(), migrations: Path | None = None) -> BootstrapReport:
+    """Bring the shared_queue database to the state the hub needs. Safe to run any number of times.
+
+    `migrations` is the folder of `NNN_name.sql` files; by default `migrations_dir()`.
+    """
+    # Before anything touches the database: an install without its migrations stops here, loudly.
+    migration_list = load_migrations(migrations)
     report = BootstrapReport()
     if ensure_database(url):
         report.actions.append("created database " + str(psycopg.conninfo.conninfo_to_dict(url).get("dbname")))
@@ -189,7 +209,7 @@ def bootstrap(url: str, *, extra_steps=()) -> BootstrapReport:
             with conn.transaction():
                 ensure_queues(conn, ALL_STATIC_QUEUES, report)
             with conn.transaction():
-                apply_migrations(conn, report)
+                apply_migrations(conn, report, migration_list)
             for step in extra_steps:
                 with conn.transaction():
                     step(conn, report)

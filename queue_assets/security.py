@@ -290,7 +290,7 @@ def drop_instance_role(conn: psycopg.Connection, instance_id: str) -> bool:
     try:
         with conn.transaction():
             conn.execute(sql.SQL("DROP ROLE {}").format(ident))
-    except psycopg.errors.DependentObjectsStillReferenced as exc:
+    except psycopg.errors.DependentObjectsStillExist as exc:
         raise SecurityError(
             f"role {role!r} still holds privileges elsewhere ({_first_line(exc)}); run this in each "
             "database that lists it, then again here"

@@ -53,6 +53,18 @@ class Settings:
     run_max_seconds: int = 30
     run_linger_s: int = 10
     stale_after_s: int = 3600
+    ledger_retention_days: int = 90
+    """hub.ingest_ledger: the de-duplication window (docs/operations.md, Retention)."""
+    observations_retention_days: int = 365
+    """hub.pattern_observations: also the aggregation's window (it ranks the rows that are kept)."""
+    artifacts_retention_days: int = 365
+    code_analyses_retention_days: int = 90
+    heartbeats_retention_days: int = 30
+    ingest_backoff_base_s: int = 10
+    """Ingest sensor: wait after the first failed run of a queue, doubled per further failure."""
+    ingest_backoff_cap_s: int = 600
+    retry_delay_s: int = 30
+    """First retry delay of the scheduled jobs' steps (then doubling); queue_assets/retries.py."""
     data_dir: Path = Path(".queue_assets")
 
     @property
@@ -118,11 +130,51 @@ class Settings:
             run_max_seconds=get("QUEUE_ASSETS_RUN_MAX_SECONDS", _int_range(1, 86_400), 30),
             run_linger_s=get("QUEUE_ASSETS_RUN_LINGER_S", _int_range(0, 3600), 10),
             stale_after_s=get("QUEUE_ASSETS_STALE_AFTER_S", _int_range(10, 30 * 86_400), 3600),
+            ledger_retention_days=get("QUEUE_ASSETS_RETENTION_LEDGER_DAYS", _int_range(1, 36_500), 90),
+            observations_retention_days=get("QUEUE_ASSETS_RETENTION_OBSERVATIONS_DAYS", _int_range(1, 36_500), 365),
+            artifacts_retention_days=get("QUEUE_ASSETS_RETENTION_ARTIFACTS_DAYS", _int_range(1, 36_500), 365),
+            code_analyses_retention_days=get("QUEUE_ASSETS_RETENTION_CODE_ANALYSES_DAYS", _int_range(1, 36_500), 90),
+            heartbeats_retention_days=get("QUEUE_ASSETS_RETENTION_HEARTBEATS_DAYS", _int_range(1, 36_500), 30),
+            ingest_backoff_base_s=get("QUEUE_ASSETS_INGEST_BACKOFF_BASE_S", _int_range(1, 86_400), 10),
+            ingest_backoff_cap_s=get("QUEUE_ASSETS_INGEST_BACKOFF_CAP_S", _int_range(1, 7 * 86_400), 600),
+            retry_delay_s=get("QUEUE_ASSETS_RETRY_DELAY_S", _int_range(0, 3600), 30),
             data_dir=data_dir,
         )
+        problems += _cross_checks(settings)
         if problems:
             raise SettingsError(problems)
         return settings
+
+
+def dedupe_floor_s(visibility_timeout_s: int) -> float:
+    """The shortest ledger window that still catches every redelivery and SDK retry (seconds).
+
+    A message is redelivered at the latest a visibility timeout after it was read, and the SDK
+    re-sends a keyed message at the latest `SDK_RETRY_HORIZON_S` after its first attempt.
+    """
+    from .backoff import SDK_RETRY_HORIZON_S  # here: backoff imports db, which imports this module
+
+    return visibility_timeout_s + SDK_RETRY_HORIZON_S
+
+
+def _cross_checks(s: Settings) -> list[str]:
+    """Problems that involve two settings at once (each names the variable to change)."""
+    problems = []
+    floor = dedupe_floor_s(s.visibility_timeout_s)
+    if s.ledger_retention_days * 86_400 < floor:
+        problems.append(
+            f"QUEUE_ASSETS_RETENTION_LEDGER_DAYS={s.ledger_retention_days!r}: the ingest ledger is the "
+            f"de-duplication window and must outlast a redelivery and the SDK's retries: the visibility "
+            f"timeout ({s.visibility_timeout_s} s, QUEUE_ASSETS_VISIBILITY_TIMEOUT_S) plus the SDK's retry "
+            f"horizon ({floor - s.visibility_timeout_s:.0f} s) = {floor:.0f} s; "
+            f"use at least {-(-int(floor) // 86_400)} days"
+        )
+    if s.ingest_backoff_cap_s < s.ingest_backoff_base_s:
+        problems.append(
+            f"QUEUE_ASSETS_INGEST_BACKOFF_CAP_S={s.ingest_backoff_cap_s!r}: the cap must not be shorter than "
+            f"QUEUE_ASSETS_INGEST_BACKOFF_BASE_S ({s.ingest_backoff_base_s})"
+        )
+    return problems
 
 
 def _bool(raw: str) -> bool:

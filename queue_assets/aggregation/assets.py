@@ -1,7 +1,10 @@
 """The `aggregated_patterns` asset (PatternAggregationJob): the fleet's pattern ranking, hourly.
 
-Thin: it calls `core.aggregate` (all the work happens in PostgreSQL) and reports counts plus the
-top 10 as a markdown table (pandas is used for that table only).
+Thin: it calls `core.aggregate` (all the work happens in PostgreSQL, where the ranking is built
+aside, checked, and published only when its blocking checks pass) and reports counts plus the top
+10 as a markdown table (pandas is used for that table only), and the checks' results. A ranking
+that failed a check is not a materialization: the previous one is still live; the failed blocking
+check fails the step.
 """
 
 # No `from __future__ import annotations`: Dagster resolves the run config class from the
@@ -13,6 +16,7 @@ import pandas as pd
 
 from ..resources import SharedQueueResource
 from . import core
+from .checks import AGGREGATION_CHECK_SPECS, check_results
 
 AGGREGATION_GROUP = "aggregation"
 HOURLY_FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=2), warn_window=timedelta(minutes=75))
@@ -59,26 +63,41 @@ def top_table(top: list[core.RankedPattern], before: dict[tuple[str, str], int])
     group_name=AGGREGATION_GROUP,
     kinds={"postgres", "python"},
     freshness_policy=HOURLY_FRESHNESS,
+    check_specs=AGGREGATION_CHECK_SPECS,
+    output_required=False,
     description=(
         "The fleet's pattern ranking: hub.pattern_observations aggregated in PostgreSQL per "
         "(pattern_type, name) — distinct instances, observations, instance-balanced confidence, "
         "first/last seen, most listed indicators — ranked so that instance agreement dominates "
-        "(docs/aggregation.md). Replaces hub.aggregated_patterns and keeps a snapshot per run in "
-        "hub.aggregated_pattern_snapshots (rank history: view hub.pattern_rank_history)."
+        "(docs/aggregation.md). Built aside and checked; replaces hub.aggregated_patterns only when "
+        "its blocking checks pass, and keeps a snapshot per run in hub.aggregated_pattern_snapshots "
+        "(rank history of the published rankings: view hub.pattern_rank_history)."
     ),
     metadata={"table": "hub.aggregated_patterns", "snapshots": "hub.aggregated_pattern_snapshots"},
 )
-def aggregated_patterns(
-    context: dg.AssetExecutionContext, config: AggregationConfig, shared_queue: SharedQueueResource
-) -> dg.MaterializeResult:
+def aggregated_patterns(context: dg.AssetExecutionContext, config: AggregationConfig,
+                        shared_queue: SharedQueueResource):
+    try:
+        core.check_parameters(config.top_indicators, config.work_mem)
+    except ValueError as exc:
+        raise dg.Failure(f"bad aggregated_patterns config: {exc}", allow_retries=False) from None
     with shared_queue.connection() as conn:
         result = core.aggregate(
             conn,
             top_indicators=config.top_indicators,
             retention_days=shared_queue.settings.retention_days,
             work_mem=config.work_mem,
-            dagster_run_id=context.run_id,
+            dagster_run_id=context.run.run_id,
         )
+        if not result.published:
+            live = core.latest_run(conn)
+            conn.commit()
+            context.log.error(
+                f"aggregation run {result.run_id}: its ranking failed a blocking check and was not published; "
+                f"hub.aggregated_patterns still holds run {live[0] if live else 'none'}'s ranking"
+            )
+            yield from check_results(result)
+            return
         top = core.ranking(conn, limit=TOP_SHOWN)
         before = core.previous_ranks(conn, result.run_id, [(p.pattern_type, p.name) for p in top])
         changes = core.rank_changes(conn, result.run_id)
@@ -87,7 +106,7 @@ def aggregated_patterns(
         f"aggregation run {result.run_id}: {result.patterns} patterns from {result.observations} observations "
         f"of {result.instances} instances in {result.elapsed_s:.2f}s"
     )
-    return dg.MaterializeResult(
+    yield dg.MaterializeResult(
         metadata={
             "aggregation_run_id": dg.MetadataValue.int(result.run_id),
             "patterns": dg.MetadataValue.int(result.patterns),
@@ -103,5 +122,6 @@ def aggregated_patterns(
             ),
             "snapshots_pruned": dg.MetadataValue.int(result.snapshots_pruned),
             "top_patterns": dg.MetadataValue.md(top_table(top, before)),
-        }
+        },
+        check_results=check_results(result),
     )

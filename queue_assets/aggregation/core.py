@@ -32,6 +32,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import psycopg
+from psycopg import sql
+
+from ..contracts import PATTERN_TYPES
 
 W_CONFIDENCE = 0.6
 W_VOLUME = 0.3
@@ -115,7 +118,7 @@ scored AS (
              + %(w_volume)s * p.observation_count / (p.observation_count + %(volume_half)s) AS score
     FROM per_pattern p
 )
-INSERT INTO hub.aggregated_patterns
+INSERT INTO qa_staged_ranking
     (pattern_type, name, rank, score, instance_count, observation_count, confidence,
      confidence_instances, language, first_seen, last_seen, top_indicators, run_id)
 SELECT s.pattern_type, s.name,
@@ -127,12 +130,22 @@ LEFT JOIN languages l USING (pattern_type, name)
 LEFT JOIN indicators i USING (pattern_type, name)
 """
 
+# The run's ranking is built aside, checked there, and only then swapped into the live table.
+_STAGE_SQL = """
+CREATE TEMPORARY TABLE qa_staged_ranking (LIKE hub.aggregated_patterns INCLUDING DEFAULTS) ON COMMIT DROP
+"""
+STAGED = "qa_staged_ranking"
+LIVE = "hub.aggregated_patterns"
+
 _SNAPSHOT_SQL = """
 INSERT INTO hub.aggregated_pattern_snapshots
     (run_id, snapshot_at, pattern_type, name, rank, score, instance_count, observation_count, confidence)
 SELECT run_id, %(snapshot_at)s, pattern_type, name, rank, score, instance_count, observation_count, confidence
-FROM hub.aggregated_patterns
+FROM qa_staged_ranking
 """
+
+_SWAP_SQL = ("DELETE FROM hub.aggregated_patterns",
+             "INSERT INTO hub.aggregated_patterns SELECT * FROM qa_staged_ranking")
 
 
 @dataclass(frozen=True)
@@ -145,6 +158,10 @@ class AggregationResult:
     max_stored_at: datetime | None
     snapshots_pruned: int
     elapsed_s: float
+    key_problems: list[str] = field(default_factory=list)
+    value_problems: list[str] = field(default_factory=list)
+    published: bool = True
+    """False: a blocking check failed on the staged ranking; the previous ranking stays live."""
 
 
 @dataclass(frozen=True)
@@ -188,6 +205,13 @@ def _check_work_mem(value: str) -> str:
     return value
 
 
+def check_parameters(top_indicators: int, work_mem: str) -> None:
+    """ValueError naming the value, for a run's parameters that can never work."""
+    if not 1 <= top_indicators <= 100:
+        raise ValueError(f"top_indicators={top_indicators}: must be between 1 and 100")
+    _check_work_mem(work_mem)
+
+
 def aggregate(
     conn: psycopg.Connection,
     *,
@@ -196,14 +220,17 @@ def aggregate(
     work_mem: str = DEFAULT_WORK_MEM,
     dagster_run_id: str | None = None,
 ) -> AggregationResult:
-    """Recompute the ranking from all observations, replace `hub.aggregated_patterns`, snapshot it.
+    """Recompute the ranking from all observations, check it, and only if it passes replace
+    `hub.aggregated_patterns` with it; snapshot it either way.
 
-    One transaction: readers see the previous ranking until it commits. Runs are serialised.
-    Snapshots of runs older than `retention_days` are pruned (None keeps them all).
+    The ranking is built in a staging table, the blocking checks (`check_keys`, `check_values`)
+    run on it, and the swap into the live table happens in the same transaction only when both
+    find nothing: readers see the previous ranking until it commits, and a ranking that fails a
+    check never becomes live (`published=False`; the run and its snapshot are kept, marked not
+    published, for diagnosis). Runs are serialised. Snapshots of runs older than `retention_days`
+    are pruned (None keeps them all), never the run the live ranking comes from.
     """
-    if not 1 <= top_indicators <= 100:
-        raise ValueError(f"top_indicators={top_indicators}: must be between 1 and 100")
-    _check_work_mem(work_mem)
+    check_parameters(top_indicators, work_mem)
     started = time.perf_counter()
     # On a connection of its own, the run reads one REPEATABLE READ snapshot, so both passes and the
     # totals see exactly the same rows. Its snapshot must start after the previous run committed,
@@ -234,30 +261,38 @@ def _aggregate(conn: psycopg.Connection, top_indicators: int, retention_days: in
     # Server-side memory for the hash aggregates, for this transaction only.
     conn.execute("SELECT set_config('work_mem', %s, true)", (work_mem,))
     run_id, started_at = conn.execute(
-        "INSERT INTO hub.aggregation_runs (dagster_run_id) VALUES (%s) RETURNING run_id, started_at",
+        "INSERT INTO hub.aggregation_runs (dagster_run_id, published) VALUES (%s, false)"
+        " RETURNING run_id, started_at",
         (dagster_run_id,),
     ).fetchone()
     conn.execute(_PER_LANGUAGE_SQL)
     conn.execute(_INDICATORS_SQL)
     instances, observations, max_stored_at = conn.execute(_TOTALS_SQL).fetchone()
-    conn.execute("DELETE FROM hub.aggregated_patterns")
+    conn.execute(_STAGE_SQL)
     patterns = conn.execute(
         _REPLACE_RANKING_SQL,
         {"run_id": run_id, "top_indicators": top_indicators, "w_confidence": W_CONFIDENCE,
          "w_volume": W_VOLUME, "volume_half": VOLUME_HALF},
     ).rowcount
     conn.execute(_SNAPSHOT_SQL, {"snapshot_at": started_at})
+    key_problems = check_keys(conn, PATTERN_TYPES, table=STAGED)
+    value_problems = check_values(conn, table=STAGED)
+    published = not key_problems and not value_problems
+    if published:
+        for statement in _SWAP_SQL:
+            conn.execute(statement)
     pruned = 0
     if retention_days is not None:
         pruned = conn.execute(
             "DELETE FROM hub.aggregation_runs WHERE started_at < %s - make_interval(days => %s)"
-            " AND run_id <> %s",
+            " AND run_id <> %s AND run_id NOT IN (SELECT run_id FROM hub.aggregated_patterns)",
             (started_at, retention_days, run_id),
         ).rowcount
     conn.execute(
         "UPDATE hub.aggregation_runs SET finished_at = clock_timestamp(), observations = %s,"
-        " patterns = %s, instances = %s, max_stored_at = %s WHERE run_id = %s",
-        (observations, patterns, instances, max_stored_at, run_id),
+        " patterns = %s, instances = %s, max_stored_at = %s, published = %s, check_problems = %s"
+        " WHERE run_id = %s",
+        (observations, patterns, instances, max_stored_at, published, key_problems + value_problems, run_id),
     )
     return AggregationResult(
         run_id=run_id,
@@ -268,6 +303,9 @@ def _aggregate(conn: psycopg.Connection, top_indicators: int, retention_days: in
         max_stored_at=max_stored_at,
         snapshots_pruned=pruned,
         elapsed_s=time.perf_counter() - started,
+        key_problems=key_problems,
+        value_problems=value_problems,
+        published=published,
     )
 
 
@@ -284,25 +322,27 @@ def latest_run(conn: psycopg.Connection) -> tuple[int, datetime] | None:
     """(run_id, started_at) of the run the current ranking comes from, or None before any run."""
     return conn.execute(
         "SELECT r.run_id, r.started_at FROM hub.aggregation_runs r"
-        " WHERE r.run_id = (SELECT max(run_id) FROM hub.aggregation_runs WHERE finished_at IS NOT NULL)"
+        " WHERE r.run_id = (SELECT max(run_id) FROM hub.aggregation_runs WHERE finished_at IS NOT NULL"
+        " AND published)"
     ).fetchone()
 
 
 def rank_history(conn: psycopg.Connection, pattern_type: str, name: str) -> list[tuple[int, int, float]]:
-    """(run_id, rank, score) of one pattern across the kept snapshots, oldest first."""
+    """(run_id, rank, score) of one pattern across the kept published snapshots, oldest first."""
     return conn.execute(
-        "SELECT run_id, rank, score FROM hub.aggregated_pattern_snapshots"
-        " WHERE pattern_type = %s AND name = %s ORDER BY run_id",
+        "SELECT s.run_id, s.rank, s.score FROM hub.aggregated_pattern_snapshots s"
+        " JOIN hub.aggregation_runs r USING (run_id)"
+        " WHERE r.published AND s.pattern_type = %s AND s.name = %s ORDER BY s.run_id",
         (pattern_type, name),
     ).fetchall()
 
 
 def rank_changes(conn: psycopg.Connection, run_id: int) -> dict[str, int]:
-    """How the ranking of `run_id` differs from the previous kept snapshot: patterns that are new,
-    gone, moved up or down."""
+    """How the ranking of `run_id` differs from the previous published snapshot: patterns that are
+    new, gone, moved up or down."""
     row = conn.execute(
         """
-        WITH prev AS (SELECT max(run_id) AS run_id FROM hub.aggregated_pattern_snapshots WHERE run_id < %(r)s),
+        WITH prev AS (SELECT max(run_id) AS run_id FROM hub.aggregation_runs WHERE run_id < %(r)s AND published),
         cur AS (SELECT pattern_type, name, rank FROM hub.aggregated_pattern_snapshots WHERE run_id = %(r)s),
         old AS (SELECT s.pattern_type, s.name, s.rank FROM hub.aggregated_pattern_snapshots s, prev
                 WHERE s.run_id = prev.run_id)
@@ -318,13 +358,14 @@ def rank_changes(conn: psycopg.Connection, run_id: int) -> dict[str, int]:
 
 
 def previous_ranks(conn: psycopg.Connection, run_id: int, keys: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
-    """Rank of each (pattern_type, name) in the snapshot before `run_id` (absent: it was not ranked)."""
+    """Rank of each (pattern_type, name) in the published snapshot before `run_id` (absent: it was not
+    ranked)."""
     if not keys:
         return {}
     rows = conn.execute(
         "SELECT s.pattern_type, s.name, s.rank FROM hub.aggregated_pattern_snapshots s"
         " JOIN unnest(%s::text[], %s::text[]) AS k(pattern_type, name) USING (pattern_type, name)"
-        " WHERE s.run_id = (SELECT max(run_id) FROM hub.aggregated_pattern_snapshots WHERE run_id < %s)",
+        " WHERE s.run_id = (SELECT max(run_id) FROM hub.aggregation_runs WHERE run_id < %s AND published)",
         ([k[0] for k in keys], [k[1] for k in keys], run_id),
     ).fetchall()
     return {(t, n): r for t, n, r in rows}
@@ -335,26 +376,33 @@ def previous_ranks(conn: psycopg.Connection, run_id: int, keys: list[tuple[str, 
 _MAX_EXAMPLES = 5
 
 
-def check_keys(conn: psycopg.Connection, pattern_types: tuple[str, ...]) -> list[str]:
+def _table(name: str) -> sql.Identifier:
+    if name not in (LIVE, STAGED):
+        raise ValueError(f"table {name!r}: the checks run on {LIVE!r} or {STAGED!r} only")
+    return sql.Identifier(*name.split("."))
+
+
+def check_keys(conn: psycopg.Connection, pattern_types: tuple[str, ...], *, table: str = LIVE) -> list[str]:
     """Problems with the ranking's identity: duplicate (pattern_type, name), unknown pattern kinds,
-    ranks that are not exactly 1..n, a snapshot that does not match the ranking. Empty: all good."""
+    ranks that are not exactly 1..n, a snapshot that does not match the ranking. Empty: all good.
+    `table`: the live ranking, or the staged one inside `aggregate`'s transaction."""
+    t = _table(table)
     problems = []
     dups = conn.execute(
-        "SELECT pattern_type, name, count(*) FROM hub.aggregated_patterns"
-        " GROUP BY 1, 2 HAVING count(*) > 1 ORDER BY 3 DESC, 1, 2 LIMIT %s",
+        sql.SQL("SELECT pattern_type, name, count(*) FROM {}"
+                " GROUP BY 1, 2 HAVING count(*) > 1 ORDER BY 3 DESC, 1, 2 LIMIT %s").format(t),
         (_MAX_EXAMPLES,),
     ).fetchall()
     if dups:
         problems.append("duplicate (pattern_type, name): " + ", ".join(f"{t}/{n} x{c}" for t, n, c in dups))
     kinds = conn.execute(
-        "SELECT DISTINCT pattern_type FROM hub.aggregated_patterns WHERE pattern_type <> ALL(%s) LIMIT %s",
+        sql.SQL("SELECT DISTINCT pattern_type FROM {} WHERE pattern_type <> ALL(%s) ORDER BY 1 LIMIT %s").format(t),
         (list(pattern_types), _MAX_EXAMPLES),
     ).fetchall()
     if kinds:
         problems.append("unknown pattern_type: " + ", ".join(repr(k) for (k,) in kinds))
     n, distinct_ranks, lo, hi, runs = conn.execute(
-        "SELECT count(*), count(DISTINCT rank), min(rank), max(rank), count(DISTINCT run_id)"
-        " FROM hub.aggregated_patterns"
+        sql.SQL("SELECT count(*), count(DISTINCT rank), min(rank), max(rank), count(DISTINCT run_id) FROM {}").format(t)
     ).fetchone()
     if n and (distinct_ranks != n or lo != 1 or hi != n):
         problems.append(f"ranks are not exactly 1..{n}: {distinct_ranks} distinct, from {lo} to {hi}")
@@ -362,15 +410,15 @@ def check_keys(conn: psycopg.Connection, pattern_types: tuple[str, ...]) -> list
         problems.append(f"the ranking mixes rows of {runs} aggregation runs")
     if n:
         (snap,) = conn.execute(
-            "SELECT count(*) FROM hub.aggregated_pattern_snapshots s JOIN hub.aggregated_patterns p"
-            " USING (run_id, pattern_type, name, rank)"
+            sql.SQL("SELECT count(*) FROM hub.aggregated_pattern_snapshots s JOIN {} p"
+                    " USING (run_id, pattern_type, name, rank)").format(t)
         ).fetchone()
         if snap != n:
             problems.append(f"the run's snapshot matches {snap} of the {n} ranked patterns")
     return problems
 
 
-def check_values(conn: psycopg.Connection) -> list[str]:
+def check_values(conn: psycopg.Connection, *, table: str = LIVE) -> list[str]:
     """Problems with the ranking's numbers: confidence outside [0, 1], a score outside
     [instance_count, instance_count + 0.9], counts that cannot be, first_seen after last_seen."""
     rules = {
@@ -387,9 +435,8 @@ def check_values(conn: psycopg.Connection) -> list[str]:
     problems = []
     for label, where in rules.items():
         rows = conn.execute(
-            "SELECT pattern_type, name, count(*) OVER () FROM hub.aggregated_patterns WHERE "
-            + where  # the rules are constants above
-            + " ORDER BY rank LIMIT %(limit)s",
+            sql.SQL("SELECT pattern_type, name, count(*) OVER () FROM {} WHERE {} ORDER BY rank LIMIT %(limit)s")
+            .format(_table(table), sql.SQL(where)),  # the rules are constants above
             {"max_tiebreak": W_CONFIDENCE + W_VOLUME + 1e-9, "limit": _MAX_EXAMPLES},
         ).fetchall()
         if rows:

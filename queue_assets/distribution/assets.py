@@ -14,6 +14,7 @@ from ..export.resources import GitHubResource, TemplatesRepoResource
 from ..gitrepo import GitAuth, split_credentials
 from ..redact import redact
 from ..resources import SharedQueueResource
+from ..retries import retry_policy
 from . import patterns, templates
 from .patterns import DistributionRefused, PatternDistribution, distribute_patterns
 from .templates import TemplateDistribution, distribute_templates
@@ -87,6 +88,8 @@ def pattern_metadata(r: PatternDistribution, url: str) -> dict:
     group_name=DISTRIBUTION_GROUP,
     kinds={"git", "postgres"},
     automation_condition=PATTERN_SYNC_CONDITION,
+    # On the asset, not a job: the automation sensor's runs use no job of ours.
+    retry_policy=retry_policy("pattern_distribution"),
     freshness_policy=HOURLY_FRESHNESS,
     description=(
         "PatternSyncWorker: after each aggregation whose blocking checks passed, commits the ranking to "
@@ -109,11 +112,11 @@ def pattern_distribution(
         try:
             result = distribute_patterns(
                 conn, lambda: templates_repo.work_copy("patterns", auth), git_url=url,
-                stale_after_s=shared_queue.settings.stale_after_s, dagster_run_id=context.run_id,
+                stale_after_s=shared_queue.settings.stale_after_s, dagster_run_id=context.run.run_id,
                 max_patterns=config.max_patterns,
             )
         except DistributionRefused as exc:
-            raise dg.Failure(description=str(exc)) from None
+            raise dg.Failure(description=str(exc), allow_retries=False) from None
     if result.patterns == 0:
         context.log.info("the ranking is empty (no aggregation run yet, or no observations): nothing distributed")
     else:
@@ -167,7 +170,7 @@ def template_updates(
     with shared_queue.connection() as conn:
         result = distribute_templates(
             conn, lambda: templates_repo.work_copy("templates", auth), git_url=url,
-            stale_after_s=shared_queue.settings.stale_after_s, dagster_run_id=context.run_id,
+            stale_after_s=shared_queue.settings.stale_after_s, dagster_run_id=context.run.run_id,
         )
     context.log.info(
         f"template_updates: {result.outcome}; {len(result.files)} files changed since "

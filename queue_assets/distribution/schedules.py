@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from ..retries import retry_policy
 from .assets import pattern_distribution, template_updates
 
 pattern_sync_job = dg.define_asset_job(
@@ -24,6 +25,7 @@ template_distribution_job = dg.define_asset_job(
     name="template_distribution_job",
     selection=[template_updates],
     description="TemplateDistributionWorker: announce templates changed since the last distributed commit.",
+    op_retry_policy=retry_policy("template_distribution_job"),
 )
 
 template_distribution_schedule = dg.ScheduleDefinition(

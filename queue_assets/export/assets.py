@@ -27,6 +27,7 @@ EXPORT_GROUP = "export"
 EXPORT_PARTITIONS = dg.DailyPartitionsDefinition(
     start_date="2025-01-01", timezone="UTC", hour_offset=1, end_offset=1,
 )
+ANNOUNCED_CHECK = "learning_exported_announced"
 DAILY_FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=26), warn_window=timedelta(hours=25))
 
 
@@ -89,7 +90,8 @@ def aggregated_learning(
     settings = ExportSettings.from_env()
     factor = settings.max_growth_factor if config.max_growth_factor is None else config.max_growth_factor
     if not factor >= 1.0:
-        raise dg.Failure(f"config max_growth_factor={config.max_growth_factor!r}: must be a number of at least 1")
+        raise dg.Failure(f"config max_growth_factor={config.max_growth_factor!r}: must be a number of at least 1",
+                         allow_retries=False)
     cycle = _cycle(context)
     cutoff = context.partition_time_window.end
     with shared_queue.connection(autocommit=True) as conn:
@@ -108,6 +110,8 @@ def export_metadata(r: ExportResult, provider_name: str | None) -> dict:
         mode = f"pull request via {provider_name}"
     if r.status == "no_diff":
         announced = "not sent: the base branch already holds this export"
+    elif r.notify_error is not None:
+        announced = f"FAILED (re-run this cycle to send it; the branch and PR are safe): {md_text(r.notify_error, 300)}"
     elif r.notified is None:
         announced = "not sent: this commit and PR were announced before"
     else:
@@ -149,6 +153,11 @@ def export_metadata(r: ExportResult, provider_name: str | None) -> dict:
     deps=[aggregated_learning],
     kinds={"git", "github", "python"},
     freshness_policy=DAILY_FRESHNESS,
+    check_specs=[dg.AssetCheckSpec(
+        ANNOUNCED_CHECK, asset="learned_pattern_export",
+        description="`learning_exported` reached the instances' inboxes (a failure here never fails the "
+        "export: the branch and PR are made; re-run the cycle to send the announcement).",
+    )],
     description=(
         "The cycle's selected artifacts and a markdown summary, written to the one branch "
         "feature/learned-patterns-YYYYMMDD of the templates repository (updated in place on re-run, "
@@ -171,6 +180,16 @@ def learned_pattern_export(
         result = run_export(
             conn, cycle=_cycle(context), cutoff=context.partition_time_window.end, settings=settings,
             work_copy=lambda: templates_repo.work_copy("export", auth), remote_url=remote,
-            provider=provider, publish=publish, run_id=context.run_id, log=context.log.info,
+            provider=provider, publish=publish, run_id=context.run.run_id, log=context.log.info,
+            stale_after_s=shared_queue.settings.stale_after_s,
         )
-    return dg.MaterializeResult(metadata=export_metadata(result, provider.name if provider else None))
+    if result.notify_error is not None:
+        context.log.warning(f"learning_exported not announced: {result.notify_error}")
+    return dg.MaterializeResult(
+        metadata=export_metadata(result, provider.name if provider else None),
+        check_results=[dg.AssetCheckResult(
+            check_name=ANNOUNCED_CHECK, passed=result.notify_error is None,
+            severity=dg.AssetCheckSeverity.WARN,
+            description=result.notify_error or "learning_exported sent, or nothing new to announce",
+        )],
+    )

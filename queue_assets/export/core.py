@@ -7,7 +7,9 @@
   with the same data makes no commit and pushes nothing;
 - the pull request is found by its head branch and updated, never opened twice;
 - `learning_exported` is announced only when the commit or the PR URL differs from the last
-  announcement recorded in hub.exports.
+  announcement recorded in hub.exports. The inboxes it needs are created first, in bounded
+  transactions of their own; a failed announcement is recorded (`notify_error`) and never fails
+  the export, whose branch and PR are already made.
 
 Each step is recorded in hub.exports before the next one starts, so a failure anywhere leaves a
 record saying how far the cycle got; the branch (the data) is on the remote before the PR step.
@@ -23,9 +25,11 @@ from datetime import UTC, date, datetime
 import psycopg
 
 from ..contracts import LearningExported
+from ..fanout import sync_inboxes
 from ..gitrepo import GitError, GitPushRejected, WorkCopy
 from ..queues import TOPIC_PREFIX
 from ..redact import redact
+from ..settings import Settings
 from .github import GitHubPullRequests, PullRequestError
 from .learning import export_totals, selected_artifacts
 from .render import (
@@ -43,7 +47,8 @@ from .settings import EXPORT_FOLDER, ExportSettings
 
 LEARNING_EXPORTED_KEY = f"{TOPIC_PREFIX}.learning_exported"
 
-Publish = Callable[[psycopg.Connection, dict, str], int]
+# fanout.publish: (conn, message, routing key, sync=False) -> copies, in the caller's transaction.
+Publish = Callable[..., int]
 
 
 class ExportFailed(RuntimeError):
@@ -69,6 +74,8 @@ class ExportResult:
     pr_action: str | None = None
     notified: int | None = None
     """Inboxes that got `learning_exported`; None when nothing new was announced."""
+    notify_error: str | None = None
+    """Why `learning_exported` could not be announced (the export itself is complete); None: no error."""
     changed_files: list[str] = field(default_factory=list)
     """Files that differ from the base branch."""
 
@@ -122,11 +129,14 @@ def run_export(
     publish: Publish | None,
     run_id: str | None = None,
     log: Callable[[str], None] = lambda _m: None,
+    stale_after_s: int | None = None,
 ) -> ExportResult:
     """Export cycle `cycle` (its selected rows in hub.aggregated_learning) to its branch and PR.
 
     `conn` must be in autocommit mode: each record in hub.exports is its own transaction and must
-    survive a failure in a later step.
+    survive a failure in a later step. `publish` sends in the caller's transaction without syncing
+    inboxes (`fanout.publish`); the inboxes are synced first with `stale_after_s` (default: the
+    `QUEUE_ASSETS_STALE_AFTER_S` setting).
     """
     if not conn.autocommit:
         raise ValueError("run_export needs an autocommit connection (each hub.exports record commits on its own)")
@@ -205,26 +215,51 @@ def run_export(
         log(f"pull request {pr.action}: {pr.url or '(none: no commits beyond the base)'}")
 
     if publish is not None and result.status in ("branch_only", "pr_open"):
-        result.notified = _announce(conn, result, publish)
+        result.notified = _announce(conn, result, publish, stale_after_s, log)
     return result
 
 
-def _announce(conn: psycopg.Connection, result: ExportResult, publish: Publish) -> int | None:
-    """Fan `learning_exported` out once per (commit, PR URL); the record and the messages commit together."""
-    with conn.transaction():
-        row = conn.execute(
-            "SELECT notified_sha, notified_pr_url FROM hub.exports WHERE cycle_date = %s FOR UPDATE",
-            (result.cycle,),
-        ).fetchone()
-        if row and row[0] == result.commit_sha and row[1] == result.pr_url:
-            return None
-        count = publish(conn, learning_exported_message(result), LEARNING_EXPORTED_KEY)
-        conn.execute(
-            "UPDATE hub.exports SET notified_sha = %s, notified_pr_url = %s, notified_at = clock_timestamp(),"
-            " notified_count = %s WHERE cycle_date = %s",
-            (result.commit_sha, result.pr_url, count, result.cycle),
-        )
+def _announce(conn: psycopg.Connection, result: ExportResult, publish: Publish, stale_after_s: int | None,
+              log: Callable[[str], None]) -> int | None:
+    """Fan `learning_exported` out once per (commit, PR URL); the record and the messages commit together.
+
+    The branch and the PR are already made and recorded when this runs, so a failure here must not
+    fail the export: it is recorded in hub.exports (`notify_error`, the announcement stays pending,
+    so the next run of the cycle sends it) and returned as -1 for the asset to report.
+    """
+    if _already_announced(conn, result):
+        return None
+    try:
+        # Inboxes first, in bounded transactions of their own: creating many pgmq queues in the
+        # announcement's transaction would exceed the server's lock table (fanout.CREATE_BATCH).
+        sync_inboxes(conn, stale_after_s if stale_after_s is not None else Settings.from_env().stale_after_s)
+        with conn.transaction():
+            if _already_announced(conn, result, lock=True):
+                return None
+            count = publish(conn, learning_exported_message(result), LEARNING_EXPORTED_KEY, sync=False)
+            conn.execute(
+                "UPDATE hub.exports SET notified_sha = %s, notified_pr_url = %s, notified_at = clock_timestamp(),"
+                " notified_count = %s, notify_error = NULL WHERE cycle_date = %s",
+                (result.commit_sha, result.pr_url, count, result.cycle),
+            )
+    except (psycopg.Error, RuntimeError, ValueError) as exc:
+        result.notify_error = redact(f"{type(exc).__name__}: {exc}")[:2000]
+        log(f"learning_exported was not announced: {result.notify_error}; the export itself is complete, "
+            "re-run this cycle to announce it")
+        with conn.transaction():
+            conn.execute("UPDATE hub.exports SET notify_error = %s WHERE cycle_date = %s",
+                         (result.notify_error, result.cycle))
+        return None
     return count
+
+
+def _already_announced(conn: psycopg.Connection, result: ExportResult, *, lock: bool = False) -> bool:
+    row = conn.execute(
+        "SELECT notified_sha, notified_pr_url FROM hub.exports WHERE cycle_date = %s"
+        + (" FOR UPDATE" if lock else ""),
+        (result.cycle,),
+    ).fetchone()
+    return bool(row) and row[0] == result.commit_sha and row[1] == result.pr_url
 
 
 __all__ = ["ExportFailed", "ExportResult", "GitError", "LEARNING_EXPORTED_KEY", "run_export",

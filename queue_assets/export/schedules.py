@@ -12,7 +12,8 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from .assets import EXPORT_PARTITIONS, aggregated_learning, learned_pattern_export
+from ..retries import retry_policy
+from .assets import aggregated_learning, learned_pattern_export
 
 EXPORT_CRON = "0 1 * * *"
 CYCLE_TAG = "queue_assets/export_cycle"
@@ -20,8 +21,8 @@ CYCLE_TAG = "queue_assets/export_cycle"
 knowledge_export_job = dg.define_asset_job(
     name="knowledge_export_job",
     selection=dg.AssetSelection.assets(aggregated_learning, learned_pattern_export),
-    partitions_def=EXPORT_PARTITIONS,
     description="KnowledgeExportWorker: combine learned artifacts, then export them to the cycle's branch and PR.",
+    op_retry_policy=retry_policy("knowledge_export_job"),
 )
 
 

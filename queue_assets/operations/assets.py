@@ -12,6 +12,7 @@ import dagster as dg
 
 from ..queues import CONSUMED_QUEUES, REPLY_QUEUE_FOR
 from ..resources import SharedQueueResource
+from ..retries import retry_policy
 from .archive import count_unanswered
 from .statistics import StatisticsReport, collect_statistics, format_seconds, markdown_table, save_history
 from .thresholds import ThresholdError, Thresholds
@@ -187,6 +188,7 @@ statistics_job = dg.define_asset_job(
     "queue_statistics_job",
     selection=[dg.AssetKey("queue_statistics")],
     description="Measure every queue (StatisticsJob) and evaluate the queue alerts.",
+    op_retry_policy=retry_policy("queue_statistics_job"),
 )
 
 statistics_schedule = dg.ScheduleDefinition(

@@ -20,7 +20,7 @@ from ..redact import redact
 from ..settings import Settings
 from . import dlq as dlq_ops
 from .retention import DEFAULT_BATCH as RETENTION_BATCH
-from .retention import run_retention
+from .retention import HubRetention, run_retention
 from .statistics import format_seconds
 from .thresholds import ThresholdError, Thresholds
 
@@ -111,7 +111,7 @@ def add_subcommands(sub) -> None:
     s.add_argument("--queues", type=_arg(_positive), default=20, help="show this many queues, worst first")
     s.add_argument("--no-dagster", action="store_true", help="skip the Dagster instance (last materializations)")
 
-    r = sub.add_parser("retention", help="delete archived messages older than the retention (bounded batches)")
+    r = sub.add_parser("retention", help="delete archived messages and hub ingest rows older than their retention (bounded batches)")
     r.add_argument("--dry-run", action="store_true", help="count what would go; delete nothing")
     r.add_argument("--batch-size", type=_arg(_retention_batch), default=RETENTION_BATCH,
                    help="rows per DELETE, each its own short transaction")
@@ -175,6 +175,7 @@ def cmd_retention(settings: Settings, args) -> int:
             batch_size=args.batch_size,
             dry_run=args.dry_run,
             progress=progress,
+            hub=HubRetention.from_settings(settings),
         )
     _end_progress()
     for label, n in report.removed.items():

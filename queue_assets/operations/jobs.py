@@ -7,9 +7,10 @@ progress and report counts as output metadata.
 import dagster as dg
 
 from ..resources import SharedQueueResource
+from ..retries import retry_policy
 from . import dlq as dlq_ops
 from .retention import DEFAULT_BATCH as RETENTION_BATCH
-from .retention import run_retention
+from .retention import HubRetention, run_retention
 
 
 class RetentionConfig(dg.Config):
@@ -20,7 +21,8 @@ class RetentionConfig(dg.Config):
 
 
 @dg.op(description="Delete archive rows older than SHARED_QUEUE_RETENTION_DAYS (DLQs: SHARED_QUEUE_DLQ_RETENTION_DAYS) "
-       "in bounded batches; live messages of other queues are never touched.")
+       "and hub ingest rows older than their QUEUE_ASSETS_RETENTION_*_DAYS, in bounded batches; live messages "
+       "of other queues and the aggregated results are never touched.")
 def apply_retention(context: dg.OpExecutionContext, config: RetentionConfig, shared_queue: SharedQueueResource) -> None:
     settings = shared_queue.settings
     last_logged: dict[str, int] = {}
@@ -34,9 +36,10 @@ def apply_retention(context: dg.OpExecutionContext, config: RetentionConfig, sha
         try:
             report = run_retention(conn, retention_days=settings.retention_days,
                                    dlq_retention_days=settings.dlq_retention_days, batch_size=config.batch_size,
-                                   dry_run=config.dry_run, progress=progress)
+                                   dry_run=config.dry_run, progress=progress,
+                                   hub=HubRetention.from_settings(settings))
         except ValueError as exc:
-            raise dg.Failure(str(exc)) from None
+            raise dg.Failure(str(exc), allow_retries=False) from None
     context.log.info(report.summary())
     table = "| table | rows |\n|---|---|\n" + "\n".join(
         f"| `{label}` | {n} |" for label, n in sorted(report.removed.items(), key=lambda kv: -kv[1]) if n
@@ -53,10 +56,19 @@ def apply_retention(context: dg.OpExecutionContext, config: RetentionConfig, sha
         "batches": dg.MetadataValue.int(report.batches),
         "elapsed_seconds": dg.MetadataValue.float(round(report.elapsed_s, 3)),
         "removed": dg.MetadataValue.md(table if report.total else "_nothing to remove_"),
+        "removed_hub_rows": dg.MetadataValue.int(report.hub_rows),
+        # One number per hub table, so the UI plots each over runs; the cutoff says which window applied.
+        **{f"removed.{label}": dg.MetadataValue.int(report.removed.get(label, 0)) for label in report.cutoffs},
+        **{f"cutoff.{label}": dg.MetadataValue.text(cutoff.isoformat()) for label, cutoff in report.cutoffs.items()},
+        "ledger_kept_for_live_queues": dg.MetadataValue.md(
+            "| queue | ledger rows kept from (enqueued_at) |\n|---|---|\n" + "\n".join(
+                f"| `{q}` | {t.isoformat()} |" for q, t in sorted(report.ledger_protected.items()))
+            if report.ledger_protected else "_no queue has live messages_"),
     })
 
 
-@dg.job(description="Archive retention (seed 002's pg_cron job): trims every pgmq archive in bounded batches.")
+@dg.job(description="Archive retention (seed 002's pg_cron job): trims every pgmq archive in bounded batches.",
+        op_retry_policy=retry_policy("retention_job"))
 def retention_job():
     apply_retention()
 

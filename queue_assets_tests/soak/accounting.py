@@ -6,10 +6,17 @@ dead-letter queues (whose messages keep their original headers, so a valid messa
 dead-lettered is found by its key and a malformed one by its `soak_bad_id`), and the data tables.
 
 The pass condition, asserted exactly:
-- every published key is stored exactly once or dead-lettered, never both, never missing;
+- every message an instance made was sent (none left in its buffer);
+- every published key is stored or dead-lettered, never both, never missing;
 - nothing is stored that was not published;
+- no message is taken for a duplicate of a key the hub never stored (its data would be dropped);
 - every malformed message is in a dead-letter queue exactly once;
-- the data tables hold exactly the rows the stored messages make (no row doubled by a retry).
+- the data tables hold exactly the rows the stored messages make (no row doubled by a retry);
+- `hub.instances.heartbeat_count`, an additive counter no key guards, equals each instance's
+  stored heartbeats (a retry applied twice would count twice).
+
+"A key stored twice" is not among them: the ledger's unique index on (queue, instance_id,
+idempotency_key) for stored rows makes it impossible, so counting it could never fail.
 """
 
 from __future__ import annotations
@@ -44,7 +51,6 @@ class Accounting:
     published: int = 0
     unsent: int = 0
     stored: int = 0
-    stored_twice: int = 0
     dead_lettered_valid: int = 0
     stored_and_dead_lettered: int = 0
     missing: list[str] = field(default_factory=list)
@@ -54,6 +60,12 @@ class Accounting:
     stored_unpublished: int = 0
     duplicate_deliveries: int = 0
     """Ledger rows with outcome `duplicate`: a producer retry the hub recognised by its key."""
+    duplicates_never_stored: list[str] = field(default_factory=list)
+    """Keys the ledger took for a duplicate while no message with that key is stored: data dropped."""
+    heartbeats_expected: dict[str, int] = field(default_factory=dict)
+    """Per instance: its stored heartbeat messages."""
+    heartbeats_counted: dict[str, int] = field(default_factory=dict)
+    """Per instance: `hub.instances.heartbeat_count`."""
     bad_sent: int = 0
     bad_in_dlq: int = 0
     bad_in_dlq_twice: int = 0
@@ -69,8 +81,9 @@ class Accounting:
         if self.missing:
             out.append(f"{len(self.missing)} published messages are neither stored, dead-lettered nor queued: "
                        f"lost (e.g. {self.missing[:5]})")
-        if self.stored_twice:
-            out.append(f"{self.stored_twice} keys stored more than once")
+        if self.duplicates_never_stored:
+            out.append(f"{len(self.duplicates_never_stored)} messages taken for duplicates of a key that is not "
+                       f"stored: their data was dropped (e.g. {self.duplicates_never_stored[:5]})")
         if self.stored_and_dead_lettered:
             out.append(f"{self.stored_and_dead_lettered} keys both stored and dead-lettered")
         if self.stored_unpublished:
@@ -84,6 +97,12 @@ class Accounting:
         for table, n in self.rows_expected.items():
             if self.rows_actual.get(table) != n:
                 out.append(f"hub.{table} holds {self.rows_actual.get(table)} rows, expected {n}")
+        wrong = {i: (self.heartbeats_counted.get(i, 0), n) for i, n in self.heartbeats_expected.items()
+                 if self.heartbeats_counted.get(i, 0) != n}
+        wrong |= {i: (n, 0) for i, n in self.heartbeats_counted.items() if n and i not in self.heartbeats_expected}
+        if wrong:
+            out.append("hub.instances.heartbeat_count differs from the stored heartbeats (counted, stored): "
+                       + ", ".join(f"{i} {c}" for i, c in sorted(wrong.items())[:5]))
         return out
 
     def final_problems(self) -> list[str]:
@@ -99,9 +118,12 @@ class Accounting:
 
     def summary(self) -> dict:
         return {
-            "published": self.published, "stored": self.stored, "dead_lettered_valid": self.dead_lettered_valid,
-            "stored_twice": self.stored_twice, "missing": len(self.missing), "pending": self.pending,
-            "duplicate_deliveries_dropped": self.duplicate_deliveries, "malformed_sent": self.bad_sent,
+            "published": self.published, "unsent": self.unsent, "stored": self.stored,
+            "dead_lettered_valid": self.dead_lettered_valid, "missing": len(self.missing), "pending": self.pending,
+            "duplicate_deliveries_dropped": self.duplicate_deliveries,
+            "duplicates_never_stored": len(self.duplicates_never_stored),
+            "heartbeats_stored": sum(self.heartbeats_expected.values()),
+            "heartbeats_counted": sum(self.heartbeats_counted.values()), "malformed_sent": self.bad_sent,
             "malformed_in_dlq": self.bad_in_dlq, "rows_expected": self.rows_expected,
             "rows_actual": self.rows_actual, "problems": self.problems, "final_problems": self.final_problems(),
         }
@@ -161,47 +183,78 @@ def table_rows_in_tx(conn: psycopg.Connection) -> dict[str, int]:
     return out
 
 
+@dataclass(frozen=True)
+class HubState:
+    """What the hub holds, read in one snapshot: the input of `tally`."""
+
+    ledger: list[LedgerRow]
+    dlq_keys: collections.Counter
+    """Idempotency keys of the valid messages in the dead-letter queues."""
+    bad_in_dlq: collections.Counter
+    """`soak_bad_id`s of the malformed messages in the dead-letter queues."""
+    rows_actual: dict[str, int]
+    queued: set[tuple[str, int]]
+    heartbeat_counts: dict[str, int]
+    """`hub.instances.heartbeat_count` per instance."""
+
+
 def account(conn: psycopg.Connection, records: list[Record], bad_sent: int, *, upto: float | None = None) -> Accounting:
     """The accounting of the records made up to `upto` (default: all of them).
 
-    Everything is read in one REPEATABLE READ snapshot, so the ledger, the dead-letter queues and
-    the data tables agree with each other while ingest goes on. Expected data rows are computed
-    over every stored key (records made after `upto` included), so they match the tables exactly.
+    Everything is read in one REPEATABLE READ snapshot, so the ledger, the dead-letter queues, the
+    data tables and the instances agree with each other while ingest goes on.
     """
     conn.commit()
     conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
     try:
-        ledger = fetch_ledger_in_tx(conn)
         dlq_keys, bad = dead_letter_headers_in_tx(conn)
-        rows_actual = table_rows_in_tx(conn)
-        queued = queued_ids_in_tx(conn)
+        state = HubState(ledger=fetch_ledger_in_tx(conn), dlq_keys=dlq_keys, bad_in_dlq=bad,
+                         rows_actual=table_rows_in_tx(conn), queued=queued_ids_in_tx(conn),
+                         heartbeat_counts=dict(conn.execute(
+                             "SELECT instance_id, heartbeat_count FROM hub.instances").fetchall()))
     finally:
         conn.commit()
         conn.isolation_level = None
+    return tally(records, state, bad_sent, upto=upto)
+
+
+def tally(records: list[Record], hub: HubState, bad_sent: int, *, upto: float | None = None) -> Accounting:
+    """Compare the instances' records with what the hub holds (pure: no database).
+
+    Expected data rows and heartbeat counts are computed over every stored key (records made after
+    `upto` included), so they match the snapshot exactly.
+    """
     all_records = {r.key: r for r in records}
     subject = {k: r for k, r in all_records.items() if upto is None or r.created <= upto}
     published = {k: r for k, r in subject.items() if r.msg_id is not None}
-    stored_count = collections.Counter(row.key for row in ledger if row.outcome == "stored" and row.key)
+    stored = {row.key for row in hub.ledger if row.outcome == "stored" and row.key}
+    dlq_keys = hub.dlq_keys
     acc = Accounting(published=len(published), unsent=len(subject) - len(published))
-    acc.stored = sum(1 for k in published if k in stored_count)
-    acc.stored_twice = sum(1 for n in stored_count.values() if n > 1)
-    acc.stored_unpublished = sum(1 for k in stored_count if k not in all_records)
-    acc.dead_lettered_valid = sum(1 for k in published if k in dlq_keys and k not in stored_count)
-    acc.stored_and_dead_lettered = sum(1 for k in dlq_keys if k in stored_count)
-    not_done = [r for k, r in published.items() if k not in stored_count and k not in dlq_keys]
-    acc.pending = sum(1 for r in not_done if (r.queue, r.msg_id) in queued)
-    acc.missing = sorted(r.key for r in not_done if (r.queue, r.msg_id) not in queued)
-    acc.duplicate_deliveries = sum(1 for row in ledger if row.outcome == "duplicate")
+    acc.stored = sum(1 for k in published if k in stored)
+    acc.stored_unpublished = sum(1 for k in stored if k not in all_records)
+    acc.dead_lettered_valid = sum(1 for k in published if k in dlq_keys and k not in stored)
+    acc.stored_and_dead_lettered = sum(1 for k in dlq_keys if k in stored)
+    not_done = [r for k, r in published.items() if k not in stored and k not in dlq_keys]
+    acc.pending = sum(1 for r in not_done if (r.queue, r.msg_id) in hub.queued)
+    acc.missing = sorted(r.key for r in not_done if (r.queue, r.msg_id) not in hub.queued)
+    duplicates = [row.key for row in hub.ledger if row.outcome == "duplicate"]
+    acc.duplicate_deliveries = len(duplicates)
+    acc.duplicates_never_stored = sorted({k for k in duplicates if k and k not in stored})
     acc.bad_sent = bad_sent
-    acc.bad_in_dlq = len(bad)
-    acc.bad_in_dlq_twice = sum(1 for n in bad.values() if n > 1)
+    acc.bad_in_dlq = len(hub.bad_in_dlq)
+    acc.bad_in_dlq_twice = sum(1 for n in hub.bad_in_dlq.values() if n > 1)
     expected = dict.fromkeys(TABLE_OF_KIND.values(), 0)
-    for key in stored_count:
+    heartbeats: collections.Counter = collections.Counter()
+    for key in stored:
         rec = all_records.get(key)
         if rec is not None:
             expected[TABLE_OF_KIND[rec.kind]] += rec.rows
+            if rec.kind == "heartbeat":
+                heartbeats[rec.instance] += 1
     acc.rows_expected = expected
-    acc.rows_actual = rows_actual
+    acc.rows_actual = hub.rows_actual
+    acc.heartbeats_expected = dict(heartbeats)
+    acc.heartbeats_counted = dict(hub.heartbeat_counts)
     return acc
 
 

@@ -2,7 +2,9 @@
 
 A 2-minute fault-free soak, then the faults (malformed burst, SIGKILLed ingest run, PostgreSQL
 stopped for 20 s, daemon killed and restarted, Git remote gone during an export), then the drain.
-The run happens once per module (`soak_report`); each test checks one pass condition of it.
+The run happens once per module (`soak_report`); each test checks one pass condition of it, and
+`test_the_soak_passed` checks the verdict the harness computed over all of them. The checks are
+unit-tested on constructed reports in `test_soak_checks.py` (which runs in the normal suite).
 
 `QUEUE_ASSETS_SOAK_MINUTES` changes the soak phase, `QUEUE_ASSETS_SOAK_REPORT` names a file for the
 JSON report, `QUEUE_ASSETS_SOAK_TIMEOUT_S` the hard stop (900 s). The visibility timeout is 30 s here (the default is 60 s) so the leases a fault left
@@ -44,11 +46,38 @@ def soak_report() -> dict:
     return report
 
 
+def test_the_soak_passed(soak_report):
+    """The harness's own verdict: every problem it found (faults, final drain, lag, memory,
+    supervisor restarts, queues left non-empty) fails here, not only the ones a test below names."""
+    assert soak_report["problems"] == []
+    assert soak_report["passed"] is True
+
+
+def test_every_message_made_was_sent_and_the_final_drain_found_nothing_wrong(soak_report):
+    assert soak_report["accounting"]["unsent"] == 0, soak_report["accounting"]
+    assert soak_report["final"]["problems"] == []
+    assert soak_report["accounting"]["final_problems"] == []
+
+
+def test_no_hub_process_died_except_the_injected_daemon_kill(soak_report):
+    """The supervisor restarts a webserver or daemon that exited; the fault step restarts the one it
+    killed itself, so any restart recorded here is a crash nobody injected."""
+    assert soak_report["supervisor_restarts"] == []
+
+
 def test_every_published_message_is_stored_exactly_once_or_dead_lettered(soak_report):
     acc = soak_report["accounting"]
     assert acc["published"] > 0
     assert acc["published"] == acc["stored"] + acc["dead_lettered_valid"], acc
-    assert (acc["missing"], acc["pending"], acc["stored_twice"]) == (0, 0, 0), acc
+    assert (acc["missing"], acc["pending"], acc["duplicates_never_stored"]) == (0, 0, 0), acc
+
+
+def test_no_retry_was_counted_twice_by_the_instances_heartbeat_counter(soak_report):
+    """`hub.instances.heartbeat_count` is additive and no key guards it: a retried batch applied
+    twice shows here, where the ledger's unique index hides it."""
+    acc = soak_report["accounting"]
+    assert acc["heartbeats_stored"] > 0
+    assert acc["heartbeats_counted"] == acc["heartbeats_stored"], acc
 
 
 def test_no_valid_message_is_dead_lettered(soak_report):
@@ -74,14 +103,12 @@ def test_the_queues_are_empty_at_the_end(soak_report):
 @pytest.mark.parametrize("fault", list(FAULTS))
 def test_each_fault_ends_with_nothing_lost_or_doubled(soak_report, fault):
     result = next(f for f in soak_report["faults"] if f["name"] == fault)
-    if result["skipped"]:
-        pytest.skip(result["skipped"])
     assert result["problems"] == []
     # At the checkpoint after the fault: every message made so far is stored, dead-lettered, or
     # still in its queue (a loaded machine may not have drained yet; the final drain is strict).
     acc = result["details"]["accounting"]
     assert acc["published"] == acc["stored"] + acc["dead_lettered_valid"] + acc["pending"]
-    assert (acc["missing"], acc["stored_twice"]) == (0, 0)
+    assert (acc["missing"], acc["duplicates_never_stored"]) == (0, 0)
 
 
 def test_the_sigkilled_run_was_caught_with_a_batch_in_flight(soak_report):
@@ -125,7 +152,14 @@ def test_only_the_daemons_sensors_launched_ingest_runs(soak_report):
     assert soak_report["runs"]["ingest_runs_per_minute_soak"] > 0
 
 
+def test_the_git_outage_happened_and_failed_the_export_run_on_the_remote(soak_report):
+    """Fails (never skips) when the export could not run, succeeded, or failed for another reason."""
+    outage = next(f for f in soak_report["faults"] if f["name"] == "git_remote_outage")
+    assert outage["details"]["outage_run"]["status"] == "FAILURE", outage
+    assert "templates_data" in outage["details"]["outage_run"]["error"], outage
+
+
 def test_publish_to_stored_latency_is_measured_for_every_stored_soak_message(soak_report):
+    """p95 and p99 are printed in the report, not bounded: this machine's load varies (issue 13)."""
     lat = soak_report["latency"]["soak_enqueued_to_stored"]
     assert lat["n"] == sum(soak_report["rate"]["soak_published_per_queue"].values())
-    assert lat["p50"] <= lat["p95"] <= lat["p99"]

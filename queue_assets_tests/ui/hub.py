@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import psutil  # a dependency of pgserver: finds the run workers our processes started
+import psutil  # finds the run workers our processes started
 import requests
 
 from queue_assets import embedded
