@@ -9,11 +9,13 @@ import shutil
 import signal
 import subprocess
 import sys
+import traceback
 from pathlib import Path
 
 from .. import bootstrap, embedded
 from ..db import DatabaseUnavailable, resolve_urls
 from ..names import InvalidNameError
+from ..redact import redact
 from ..settings import Settings, SettingsError, project_root
 from . import ops, roles
 from .errors import fail
@@ -170,3 +172,6 @@ def main(argv: list[str] | None = None) -> int:
         return fail(str(exc))
     except (DatabaseUnavailable, bootstrap.BootstrapError, InvalidNameError) as exc:
         return fail(str(exc))
+    except Exception:  # a bug or an error nobody foresaw: the traceback helps, but only redacted
+        print(redact(traceback.format_exc()), file=sys.stderr, end="")
+        return 1

@@ -11,7 +11,8 @@ import dagster as dg
 
 from ..aggregation.assets import aggregated_patterns
 from ..export.resources import GitHubResource, TemplatesRepoResource
-from ..gitrepo import GitAuth, redact, split_credentials
+from ..gitrepo import GitAuth, split_credentials
+from ..redact import redact
 from ..resources import SharedQueueResource
 from ..retries import retry_policy
 from . import patterns, templates

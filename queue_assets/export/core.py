@@ -25,10 +25,10 @@ from datetime import UTC, date, datetime
 import psycopg
 
 from ..contracts import LearningExported
-from ..db import scrub
 from ..fanout import sync_inboxes
-from ..gitrepo import GitError, GitPushRejected, WorkCopy, redact
+from ..gitrepo import GitError, GitPushRejected, WorkCopy
 from ..queues import TOPIC_PREFIX
+from ..redact import redact
 from ..settings import Settings
 from .github import GitHubPullRequests, PullRequestError
 from .learning import export_totals, selected_artifacts
@@ -243,7 +243,7 @@ def _announce(conn: psycopg.Connection, result: ExportResult, publish: Publish, 
                 (result.commit_sha, result.pr_url, count, result.cycle),
             )
     except (psycopg.Error, RuntimeError, ValueError) as exc:
-        result.notify_error = scrub(f"{type(exc).__name__}: {exc}")[:2000]
+        result.notify_error = redact(f"{type(exc).__name__}: {exc}")[:2000]
         log(f"learning_exported was not announced: {result.notify_error}; the export itself is complete, "
             "re-run this cycle to announce it")
         with conn.transaction():

@@ -19,6 +19,7 @@ import dagster as dg
 from ..backoff import SENSOR_BACKOFF, retry_db
 from ..db import DatabaseUnavailable
 from ..queues import INGEST_ASSET_FOR
+from ..redact import redact
 from ..resources import SharedQueueResource
 from ..settings import Settings
 from .probe import probe_queue
@@ -142,7 +143,7 @@ def build_ingest_sensor(queue: str, job, interval_s: int, clock=time.time) -> dg
             probe = retry_db(lambda: _probe_once(shared_queue, queue), what=f"probe of queue `{queue}`",
                              policy=SENSOR_BACKOFF)
         except DatabaseUnavailable as exc:
-            return dg.SkipReason(f"{exc}; will try again next tick")
+            return dg.SkipReason(redact(f"{exc}; will try again next tick"))
         if probe.visible == 0:
             return dg.SkipReason(f"`{queue}` has no visible messages (newest msg_id {probe.newest_msg_id})")
         active = context.instance.get_run_records(
