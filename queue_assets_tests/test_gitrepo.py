@@ -12,8 +12,8 @@ from pathlib import Path
 import git
 import pytest
 
-from queue_assets import gitrepo
-from queue_assets.gitrepo import (
+from queue_assets.git import repo as gitrepo
+from queue_assets.git.repo import (
     GitError,
     GitPushRejected,
     UnsafePathError,

@@ -175,8 +175,8 @@ def test_the_sdk_reports_an_unreachable_hub_without_the_password(caplog):
 
 
 def test_github_settings_errors_and_repr_never_show_the_token():
-    from queue_assets.export.github import GitHubSettings
-    from queue_assets.gitrepo import GitAuth
+    from queue_assets.git.github import GitHubSettings
+    from queue_assets.git.repo import GitAuth
 
     with pytest.raises(SettingsError) as info:
         GitHubSettings.from_env({"GITHUB_TOKEN": TOKEN, "GITHUB_REPOSITORY": "not a repo"})
@@ -190,7 +190,7 @@ def test_github_settings_errors_and_repr_never_show_the_token():
 
 
 def test_a_github_error_echoing_the_token_is_redacted():
-    from queue_assets.export.github import GitHubPullRequests, GitHubSettings, PullRequestError
+    from queue_assets.git.github import GitHubPullRequests, GitHubSettings, PullRequestError
 
     fake = FakeGitHub(token=TOKEN)
     fake.fail["GET"] = (401, {"message": f"Bad credentials: {TOKEN}"})

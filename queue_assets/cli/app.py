@@ -29,7 +29,7 @@ def initialise(settings: Settings, urls: dict[str, str]) -> None:
                                  extra_steps=security.bootstrap_steps(urls.get("dagster") or None))
     print(report.summary())
     if not os.environ.get("TEMPLATES_REPO_URL", "").strip():
-        from ..gitrepo import ensure_embedded_templates_remote
+        from ..git.repo import ensure_embedded_templates_remote
 
         print(f"templates_data remote (embedded): {ensure_embedded_templates_remote(settings.data_dir)}")
 

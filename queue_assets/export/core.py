@@ -26,11 +26,11 @@ import psycopg
 
 from ..contracts import LearningExported
 from ..fanout import sync_inboxes
-from ..gitrepo import GitError, GitPushRejected, WorkCopy
+from ..git.github import GitHubPullRequests, PullRequestError
+from ..git.repo import GitError, GitPushRejected, WorkCopy
 from ..queues import TOPIC_PREFIX
 from ..redact import redact
 from ..settings import Settings
-from .github import GitHubPullRequests, PullRequestError
 from .learning import export_totals, selected_artifacts
 from .render import (
     SUMMARY_FILE,

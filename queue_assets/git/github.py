@@ -20,9 +20,9 @@ from urllib.parse import urlsplit
 
 import requests
 
-from ..gitrepo import GitAuth
 from ..redact import redact
 from ..settings import SettingsError
+from .repo import GitAuth
 
 DEFAULT_API_URL = "https://api.github.com"
 _REPO_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,100}$")

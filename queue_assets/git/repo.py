@@ -36,7 +36,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import git
 
-from .redact import redact
+from ..redact import redact
 
 COMMITTER_NAME = "queue_assets"
 COMMITTER_EMAIL = "queue-assets@localhost"

@@ -18,16 +18,16 @@ from pathlib import Path
 
 import dagster as dg
 
-from ..gitrepo import (
+from ..redact import redact
+from ..settings import Settings, SettingsError
+from .github import GitHubPullRequests, GitHubSettings
+from .repo import (
     GitAuth,
     WorkCopy,
     ensure_embedded_templates_remote,
     open_work_copy,
     validate_remote_url,
 )
-from ..redact import redact
-from ..settings import Settings, SettingsError
-from .github import GitHubPullRequests, GitHubSettings
 
 _WORK_NAME_RE = re.compile(r"^[a-z][a-z0-9_\-]{0,40}$")
 
