@@ -29,7 +29,7 @@ from bench._common import fresh_database, parse_args  # noqa: E402
 from queue_assets.export import learning  # noqa: E402
 from queue_assets.export.core import run_export  # noqa: E402
 from queue_assets.export.settings import ExportSettings  # noqa: E402
-from queue_assets.gitrepo import ensure_embedded_templates_remote, open_work_copy  # noqa: E402
+from queue_assets.git.repo import ensure_embedded_templates_remote, open_work_copy  # noqa: E402
 
 CYCLE = date(2025, 10, 25)
 CUTOFF = datetime(2030, 1, 1, tzinfo=UTC)

@@ -29,8 +29,9 @@ from typing import Any, TypeVar
 
 import psycopg
 
-from .db import DatabaseUnavailable, connect, scrub
+from .db import DatabaseUnavailable, InvalidDatabaseUrl, connect
 from .horizons import SDK_SEND_DEADLINE_S
+from .redact import redact
 
 T = TypeVar("T")
 
@@ -82,7 +83,7 @@ class RetryExhausted(RuntimeError):
 
     def __init__(self, what: str, attempts: int, elapsed_s: float, last: BaseException):
         self.what, self.attempts, self.elapsed_s, self.last = what, attempts, elapsed_s, last
-        cause = scrub(str(last).strip().splitlines()[0]) if str(last).strip() else type(last).__name__
+        cause = redact(str(last).strip().splitlines()[0]) if str(last).strip() else type(last).__name__
         super().__init__(
             f"{what} failed after {attempts} attempt{'s' if attempts != 1 else ''} in {elapsed_s:.1f}s; "
             f"last error: {cause}"
@@ -141,7 +142,7 @@ def retry_call(
 def is_permanent(exc: BaseException) -> bool:
     """A connection error another attempt cannot fix (credentials, missing database, configuration)."""
     text = str(exc).lower()
-    return any(marker in text for marker in PERMANENT_CONNECT_ERRORS)
+    return isinstance(exc, InvalidDatabaseUrl) or any(marker in text for marker in PERMANENT_CONNECT_ERRORS)
 
 
 def retry_db(fn: Callable[[], T], *, what: str, policy: Backoff = RUN_BACKOFF) -> T:
@@ -222,7 +223,7 @@ def send_with_backoff(
                 raise  # retried: the hub stores a keyed message once
             raise SendOutcomeUnknown(
                 f"send to queue {queue!r} failed after the statement reached the database "
-                f"({scrub(str(exc).strip().splitlines()[0]) if str(exc).strip() else type(exc).__name__}); the message "
+                f"({redact(str(exc).strip().splitlines()[0]) if str(exc).strip() else type(exc).__name__}); the message "
                 "may or may not be queued. Not retried, as that could queue it twice: pass an idempotency_key "
                 "so the hub de-duplicates, and retries become safe."
             ) from exc

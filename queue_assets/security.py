@@ -44,6 +44,7 @@ from psycopg import sql
 
 from .names import InvalidNameError, inbox_queue_for, validate_instance_id
 from .queues import CONSUMED_QUEUES
+from .redact import redact
 
 PRODUCER_ROLE = "queue_assets_producer"
 INSTANCE_ROLE_PREFIX = "instance_"
@@ -111,7 +112,7 @@ def _create_role(conn: psycopg.Connection, role: str, options: sql.Composable) -
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    return redact(text.splitlines()[0] if text else type(exc).__name__)
 
 
 def _queue_table(prefix: str, queue: str) -> sql.Identifier:
@@ -316,8 +317,7 @@ def restrict_database_connect(url: str) -> list[str]:
     """
     from . import db
 
-    conninfo = _psycopg_url(url)
-    with db.connection(conninfo, autocommit=True) as conn:
+    with db.connection(url, autocommit=True) as conn:
         dbname, user = conn.execute("SELECT current_database(), current_user").fetchone()
         if not conn.execute("SELECT has_database_privilege('public', %s, 'CONNECT')", (dbname,)).fetchone()[0]:
             return []
@@ -332,11 +332,6 @@ def restrict_database_connect(url: str) -> list[str]:
                 f"or a superuser, or run: REVOKE CONNECT ON DATABASE {dbname} FROM PUBLIC"
             ) from None
     return [f"revoked CONNECT on database {dbname} from PUBLIC (kept for {user})"]
-
-
-def _psycopg_url(url: str) -> str:
-    """A SQLAlchemy-style `postgresql+psycopg2://` URL as libpq accepts it."""
-    return re.sub(r"^postgres(?:ql)?\+\w+://", "postgresql://", url)
 
 
 def bootstrap_steps(dagster_url: str | None = None):

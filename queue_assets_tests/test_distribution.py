@@ -32,8 +32,8 @@ from queue_assets.distribution.patterns import (
     patterns_message,
 )
 from queue_assets.distribution.templates import distribute_templates
-from queue_assets.export.resources import GitHubResource, TemplatesRepoResource
-from queue_assets.gitrepo import GitPushRejected, ensure_embedded_templates_remote
+from queue_assets.git.repo import GitPushRejected, ensure_embedded_templates_remote
+from queue_assets.git.resources import GitHubResource, TemplatesRepoResource
 from queue_assets.ingest.core import IngestConfig, ingest_queue
 from queue_assets.resources import SharedQueueResource
 from queue_assets.sdk import HubClient

@@ -26,12 +26,12 @@ from queue_assets.export.assets import (
     learned_pattern_export,
 )
 from queue_assets.export.core import ExportFailed, run_export
-from queue_assets.export.github import GitHubPullRequests, GitHubSettings
 from queue_assets.export.render import artifact_file_name, branch_for
-from queue_assets.export.resources import GitHubResource, TemplatesRepoResource
 from queue_assets.export.schedules import EXPORT_CRON, knowledge_export_schedule
 from queue_assets.export.settings import ExportSettings
-from queue_assets.gitrepo import ensure_embedded_templates_remote
+from queue_assets.git.github import GitHubPullRequests, GitHubSettings
+from queue_assets.git.repo import ensure_embedded_templates_remote
+from queue_assets.git.resources import GitHubResource, TemplatesRepoResource
 from queue_assets.names import inbox_queue_for
 from queue_assets.resources import SharedQueueResource
 from queue_assets.settings import SettingsError

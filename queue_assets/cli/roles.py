@@ -10,6 +10,7 @@ import os
 from ..db import connection, resolve_urls
 from ..names import inbox_queue_for
 from ..queues import CONSUMED_QUEUES
+from ..redact import register_secret
 from ..security import PRODUCER_ROLE, SecurityError, drop_instance_role, grant_instance, instance_role_for
 from .errors import fail
 
@@ -29,6 +30,7 @@ def cmd_grant_instance(settings, args) -> int:
     password = None
     if args.password_env:
         password = os.environ.get(args.password_env)
+        register_secret(password)
         if not password:
             return fail(f"--password-env {args.password_env}: that environment variable is not set or empty")
     urls = resolve_urls(settings)

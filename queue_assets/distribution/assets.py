@@ -10,8 +10,9 @@ from datetime import timedelta
 import dagster as dg
 
 from ..aggregation.assets import aggregated_patterns
-from ..export.resources import GitHubResource, TemplatesRepoResource
-from ..gitrepo import GitAuth, redact, split_credentials
+from ..git.repo import GitAuth, split_credentials
+from ..git.resources import GitHubResource, TemplatesRepoResource
+from ..redact import redact
 from ..resources import SharedQueueResource
 from ..retries import retry_policy
 from . import patterns, templates

@@ -22,7 +22,7 @@ import psycopg
 from .. import contracts
 from ..aggregation import core as aggregation
 from ..fanout import InboxSync, hub_message, publish, sync_inboxes, validate_hub_message
-from ..gitrepo import GitPushRejected, WorkCopy
+from ..git.repo import GitPushRejected, WorkCopy
 
 PATTERNS_FOLDER = "patterns"
 JSON_FILE = "aggregated_patterns.json"

@@ -21,7 +21,7 @@ import psycopg
 
 from .. import contracts
 from ..fanout import InboxSync, hub_message, publish, sync_inboxes, validate_hub_message
-from ..gitrepo import GitError, WorkCopy
+from ..git.repo import GitError, WorkCopy
 from ..queues import TEMPLATE_UPDATES
 from .patterns import PATTERNS_FOLDER
 

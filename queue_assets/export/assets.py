@@ -15,12 +15,12 @@ import dagster as dg
 from pydantic import Field
 
 from ..fanout import publish
+from ..git.resources import GitHubResource, TemplatesRepoResource
 from ..resources import SharedQueueResource
 from .checks import evaluate_learning_checks, learning_check_specs
 from .core import ExportResult, run_export
 from .learning import LearningSummary, aggregate_learning
 from .render import md_text
-from .resources import GitHubResource, TemplatesRepoResource
 from .settings import EXPORT_FOLDER, ExportSettings, export_start_date
 
 EXPORT_GROUP = "export"

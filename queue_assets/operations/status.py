@@ -162,9 +162,9 @@ def read_materializations(
 
 
 def _unreadable(where: str, exc: BaseException) -> str:
-    from ..db import scrub
+    from ..redact import redact
 
-    reason = scrub(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+    reason = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
     return f"the Dagster instance at {where} could not be read: {reason[:300]}"
 
 

@@ -57,7 +57,7 @@ class Hub:
 
     def start_database(self) -> dict[str, str]:
         """Start this hub's embedded server, bootstrap it and create the templates_data remote."""
-        from queue_assets.gitrepo import ensure_embedded_templates_remote
+        from queue_assets.git.repo import ensure_embedded_templates_remote
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.urls = embedded.ensure_running(self.data_dir)

@@ -20,8 +20,9 @@ from urllib.parse import urlsplit
 
 import requests
 
-from ..gitrepo import GitAuth, redact
+from ..redact import redact
 from ..settings import SettingsError
+from .repo import GitAuth
 
 DEFAULT_API_URL = "https://api.github.com"
 _REPO_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,100}$")
@@ -115,9 +116,6 @@ class GitHubPullRequests:
         self.session.trust_env = False  # no ~/.netrc credentials mixed in with ours
         self._base = f"{settings.api_url}/repos/{settings.repository}"
 
-    def _redact(self, text: str) -> str:
-        return redact(text, (self.settings.token,))
-
     def _call(self, method: str, path: str, **kwargs) -> requests.Response:
         headers = {
             "Accept": "application/vnd.github+json",
@@ -141,7 +139,7 @@ class GitHubPullRequests:
                 continue
             if resp is not None:
                 return resp
-            raise PullRequestError(self._redact(f"GitHub API {where} could not be reached: {problem}"))
+            raise PullRequestError(redact(f"GitHub API {where} could not be reached: {problem}", (self.settings.token,)))
         raise AssertionError("unreachable")
 
     def _fail(self, resp: requests.Response, what: str) -> PullRequestError:
@@ -152,8 +150,8 @@ class GitHubPullRequests:
             404: " (no such repository, or the token cannot see it: check GITHUB_REPOSITORY)",
         }.get(resp.status_code, "")
         return PullRequestError(
-            self._redact(f"GitHub API: {what} on {self.settings.repository} failed with HTTP "
-                         f"{resp.status_code}: {reason}{hint}"),
+            redact(f"GitHub API: {what} on {self.settings.repository} failed with HTTP "
+                   f"{resp.status_code}: {reason}{hint}", (self.settings.token,)),
             status=resp.status_code,
         )
 

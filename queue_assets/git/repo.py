@@ -10,8 +10,8 @@ Plain Python on GitPython, no Dagster. What lives here:
   result (GitPython does not raise on a rejected push; `GitPushRejected` carries the remote's words);
 - `ensure_embedded_templates_remote(data_dir)`: the local bare `templates_data` remote with sample
   templates that a new machine gets from `queue-assets init`;
-- `split_credentials`, `redact`, `validate_remote_url`: credentials never reach a command line,
-  `.git/config`, a log line or an error text.
+- `split_credentials`, `validate_remote_url`: credentials never reach a command line or
+  `.git/config`; every error text goes through `redact.redact` with the remote's secrets.
 
 Credentials: a user:token in an https URL is taken out of the URL before git sees it and handed to
 git as an `Authorization` header through `GIT_CONFIG_*` environment variables, so the work copy's
@@ -36,6 +36,8 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import git
 
+from ..redact import redact
+
 COMMITTER_NAME = "queue_assets"
 COMMITTER_EMAIL = "queue-assets@localhost"
 TEMPLATES_REMOTE_NAME = "templates_data.git"
@@ -43,7 +45,6 @@ SHA_RE = re.compile(r"^[0-9a-f]{4,64}$")
 _PUSH_FAILED = (
     git.PushInfo.ERROR | git.PushInfo.REJECTED | git.PushInfo.REMOTE_REJECTED | git.PushInfo.REMOTE_FAILURE
 )
-_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^/@\s'\"]+@")
 
 
 class GitError(RuntimeError):
@@ -78,15 +79,6 @@ class GitAuth:
     def secrets(self) -> tuple[str, ...]:
         raw = f"{self.username}:{self.secret}".encode()
         return tuple(s for s in (self.secret, base64.b64encode(raw).decode()) if s)
-
-
-def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    """`text` with any URL user-info (`https://user:token@`) and each known secret replaced by `***`."""
-    text = _URL_USERINFO.sub(r"\1***@", text)
-    for secret in secrets:
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "***")
-    return text
 
 
 def split_credentials(url: str) -> tuple[str, GitAuth | None]:
@@ -196,9 +188,6 @@ class WorkCopy:
     def path(self) -> Path:
         return Path(self.repo.working_tree_dir)
 
-    def redact(self, text: str) -> str:
-        return redact(text, self._secrets)
-
     @contextlib.contextmanager
     def _errors(self, what: str) -> Iterator[None]:
         problem = None
@@ -210,7 +199,7 @@ class WorkCopy:
         # The message is built outside the except block so the original exception (whose text
         # holds the command line) is not chained into what Dagster shows.
         if problem is not None:
-            raise GitError(self.redact(problem))
+            raise GitError(redact(problem, self._secrets))
 
     def fetch(self) -> None:
         with self._errors(f"git fetch from {redact(self.url)}"):
@@ -309,7 +298,7 @@ class WorkCopy:
                 return None  # same tree as HEAD: nothing to commit
             except git.GitCommandError as exc:
                 if exc.status != 1:
-                    raise GitError(self.redact(f"comparing the index with HEAD failed: {exc.stderr}")) from None
+                    raise GitError(redact(f"comparing the index with HEAD failed: {exc.stderr}", self._secrets)) from None
         elif not self.repo.git.ls_files():
             return None
         with self._errors("git commit"):
@@ -333,16 +322,16 @@ class WorkCopy:
             infos = self.repo.remote("origin").push(refspec, progress=progress)
         except git.GitCommandError as exc:
             problem = (exc.stderr or str(exc.status)).strip().replace("stderr: ", "").strip("'\" \n")
-        messages = [self.redact(m) for m in _remote_lines(progress)]
+        messages = [redact(m, self._secrets) for m in _remote_lines(progress)]
         if problem is not None or not infos:
             raise GitPushRejected(
-                self.redact(f"push of {branch!r} to {redact(self.url)} failed: "
-                            + (problem or "git reported no result") + _tail(messages)),
-                branch=branch, reasons=[self.redact(problem or "no result")], remote_messages=messages,
+                redact(f"push of {branch!r} to {redact(self.url)} failed: "
+                       + (problem or "git reported no result") + _tail(messages), self._secrets),
+                branch=branch, reasons=[redact(problem or "no result", self._secrets)], remote_messages=messages,
             )
         failed = [i for i in infos if i.flags & _PUSH_FAILED]
         if failed or infos.error is not None:
-            reasons = [self.redact(i.summary.strip()) for i in failed] or ["git exited with an error"]
+            reasons = [redact(i.summary.strip(), self._secrets) for i in failed] or ["git exited with an error"]
             raise GitPushRejected(
                 f"the remote {redact(self.url)} rejected the push of {branch!r}: "
                 + "; ".join(reasons) + _tail(messages),
