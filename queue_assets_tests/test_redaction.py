@@ -509,6 +509,8 @@ def test_no_secret_appears_in_any_log_metadata_or_error_of_the_whole_demo(passwo
             "QUEUE_ASSETS_DATA_DIR": str(tmp_path / "data"), "GITHUB_TOKEN": TOKEN,
             "GITHUB_REPOSITORY": "acme/templates_data", "GITHUB_API_URL": gh.url,
             "QUEUE_ASSETS_EXPORT_MIN_USAGE": "0", "QUEUE_ASSETS_EXPORT_MIN_SUCCESS_RATE": "0",
+            # The refused export retries (queue_assets/retries.py) at once, not over 13 minutes.
+            "QUEUE_ASSETS_RETRY_DELAY_S": "0",
             "PYTHONUNBUFFERED": "1",
         })
         demo = Demo(tmp_path, env, free_port(range(3400, 3500)))
