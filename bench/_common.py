@@ -38,5 +38,5 @@ def fresh_database(server: str | None) -> tuple[str, str, callable]:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
-    label = f"PostgreSQL {version} ({'embedded pgserver' if not server else 'server at ' + parts.hostname})"
+    label = f"PostgreSQL {version} ({'embedded pgserver' if not server else 'server at ' + (parts.hostname or 'a Unix socket')})"
     return url, label, drop

@@ -3,11 +3,13 @@
     .venv/bin/python bench/bench_ingest.py [--messages 20000] [--rounds 3] [--server URL]
 
 Both loops run in the same process against the same server, alternating, on the same payloads
-(pattern_detection messages with 2 patterns). Prints the medians and the ratio.
+(pattern_detection messages with 2 patterns). Prints the medians and the ratio, with the load
+average beside it (the machine may be shared: compare only figures taken at a low load).
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 import sys
 import time
@@ -39,6 +41,7 @@ def main() -> None:
                       sends=(int, 2000, "sends for the latency comparison"),
                       batch=(int, IngestConfig().batch_size, "ingest batch size (SHARED_QUEUE_BATCH_SIZE)"))
     url, label, drop = fresh_database(args.server)
+    load_before = os.getloadavg()
     payloads = [pattern_message(f"singularity-{i % 8}", i) for i in range(args.messages)]
     q = make_pgmq(url)
     raw_rates, ingest_rates = [], []
@@ -76,7 +79,9 @@ def main() -> None:
     print(f"raw pgmq read(100)+archive loop: {raw:,.0f} msg/s (rounds: {', '.join(f'{x:,.0f}' for x in raw_rates)})")
     print(f"hub ingest (read, validate, store, archive): {ing:,.0f} msg/s "
           f"(rounds: {', '.join(f'{x:,.0f}' for x in ingest_rates)})")
-    print(f"ratio ingest/raw: {ing / raw:.2f}")
+    load_after = os.getloadavg()
+    print(f"ratio ingest/raw: {ing / raw:.2f} (load average 1/5/15 min: before "
+          f"{'/'.join(f'{x:.1f}' for x in load_before)}, after {'/'.join(f'{x:.1f}' for x in load_after)})")
     print(f"send p50: raw pgmq.send {p50_raw:.3f} ms, SDK publish_patterns {p50_sdk:.3f} ms "
           f"(ratio {p50_sdk / p50_raw:.2f}) over {args.sends} sends each")
 

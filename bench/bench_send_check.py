@@ -50,7 +50,7 @@ def main() -> None:
             hub.publish_patterns([PATTERN], idempotency_key=f"s-{i}", timestamp=TIMESTAMP)
             times["sdk"].append(time.perf_counter() - t)
             t = time.perf_counter()
-            contracts.parse_ingest("pattern_messages", _dumps(message))
+            contracts.parse_ingest_as("pattern_messages", "pattern_detection", _dumps(message))
             times["validate"].append(time.perf_counter() - t)
         p50 = {k: statistics.median(v) * 1000 for k, v in times.items()}
         print(f"{label}: {args.sends} sends of each kind, interleaved; load average {os.getloadavg()[0]:.1f}")

@@ -21,6 +21,7 @@ time spent and the last cause.
 from __future__ import annotations
 
 import contextlib
+import json
 import random
 import time
 from collections.abc import Callable
@@ -177,10 +178,26 @@ def connect_with_backoff(url: str, *, policy: Backoff | None = RUN_BACKOFF, **kw
     )
 
 
+# pgmq's own `send` function, called with a message already encoded as JSON text (what the
+# official client's `send` runs, minus its re-encoding of the dict: the SDK has the text in hand,
+# as validated).
+_SEND_TEXT_SQL = "SELECT * FROM pgmq.send(queue_name => %s::text, msg => %s::jsonb)"
+_SEND_TEXT_WITH_HEADERS_SQL = "SELECT * FROM pgmq.send(queue_name => %s::text, msg => %s::jsonb, headers => %s::jsonb)"
+
+
+def _send_text(conn: psycopg.Connection, queue: str, message: str, headers: dict | None) -> int:
+    if headers is None:
+        row = conn.execute(_SEND_TEXT_SQL, (queue, message)).fetchone()
+    else:
+        row = conn.execute(_SEND_TEXT_WITH_HEADERS_SQL, (queue, message, json.dumps(headers))).fetchone()
+    assert row is not None  # pgmq.send returns the msg_id
+    return row[0]
+
+
 def send_with_backoff(
     client: Any,
     queue: str,
-    message: dict,
+    message: dict | str,
     headers: dict | None,
     *,
     idempotent: bool,
@@ -190,7 +207,8 @@ def send_with_backoff(
     """`client.send(queue, message, headers)` on the official pgmq client, retried only when safe.
 
     `idempotent` says a duplicate is harmless (the message carries an idempotency key the hub
-    de-duplicates on). Returns the msg_id.
+    de-duplicates on). `message` is a dict (sent by the client's `send`) or its JSON text, sent as
+    is to `pgmq.send` on the same pooled connection and transaction. Returns the msg_id.
     """
 
     def attempt() -> int:
@@ -211,6 +229,8 @@ def send_with_backoff(
             except psycopg.OperationalError as exc:  # a stale pooled connection: nothing sent yet
                 raise _NotSent(exc) from exc
             stack.push(tx)  # on the way out: COMMIT (an error there is an unknown outcome) or ROLLBACK
+            if isinstance(message, str):
+                return _send_text(conn, queue, message, headers)
             return client.send(queue, message, headers=headers, conn=conn)
 
     def guarded() -> int:

@@ -34,18 +34,23 @@ from ..patterns import catalogue
 from . import rows as row_builders
 
 MAX_IDEMPOTENCY_KEY = 200
+# The queue's incarnation (`pgmq.meta.created_at`) comes with every row of the read, from the
+# statement's own snapshot: one statement, one round trip.
 READ_SQL = (
-    "SELECT msg_id, read_ct, enqueued_at, message::text, headers::text "
-    "FROM pgmq.read(queue_name => %s::text, vt => %s::integer, qty => %s::integer)"
+    "SELECT r.msg_id, r.read_ct, r.enqueued_at, r.message::text, r.headers::text,"
+    " (SELECT m.created_at FROM pgmq.meta m WHERE m.queue_name = %(queue)s) "
+    "FROM pgmq.read(queue_name => %(queue)s::text, vt => %(vt)s::integer, qty => %(qty)s::integer) r"
 )
-# While lingering on an empty queue, pgmq polls server-side instead of us spinning.
+# While lingering on an empty queue, pgmq polls server-side instead of us spinning. The poll runs up
+# to a second, longer than its statement's snapshot should stand for the incarnation: that is looked
+# up after it (INCARNATION_SQL, a fresh snapshot), as before.
 READ_WITH_POLL_SQL = (
-    "SELECT msg_id, read_ct, enqueued_at, message::text, headers::text "
-    "FROM pgmq.read_with_poll(queue_name => %s::text, vt => %s::integer, qty => %s::integer,"
+    "SELECT msg_id, read_ct, enqueued_at, message::text, headers::text, NULL::timestamptz "
+    "FROM pgmq.read_with_poll(queue_name => %(queue)s::text, vt => %(vt)s::integer, qty => %(qty)s::integer,"
     " max_poll_seconds => 1, poll_interval_ms => 100)"
 )
-
 INCARNATION_SQL = "SELECT created_at FROM pgmq.meta WHERE queue_name = %s"
+
 # Archive only while the queue is still the incarnation the batch was read from: archiving the same
 # msg_ids in a re-created queue would take its (unread) messages away.
 ARCHIVE_SQL = (
@@ -137,19 +142,29 @@ def read_batch(
     """Lease up to `batch_size` messages and commit the lease (so read_ct counts this attempt).
 
     With `poll`, wait up to a second server-side for messages to arrive. Every delivery carries the
-    queue's incarnation (`pgmq.meta.created_at`), looked up once per batch in the read's transaction:
+    queue's incarnation (`pgmq.meta.created_at`), looked up in the read's statement (after a poll: in
+    its transaction):
     a dropped and re-created queue numbers its messages from 1 again, and the ledger keeps the two
     queues' msg_ids apart by it.
     """
     # A lease lost in a server crash only makes read_ct one lower: no need to wait for the WAL flush.
-    conn.execute("SET LOCAL synchronous_commit = off")
-    stmt = READ_WITH_POLL_SQL if poll else READ_SQL
-    rows = conn.execute(stmt, (queue, cfg.visibility_timeout_s, cfg.batch_size)).fetchall()
-    created_at = conn.execute(INCARNATION_SQL, (queue,)).fetchone() if rows else None
-    conn.commit()
-    if rows and created_at is None:
+    # Pipelined: BEGIN, SET, read and COMMIT cost one round trip, not four.
+    params = {"queue": queue, "vt": cfg.visibility_timeout_s, "qty": cfg.batch_size}
+    with conn.pipeline():
+        conn.execute("SET LOCAL synchronous_commit = off")
+        if poll:
+            rows = conn.execute(READ_WITH_POLL_SQL, params).fetchall()
+            meta = conn.execute(INCARNATION_SQL, (queue,)).fetchone() if rows else None
+            rows = [(*r[:5], meta[0] if meta else None) for r in rows]
+            conn.commit()
+        else:
+            cur = conn.execute(READ_SQL, params)
+            conn.commit()
+    if not poll:
+        rows = cur.fetchall()
+    if rows and rows[0][5] is None:
         raise IngestError(f"queue {queue!r} is not in pgmq.meta (dropped while it was read?); run the ingest again")
-    return [Delivery(*r, queue_created_at=created_at[0]) for r in rows]
+    return [Delivery(*r[:5], queue_created_at=r[5]) for r in rows]
 
 
 def validate(queue: str, d: Delivery, cfg: IngestConfig) -> None:
@@ -389,8 +404,12 @@ class _Prefetcher:
             while not self.stop.is_set():
                 read_at = time.monotonic()
                 batch = read_batch(self.conn, self.queue, self.cfg, poll=poll)
-                for d in batch:
+                for i, d in enumerate(batch):
                     validate(self.queue, d, self.cfg)
+                    if i % 16 == 15:
+                        # Hand the GIL over: the storing thread, back from a round trip, would
+                        # otherwise wait out the interpreter's 5 ms switch interval each time.
+                        time.sleep(0)
                 self.out.put((batch, read_at))
                 if not batch and not self.cfg.linger_s:
                     return
@@ -480,7 +499,8 @@ def ingest_queue(
             last_data, poll = time.monotonic(), False
             extend_if_slow(conn, queue, batch, read_at, cfg, result)
             try:
-                with conn.transaction():
+                # Pipelined: BEGIN, SET and the store statement go out in one round trip.
+                with conn.pipeline(), conn.transaction():
                     store_batch(conn, queue, batch, result)
             except psycopg.OperationalError:
                 raise
