@@ -159,7 +159,9 @@ def retry_db(fn: Callable[[], T], *, what: str, policy: Backoff = RUN_BACKOFF) -
     )
 
 
-def connect_with_backoff(url: str, *, policy: Backoff | None = RUN_BACKOFF, **kwargs: Any) -> psycopg.Connection:
+def connect_with_backoff(
+    url: str, *, policy: Backoff | None = RUN_BACKOFF, **kwargs: Any
+) -> psycopg.Connection:
     """`db.connect`, retried with backoff while the server is unreachable (never for bad credentials).
 
     The final error is a `DatabaseRetryExhausted`, which is a `DatabaseUnavailable`: callers that
@@ -182,7 +184,9 @@ def connect_with_backoff(url: str, *, policy: Backoff | None = RUN_BACKOFF, **kw
 # official client's `send` runs, minus its re-encoding of the dict: the SDK has the text in hand,
 # as validated).
 _SEND_TEXT_SQL = "SELECT * FROM pgmq.send(queue_name => %s::text, msg => %s::jsonb)"
-_SEND_TEXT_WITH_HEADERS_SQL = "SELECT * FROM pgmq.send(queue_name => %s::text, msg => %s::jsonb, headers => %s::jsonb)"
+_SEND_TEXT_WITH_HEADERS_SQL = (
+    "SELECT * FROM pgmq.send(queue_name => %s::text, msg => %s::jsonb, headers => %s::jsonb)"
+)
 
 
 def _send_text(conn: psycopg.Connection, queue: str, message: str, headers: dict | None) -> int:

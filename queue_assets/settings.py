@@ -137,10 +137,16 @@ class Settings:
             run_linger_s=get("QUEUE_ASSETS_RUN_LINGER_S", _int_range(0, 3600), 10),
             stale_after_s=get("QUEUE_ASSETS_STALE_AFTER_S", _int_range(10, 30 * 86_400), 3600),
             ledger_retention_days=get("QUEUE_ASSETS_RETENTION_LEDGER_DAYS", _int_range(1, 36_500), 90),
-            observations_retention_days=get("QUEUE_ASSETS_RETENTION_OBSERVATIONS_DAYS", _int_range(1, 36_500), 365),
+            observations_retention_days=get(
+                "QUEUE_ASSETS_RETENTION_OBSERVATIONS_DAYS", _int_range(1, 36_500), 365
+            ),
             artifacts_retention_days=get("QUEUE_ASSETS_RETENTION_ARTIFACTS_DAYS", _int_range(1, 36_500), 365),
-            code_analyses_retention_days=get("QUEUE_ASSETS_RETENTION_CODE_ANALYSES_DAYS", _int_range(1, 36_500), 90),
-            heartbeats_retention_days=get("QUEUE_ASSETS_RETENTION_HEARTBEATS_DAYS", _int_range(1, 36_500), 30),
+            code_analyses_retention_days=get(
+                "QUEUE_ASSETS_RETENTION_CODE_ANALYSES_DAYS", _int_range(1, 36_500), 90
+            ),
+            heartbeats_retention_days=get(
+                "QUEUE_ASSETS_RETENTION_HEARTBEATS_DAYS", _int_range(1, 36_500), 30
+            ),
             ingest_backoff_base_s=get("QUEUE_ASSETS_INGEST_BACKOFF_BASE_S", _int_range(1, 86_400), 10),
             ingest_backoff_cap_s=get("QUEUE_ASSETS_INGEST_BACKOFF_CAP_S", _int_range(1, 7 * 86_400), 600),
             retry_delay_s=get("QUEUE_ASSETS_RETRY_DELAY_S", _int_range(0, 3600), 30),
@@ -225,10 +231,15 @@ def _postgres_url(raw: str, scheme: str = "postgresql") -> str:
         raise ValueError("not a URL; expected postgresql://user@host:port/database") from None
     if parts.scheme.lower() not in _POSTGRES_SCHEMES:
         driver = parts.scheme.partition("+")[2]
-        why = (f"the driver {driver!r} is not supported" if parts.scheme.lower().startswith(("postgresql+", "postgres+"))
-               else f"scheme {parts.scheme!r} is not PostgreSQL")
-        raise ValueError(f"{why}; expected postgresql://user@host:port/database (postgres://, "
-                         "postgresql+psycopg2:// and postgresql+psycopg:// are accepted and converted)")
+        why = (
+            f"the driver {driver!r} is not supported"
+            if parts.scheme.lower().startswith(("postgresql+", "postgres+"))
+            else f"scheme {parts.scheme!r} is not PostgreSQL"
+        )
+        raise ValueError(
+            f"{why}; expected postgresql://user@host:port/database (postgres://, "
+            "postgresql+psycopg2:// and postgresql+psycopg:// are accepted and converted)"
+        )
     if not parts.path.strip("/"):
         raise ValueError("the URL names no database; expected postgresql://user@host:port/database")
     try:

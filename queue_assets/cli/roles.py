@@ -16,12 +16,20 @@ from .errors import fail
 
 
 def add_subcommands(sub) -> None:
-    g = sub.add_parser("grant-instance", help="create an instance's least-privilege login role (member of "
-                       f"{PRODUCER_ROLE}, its own inbox only)")
+    g = sub.add_parser(
+        "grant-instance",
+        help="create an instance's least-privilege login role (member of "
+        f"{PRODUCER_ROLE}, its own inbox only)",
+    )
     g.add_argument("instance_id")
-    g.add_argument("--password-env", metavar="VAR",
-                   help="set the role's password from this environment variable (never from the command line)")
-    g.add_argument("--no-login", action="store_true", help="create the role NOLOGIN (e.g. for certificate mapping)")
+    g.add_argument(
+        "--password-env",
+        metavar="VAR",
+        help="set the role's password from this environment variable (never from the command line)",
+    )
+    g.add_argument(
+        "--no-login", action="store_true", help="create the role NOLOGIN (e.g. for certificate mapping)"
+    )
     r = sub.add_parser("revoke-instance", help="drop an instance's login role (its inbox queue stays)")
     r.add_argument("instance_id")
 
@@ -42,8 +50,10 @@ def cmd_grant_instance(settings, args) -> int:
         return fail(str(exc))
     role = instance_role_for(args.instance_id)
     print("\n".join(f"  + {a}" for a in report.actions) or f"role {role}: nothing to do")
-    print(f"instance {args.instance_id} connects as {role!r}: sends to {', '.join(CONSUMED_QUEUES)}; "
-          f"reads {inbox_queue_for(args.instance_id)} only")
+    print(
+        f"instance {args.instance_id} connects as {role!r}: sends to {', '.join(CONSUMED_QUEUES)}; "
+        f"reads {inbox_queue_for(args.instance_id)} only"
+    )
     return 0
 
 

@@ -380,8 +380,9 @@ def parse_ingest(
 
 # One parser per (ingest queue, type): a producer that sets the type itself need not try the union.
 _INGEST_TYPE_PARSERS: dict[tuple[str, str], _Parser] = {
-    (queue, type_name): _Parser(MODEL_OF_TYPE[type_name], frozenset({type_name}), tagged=False,
-                                type_name=type_name, queue=queue)
+    (queue, type_name): _Parser(
+        MODEL_OF_TYPE[type_name], frozenset({type_name}), tagged=False, type_name=type_name, queue=queue
+    )
     for queue, types in INGEST_TYPES.items()
     for type_name in types
 }

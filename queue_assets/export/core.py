@@ -143,11 +143,20 @@ class _Recorder:
     run_id: str | None
 
     def __call__(self, status: ExportStatus, *, error: str | None = None, new_attempt: bool = False) -> None:
-        _record(self.conn, self.result, status=status, error=error, run_id=self.run_id, new_attempt=new_attempt)
+        _record(
+            self.conn, self.result, status=status, error=error, run_id=self.run_id, new_attempt=new_attempt
+        )
 
 
-def _record(conn: psycopg.Connection, result: ExportResult, *, status: ExportStatus, error: str | None,
-            run_id: str | None, new_attempt: bool = False) -> None:
+def _record(
+    conn: psycopg.Connection,
+    result: ExportResult,
+    *,
+    status: ExportStatus,
+    error: str | None,
+    run_id: str | None,
+    new_attempt: bool = False,
+) -> None:
     with conn.transaction():
         conn.execute(
             "INSERT INTO hub.exports AS e (cycle_date, branch, base_branch, remote_url, commit_sha,"
@@ -162,12 +171,21 @@ def _record(conn: psycopg.Connection, result: ExportResult, *, status: ExportSta
             "  pr_url = coalesce(excluded.pr_url, e.pr_url), error = excluded.error,"
             "  last_run_id = excluded.last_run_id,"
             "  attempts = e.attempts + %(attempt)s, updated_at = clock_timestamp()",
-            {"cycle": result.cycle, "branch": result.branch, "base": result.base_branch,
-             "remote": result.remote_url,
-             "sha": result.commit_sha if result.pushed or status is ExportStatus.NO_DIFF else None,
-             "n": result.artifacts, "status": status.value, "provider": result.provider,
-             "pr_number": result.pr_number, "pr_url": result.pr_url, "error": error, "run_id": run_id,
-             "attempt": 1 if new_attempt else 0},
+            {
+                "cycle": result.cycle,
+                "branch": result.branch,
+                "base": result.base_branch,
+                "remote": result.remote_url,
+                "sha": result.commit_sha if result.pushed or status is ExportStatus.NO_DIFF else None,
+                "n": result.artifacts,
+                "status": status.value,
+                "provider": result.provider,
+                "pr_number": result.pr_number,
+                "pr_url": result.pr_url,
+                "error": error,
+                "run_id": run_id,
+                "attempt": 1 if new_attempt else 0,
+            },
         )
     result.status = status.value
 
@@ -196,9 +214,16 @@ def run_export(
     The phases: plan, write the branch, push, record, propose the PR, announce.
     """
     if not conn.autocommit:
-        raise ValueError("run_export needs an autocommit connection (each hub.exports record commits on its own)")
-    result = ExportResult(cycle=cycle, branch=branch_for(cycle), base_branch=settings.base_branch,
-                          remote_url=redact(remote_url), provider=provider.name if provider else None)
+        raise ValueError(
+            "run_export needs an autocommit connection (each hub.exports record commits on its own)"
+        )
+    result = ExportResult(
+        cycle=cycle,
+        branch=branch_for(cycle),
+        base_branch=settings.base_branch,
+        remote_url=redact(remote_url),
+        provider=provider.name if provider else None,
+    )
     plan = _plan(conn, cycle, cutoff, settings, result)
     record = _Recorder(conn, result, run_id)
 
@@ -208,17 +233,23 @@ def run_export(
             # No artifact differs from the base branch (e.g. last cycle's PR was merged and nothing
             # was learned since; only the summary's date would change): nothing to review, so no
             # branch and no PR. A branch that already exists for this cycle is always kept current.
-            log(f"{settings.base_branch} already holds every exported artifact; no branch or pull request needed")
+            log(
+                f"{settings.base_branch} already holds every exported artifact; no branch or pull request needed"
+            )
             record(ExportStatus.NO_DIFF, new_attempt=True)
             return result
         problem = _push(wc, plan, branch, result, log)
     if problem is not None:
         record(ExportStatus.PUSH_FAILED, error=problem, new_attempt=True)
-        raise ExportFailed(f"cycle {cycle}: {problem}. Nothing was recorded as exported; fix the remote "
-                           "and re-run this cycle.")
+        raise ExportFailed(
+            f"cycle {cycle}: {problem}. Nothing was recorded as exported; fix the remote "
+            "and re-run this cycle."
+        )
     record(ExportStatus.PUSHED, new_attempt=True)
-    log(f"{plan.branch} is at {result.commit_sha[:12]} on {result.remote_url}"
-        f" ({'new commit' if result.committed else 'unchanged'})")
+    log(
+        f"{plan.branch} is at {result.commit_sha[:12]} on {result.remote_url}"
+        f" ({'new commit' if result.committed else 'unchanged'})"
+    )
 
     status = _propose_pr(provider, plan, settings, result, record, log)
     if publish is not None and status.announces:
@@ -226,8 +257,9 @@ def run_export(
     return result
 
 
-def _plan(conn: psycopg.Connection, cycle: date, cutoff: datetime, settings: ExportSettings,
-          result: ExportResult) -> _Plan:
+def _plan(
+    conn: psycopg.Connection, cycle: date, cutoff: datetime, settings: ExportSettings, result: ExportResult
+) -> _Plan:
     """The cycle's totals and summary; refuses an empty cycle (an empty export is never pushed)."""
     totals = export_totals(conn, cycle)
     result.artifacts = totals.artifacts
@@ -241,8 +273,9 @@ def _plan(conn: psycopg.Connection, cycle: date, cutoff: datetime, settings: Exp
     return _Plan(cycle=cycle, branch=result.branch, totals=totals, summary=summary)
 
 
-def _write_branch(conn: psycopg.Connection, wc: WorkCopy, plan: _Plan, settings: ExportSettings,
-                  result: ExportResult) -> _Branch:
+def _write_branch(
+    conn: psycopg.Connection, wc: WorkCopy, plan: _Plan, settings: ExportSettings, result: ExportResult
+) -> _Branch:
     """Build the branch from the remote's state, write `learned_patterns/`, commit if it changed."""
 
     def files() -> Iterator[tuple[str, str]]:
@@ -265,7 +298,9 @@ def _write_branch(conn: psycopg.Connection, wc: WorkCopy, plan: _Plan, settings:
     return _Branch(remote_before=remote_before, needed=True)
 
 
-def _push(wc: WorkCopy, plan: _Plan, branch: _Branch, result: ExportResult, log: Callable[[str], None]) -> str | None:
+def _push(
+    wc: WorkCopy, plan: _Plan, branch: _Branch, result: ExportResult, log: Callable[[str], None]
+) -> str | None:
     """Push the branch unless the remote already has this commit; returns why a push was rejected."""
     if result.commit_sha == branch.remote_before:
         result.pushed = True  # the remote already has this exact commit
@@ -279,15 +314,25 @@ def _push(wc: WorkCopy, plan: _Plan, branch: _Branch, result: ExportResult, log:
     return None
 
 
-def _propose_pr(provider: GitHubPullRequests | None, plan: _Plan, settings: ExportSettings, result: ExportResult,
-                record: _Recorder, log: Callable[[str], None]) -> ExportStatus:
+def _propose_pr(
+    provider: GitHubPullRequests | None,
+    plan: _Plan,
+    settings: ExportSettings,
+    result: ExportResult,
+    record: _Recorder,
+    log: Callable[[str], None],
+) -> ExportStatus:
     """Open or update the cycle's pull request (none without a provider); records how it ended."""
     if provider is None:
         record(ExportStatus.BRANCH_ONLY)
         return ExportStatus.BRANCH_ONLY
     try:
-        pr = provider.ensure(head=plan.branch, base=settings.base_branch,
-                             title=pr_title(plan.cycle, plan.totals.artifacts), body=pr_body(plan.summary, plan.branch))
+        pr = provider.ensure(
+            head=plan.branch,
+            base=settings.base_branch,
+            title=pr_title(plan.cycle, plan.totals.artifacts),
+            body=pr_body(plan.summary, plan.branch),
+        )
     except PullRequestError as exc:
         problem = str(exc)
         record(ExportStatus.PR_FAILED, error=problem)
@@ -303,8 +348,13 @@ def _propose_pr(provider: GitHubPullRequests | None, plan: _Plan, settings: Expo
     return status
 
 
-def _announce(conn: psycopg.Connection, result: ExportResult, publish: Publish, stale_after_s: int | None,
-              log: Callable[[str], None]) -> int | None:
+def _announce(
+    conn: psycopg.Connection,
+    result: ExportResult,
+    publish: Publish,
+    stale_after_s: int | None,
+    log: Callable[[str], None],
+) -> int | None:
     """Fan `learning_exported` out once per (commit, PR URL); the record and the messages commit together.
 
     The branch and the PR are already made and recorded when this runs, so a failure here must not
@@ -328,11 +378,15 @@ def _announce(conn: psycopg.Connection, result: ExportResult, publish: Publish, 
             )
     except (psycopg.Error, RuntimeError, ValueError) as exc:
         result.notify_error = redact(f"{type(exc).__name__}: {exc}")[:2000]
-        log(f"learning_exported was not announced: {result.notify_error}; the export itself is complete, "
-            "re-run this cycle to announce it")
+        log(
+            f"learning_exported was not announced: {result.notify_error}; the export itself is complete, "
+            "re-run this cycle to announce it"
+        )
         with conn.transaction():
-            conn.execute("UPDATE hub.exports SET notify_error = %s WHERE cycle_date = %s",
-                         (result.notify_error, result.cycle))
+            conn.execute(
+                "UPDATE hub.exports SET notify_error = %s WHERE cycle_date = %s",
+                (result.notify_error, result.cycle),
+            )
         return None
     return count
 
@@ -346,5 +400,12 @@ def _already_announced(conn: psycopg.Connection, result: ExportResult, *, lock: 
     return bool(row) and row[0] == result.commit_sha and row[1] == result.pr_url
 
 
-__all__ = ["ExportFailed", "ExportResult", "ExportStatus", "GitError", "LEARNING_EXPORTED_KEY", "run_export",
-           "learning_exported_message"]
+__all__ = [
+    "ExportFailed",
+    "ExportResult",
+    "ExportStatus",
+    "GitError",
+    "LEARNING_EXPORTED_KEY",
+    "run_export",
+    "learning_exported_message",
+]

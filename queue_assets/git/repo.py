@@ -109,7 +109,9 @@ def validate_remote_url(url: str, variable: str = "TEMPLATES_REPO_URL") -> str:
     if not url or not url.strip():
         raise ValueError(f"{variable} is empty; expected a Git URL or a path to a repository")
     if url != url.strip() or any(ord(c) < 32 or c == "\x7f" for c in url):
-        raise ValueError(f"{variable}={shown!r}: must not start or end with whitespace or hold control characters")
+        raise ValueError(
+            f"{variable}={shown!r}: must not start or end with whitespace or hold control characters"
+        )
     if url.startswith("-"):
         raise ValueError(f"{variable}={shown!r}: must not start with '-' (git would read it as an option)")
     if "::" in url:
@@ -138,8 +140,13 @@ def _git_env(auth: GitAuth | None) -> dict[str, str]:
         "GIT_COMMITTER_EMAIL": COMMITTER_EMAIL,
     }
     if auth is not None:
-        env.update({"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "http.extraHeader",
-                    "GIT_CONFIG_VALUE_0": auth.header()})
+        env.update(
+            {
+                "GIT_CONFIG_COUNT": "1",
+                "GIT_CONFIG_KEY_0": "http.extraHeader",
+                "GIT_CONFIG_VALUE_0": auth.header(),
+            }
+        )
     return env
 
 
@@ -159,7 +166,7 @@ def _remote_lines(progress: _Progress) -> list[str]:
     for line in [*progress.other_lines, *progress.error_lines, *progress.lines]:
         line = line.strip()
         if line.startswith("remote:"):
-            text = line[len("remote:"):].strip()
+            text = line[len("remote:") :].strip()
             if text and not re.match(r"^(Resolving deltas|Counting objects|Compressing objects)", text):
                 out.append(text)
         elif line.startswith(("error:", "fatal:", "hint:")) and line not in out:
@@ -248,8 +255,11 @@ class WorkCopy:
         return how
 
     def write_files(
-        self, files: Iterable[tuple[str, str | bytes]] | Mapping[str, str | bytes], *,
-        folder: str, prune: bool = True,
+        self,
+        files: Iterable[tuple[str, str | bytes]] | Mapping[str, str | bytes],
+        *,
+        folder: str,
+        prune: bool = True,
     ) -> list[str]:
         """Write files (paths relative to `folder`) into the work tree; return the paths written.
 
@@ -261,7 +271,9 @@ class WorkCopy:
         root = self.path.resolve()
         base = safe_path(root, folder)
         if base.is_symlink():
-            raise UnsafePathError(f"folder {folder!r} is a symlink in the repository; refusing to write through it")
+            raise UnsafePathError(
+                f"folder {folder!r} is a symlink in the repository; refusing to write through it"
+            )
         items = files.items() if isinstance(files, Mapping) else files
         written: set[Path] = set()
         names: list[str] = []
@@ -298,7 +310,9 @@ class WorkCopy:
                 return None  # same tree as HEAD: nothing to commit
             except git.GitCommandError as exc:
                 if exc.status != 1:
-                    raise GitError(redact(f"comparing the index with HEAD failed: {exc.stderr}", self._secrets)) from None
+                    raise GitError(
+                        redact(f"comparing the index with HEAD failed: {exc.stderr}", self._secrets)
+                    ) from None
         elif not self.repo.git.ls_files():
             return None
         with self._errors("git commit"):
@@ -325,17 +339,28 @@ class WorkCopy:
         messages = [redact(m, self._secrets) for m in _remote_lines(progress)]
         if problem is not None or not infos:
             raise GitPushRejected(
-                redact(f"push of {branch!r} to {redact(self.url)} failed: "
-                       + (problem or "git reported no result") + _tail(messages), self._secrets),
-                branch=branch, reasons=[redact(problem or "no result", self._secrets)], remote_messages=messages,
+                redact(
+                    f"push of {branch!r} to {redact(self.url)} failed: "
+                    + (problem or "git reported no result")
+                    + _tail(messages),
+                    self._secrets,
+                ),
+                branch=branch,
+                reasons=[redact(problem or "no result", self._secrets)],
+                remote_messages=messages,
             )
         failed = [i for i in infos if i.flags & _PUSH_FAILED]
         if failed or infos.error is not None:
-            reasons = [redact(i.summary.strip(), self._secrets) for i in failed] or ["git exited with an error"]
+            reasons = [redact(i.summary.strip(), self._secrets) for i in failed] or [
+                "git exited with an error"
+            ]
             raise GitPushRejected(
                 f"the remote {redact(self.url)} rejected the push of {branch!r}: "
-                + "; ".join(reasons) + _tail(messages),
-                branch=branch, reasons=reasons, remote_messages=messages,
+                + "; ".join(reasons)
+                + _tail(messages),
+                branch=branch,
+                reasons=reasons,
+                remote_messages=messages,
             )
         updated = not all(i.flags & git.PushInfo.UP_TO_DATE for i in infos)
         with contextlib.suppress(GitError):
@@ -426,8 +451,9 @@ def _locked(lock_path: Path, timeout_s: float) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def open_work_copy(url: str, work_dir: Path, *, auth: GitAuth | None = None,
-                   lock_timeout_s: float = 600.0) -> Iterator[WorkCopy]:
+def open_work_copy(
+    url: str, work_dir: Path, *, auth: GitAuth | None = None, lock_timeout_s: float = 600.0
+) -> Iterator[WorkCopy]:
     """A fresh, locked work copy of remote `url` in `work_dir` (cloned the first time, then fetched).
 
     Credentials inside `url` are split out (see `split_credentials`); `auth` overrides them. The
@@ -495,7 +521,7 @@ SAMPLE_TEMPLATES: dict[str, str] = {
     ),
     "templates/elixir/genserver_cache.ex.eex": (
         "defmodule <%= @module %>.Cache do\n"
-        "  @moduledoc \"A GenServer-backed cache with a time-to-live per entry.\"\n"
+        '  @moduledoc "A GenServer-backed cache with a time-to-live per entry."\n'
         "  use GenServer\n\n"
         "  def start_link(opts), do: GenServer.start_link(__MODULE__, opts, name: __MODULE__)\n"
         "  def get(key), do: GenServer.call(__MODULE__, {:get, key})\n"
@@ -521,8 +547,8 @@ SAMPLE_TEMPLATES: dict[str, str] = {
         "use axum::{routing::get, Router};\n\n"
         "#[tokio::main]\n"
         "async fn main() {\n"
-        "    let app = Router::new().route(\"/health\", get(|| async { \"ok\" }));\n"
-        "    let listener = tokio::net::TcpListener::bind(\"0.0.0.0:{{port}}\").await.unwrap();\n"
+        '    let app = Router::new().route("/health", get(|| async { "ok" }));\n'
+        '    let listener = tokio::net::TcpListener::bind("0.0.0.0:{{port}}").await.unwrap();\n'
         "    axum::serve(listener, app).await.unwrap();\n"
         "}\n"
     ),

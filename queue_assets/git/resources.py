@@ -63,8 +63,12 @@ class TemplatesRepoResource(dg.ConfigurableResource):
         (e.g. `export`, `distribution`) so users never share a work tree."""
         if not _WORK_NAME_RE.match(name):
             raise ValueError(f"work copy name {name!r} is not allowed (lower-case letters, digits, '_', '-')")
-        with open_work_copy(self.remote_url(), self.data_path() / "git" / "work" / name, auth=auth,
-                            lock_timeout_s=self.lock_timeout_s) as wc:
+        with open_work_copy(
+            self.remote_url(),
+            self.data_path() / "git" / "work" / name,
+            auth=auth,
+            lock_timeout_s=self.lock_timeout_s,
+        ) as wc:
             yield wc
 
 
@@ -86,5 +90,6 @@ class GitHubResource(dg.ConfigurableResource):
         settings = self.github_settings()
         if settings is None:
             return None
-        return GitHubPullRequests(settings, timeout_s=self.timeout_s, retries=self.retries,
-                                  backoff_s=self.retry_backoff_s)
+        return GitHubPullRequests(
+            settings, timeout_s=self.timeout_s, retries=self.retries, backoff_s=self.retry_backoff_s
+        )

@@ -129,8 +129,15 @@ class IngestResult:
         return self.read / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
     def add(self, other: IngestResult) -> None:
-        for name in ("read", "stored", "duplicates", "ledger_conflicts", "dead_lettered", "batches",
-                     "vt_extensions"):
+        for name in (
+            "read",
+            "stored",
+            "duplicates",
+            "ledger_conflicts",
+            "dead_lettered",
+            "batches",
+            "vt_extensions",
+        ):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.per_instance.update(other.per_instance)
         self.dlq_reasons.update(other.dlq_reasons)
@@ -163,7 +170,9 @@ def read_batch(
     if not poll:
         rows = cur.fetchall()
     if rows and rows[0][5] is None:
-        raise IngestError(f"queue {queue!r} is not in pgmq.meta (dropped while it was read?); run the ingest again")
+        raise IngestError(
+            f"queue {queue!r} is not in pgmq.meta (dropped while it was read?); run the ingest again"
+        )
     return [Delivery(*r[:5], queue_created_at=r[5]) for r in rows]
 
 
@@ -255,7 +264,9 @@ def store_batch(conn: psycopg.Connection, queue: str, batch: list[Delivery], res
     ids = [d.msg_id for d in batch]
     created_at = batch[0].queue_created_at
     if created_at is None or any(d.queue_created_at != created_at for d in batch):
-        raise IngestError(f"queue {queue!r}: a batch to store must come from one read (one queue incarnation)")
+        raise IngestError(
+            f"queue {queue!r}: a batch to store must come from one read (one queue incarnation)"
+        )
     valid = [d for d in batch if d.error is None]
     ledger = [
         {
@@ -276,8 +287,11 @@ def store_batch(conn: psycopg.Connection, queue: str, batch: list[Delivery], res
     params = {"queue": queue, "created_at": created_at, "ledger": _dumps(ledger)}
     params.update({t: _dumps(rows) for t, rows in row_builders.build_rows(queue, created_at, valid).items()})
     won = {r[0] for r in conn.execute(STORE_SQL, params)}
-    lost = [row for row, d in zip(ledger, batch, strict=True)
-            if d.msg_id not in won and d.error is None and d.idempotency_key]
+    lost = [
+        row
+        for row, d in zip(ledger, batch, strict=True)
+        if d.msg_id not in won and d.error is None and d.idempotency_key
+    ]
     if len(won) < len(batch):
         _refuse_reused_msg_ids(conn, queue, created_at, [d for d in batch if d.msg_id not in won])
     fresh = [d for d in valid if d.msg_id in won]
@@ -321,8 +335,9 @@ def store_batch(conn: psycopg.Connection, queue: str, batch: list[Delivery], res
         result.dlq_reasons[d.error_kind] += 1
 
 
-def _refuse_reused_msg_ids(conn: psycopg.Connection, queue: str, created_at: datetime,
-                           lost: list[Delivery]) -> None:
+def _refuse_reused_msg_ids(
+    conn: psycopg.Connection, queue: str, created_at: datetime, lost: list[Delivery]
+) -> None:
     """Of the messages whose ledger insert lost, one whose msg_id is in the ledger with another
     enqueued_at is not a re-read of the same message (another consumer took it) but a msg_id the
     queue handed out again without a new incarnation (its identity restarted by hand): storing
@@ -344,7 +359,9 @@ def _refuse_reused_msg_ids(conn: psycopg.Connection, queue: str, created_at: dat
         )
 
 
-def _store_one_by_one(conn: psycopg.Connection, queue: str, batch: list[Delivery], result: IngestResult) -> None:
+def _store_one_by_one(
+    conn: psycopg.Connection, queue: str, batch: list[Delivery], result: IngestResult
+) -> None:
     """The batch was refused as a whole: store each message alone, dead-letter the ones refused."""
     with conn.transaction():
         for d in batch:
