@@ -16,8 +16,11 @@ from queue_assets.settings import project_root
 
 def parse_args(description: str, **extra) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=description)
-    p.add_argument("--server", default=os.environ.get("QUEUE_ASSETS_TEST_SERVER_URL"),
-                   help="admin URL of the server to use (default: the embedded server)")
+    p.add_argument(
+        "--server",
+        default=os.environ.get("QUEUE_ASSETS_TEST_SERVER_URL"),
+        help="admin URL of the server to use (default: the embedded server)",
+    )
     for name, (kind, default, help_) in extra.items():
         p.add_argument(f"--{name.replace('_', '-')}", type=kind, default=default, help=help_)
     return p.parse_args()
@@ -38,5 +41,5 @@ def fresh_database(server: str | None) -> tuple[str, str, callable]:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
-    label = f"PostgreSQL {version} ({'embedded pgserver' if not server else 'server at ' + parts.hostname})"
+    label = f"PostgreSQL {version} ({'embedded pgserver' if not server else 'server at ' + (parts.hostname or 'a Unix socket')})"
     return url, label, drop

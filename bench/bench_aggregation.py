@@ -103,10 +103,17 @@ def worker_sql(url: str) -> dict:
         before = core.previous_ranks(conn, result.run_id, [(p.pattern_type, p.name) for p in top])
         assets.top_table(top, before)
         elapsed = time.perf_counter() - t
-        ranking = [(p.rank, p.pattern_type, p.name, p.instance_count, p.observation_count, p.score)
-                   for p in core.ranking(conn, limit=COMPARE_TOP)]
-    return {"elapsed_s": elapsed, "peak_rss_mb": rss_mb(), "baseline_rss_mb": base,
-            "patterns": result.patterns, "ranking": ranking}
+        ranking = [
+            (p.rank, p.pattern_type, p.name, p.instance_count, p.observation_count, p.score)
+            for p in core.ranking(conn, limit=COMPARE_TOP)
+        ]
+    return {
+        "elapsed_s": elapsed,
+        "peak_rss_mb": rss_mb(),
+        "baseline_rss_mb": base,
+        "patterns": result.patterns,
+        "ranking": ranking,
+    }
 
 
 def pandas_ranking(df, top_indicators: int = 5):
@@ -117,25 +124,52 @@ def pandas_ranking(df, top_indicators: int = 5):
 
     keys = ["pattern_type", "name"]
     per_instance = df.groupby([*keys, "instance_id"], sort=False).agg(
-        observations=("observed_at", "size"), confidence=("confidence", "mean"),
-        first_seen=("observed_at", "min"), last_seen=("observed_at", "max"))
+        observations=("observed_at", "size"),
+        confidence=("confidence", "mean"),
+        first_seen=("observed_at", "min"),
+        last_seen=("observed_at", "max"),
+    )
     per = per_instance.groupby(level=[0, 1], sort=False).agg(
-        instance_count=("observations", "size"), observation_count=("observations", "sum"),
-        confidence=("confidence", "mean"), confidence_instances=("confidence", "count"),
-        first_seen=("first_seen", "min"), last_seen=("last_seen", "max"))
-    languages = (df.dropna(subset=["language"]).groupby([*keys, "language"], sort=False).size()
-                 .rename("n").reset_index().sort_values([*keys, "n", "language"], ascending=[True, True, False, True])
-                 .drop_duplicates(keys).set_index(keys)["language"])
-    indicators = (df[[*keys, "indicators"]].explode("indicators").dropna(subset=["indicators"])
-                  .groupby([*keys, "indicators"], sort=False).size().rename("n").reset_index()
-                  .sort_values([*keys, "n", "indicators"], ascending=[True, True, False, True])
-                  .groupby(keys, sort=False).head(top_indicators)
-                  .groupby(keys, sort=False)["indicators"].agg(list))
+        instance_count=("observations", "size"),
+        observation_count=("observations", "sum"),
+        confidence=("confidence", "mean"),
+        confidence_instances=("confidence", "count"),
+        first_seen=("first_seen", "min"),
+        last_seen=("last_seen", "max"),
+    )
+    languages = (
+        df.dropna(subset=["language"])
+        .groupby([*keys, "language"], sort=False)
+        .size()
+        .rename("n")
+        .reset_index()
+        .sort_values([*keys, "n", "language"], ascending=[True, True, False, True])
+        .drop_duplicates(keys)
+        .set_index(keys)["language"]
+    )
+    indicators = (
+        df[[*keys, "indicators"]]
+        .explode("indicators")
+        .dropna(subset=["indicators"])
+        .groupby([*keys, "indicators"], sort=False)
+        .size()
+        .rename("n")
+        .reset_index()
+        .sort_values([*keys, "n", "indicators"], ascending=[True, True, False, True])
+        .groupby(keys, sort=False)
+        .head(top_indicators)
+        .groupby(keys, sort=False)["indicators"]
+        .agg(list)
+    )
     per = per.join(languages.rename("language")).join(indicators.rename("top_indicators"))
-    per["score"] = (per["instance_count"] + core.W_CONFIDENCE * per["confidence"].fillna(0)
-                    + core.W_VOLUME * per["observation_count"] / (per["observation_count"] + core.VOLUME_HALF))
-    per = per.reset_index().sort_values(["score", "observation_count", "pattern_type", "name"],
-                                        ascending=[False, False, True, True])
+    per["score"] = (
+        per["instance_count"]
+        + core.W_CONFIDENCE * per["confidence"].fillna(0)
+        + core.W_VOLUME * per["observation_count"] / (per["observation_count"] + core.VOLUME_HALF)
+    )
+    per = per.reset_index().sort_values(
+        ["score", "observation_count", "pattern_type", "name"], ascending=[False, False, True, True]
+    )
     per["rank"] = range(1, len(per) + 1)
     return pd.DataFrame(per)
 
@@ -154,15 +188,33 @@ def worker_pandas(url: str) -> dict:
     ranked = pandas_ranking(df)
     elapsed = time.perf_counter() - t
     top = ranked.head(COMPARE_TOP)
-    ranking = [(int(r["rank"]), r["pattern_type"], r["name"], int(r["instance_count"]), int(r["observation_count"]),
-                float(r["score"])) for _, r in top.iterrows()]
-    return {"elapsed_s": elapsed, "peak_rss_mb": rss_mb(), "baseline_rss_mb": base,
-            "patterns": len(ranked), "ranking": ranking}
+    ranking = [
+        (
+            int(r["rank"]),
+            r["pattern_type"],
+            r["name"],
+            int(r["instance_count"]),
+            int(r["observation_count"]),
+            float(r["score"]),
+        )
+        for _, r in top.iterrows()
+    ]
+    return {
+        "elapsed_s": elapsed,
+        "peak_rss_mb": rss_mb(),
+        "baseline_rss_mb": base,
+        "patterns": len(ranked),
+        "ranking": ranking,
+    }
 
 
 def run_worker(kind: str, url: str) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--worker", kind, "--url", url],
-                         capture_output=True, text=True, check=False)
+    out = subprocess.run(
+        [sys.executable, __file__, "--worker", kind, "--url", url],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if out.returncode != 0:
         raise RuntimeError(f"{kind} worker failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -192,15 +244,20 @@ def main() -> None:
         kind, url = sys.argv[sys.argv.index("--worker") + 1], sys.argv[sys.argv.index("--url") + 1]
         print(json.dumps({"sql": worker_sql, "sql-cpu": worker_sql_cpu, "pandas": worker_pandas}[kind](url)))
         return
-    args = parse_args(__doc__, sizes=(str, "100000,1000000,10000000", "comma-separated row counts"),
-                      pandas_max=(int, 1_000_000, "largest size measured with pandas"),
-                      rounds=(int, 3, "rounds per size below 10M (one at 10M and above)"),
-                      keep=(int, 0, "1: keep the database afterwards"))
+    args = parse_args(
+        __doc__,
+        sizes=(str, "100000,1000000,10000000", "comma-separated row counts"),
+        pandas_max=(int, 1_000_000, "largest size measured with pandas"),
+        rounds=(int, 3, "rounds per size below 10M (one at 10M and above)"),
+        keep=(int, 0, "1: keep the database afterwards"),
+    )
     sizes = sorted(int(s) for s in args.sizes.split(","))
     url, label, drop = fresh_database(args.server)
     print(f"server: {label}")
-    print(f"{'rows':>11} | {'load s':>7} | {'sql s':>7} | {'sql peak MB':>11} | {'pandas s':>8} | "
-          f"{'pandas peak MB':>14} | {'time ratio':>10} | {'patterns':>8} | {'server CPU s':>12} | load avg")
+    print(
+        f"{'rows':>11} | {'load s':>7} | {'sql s':>7} | {'sql peak MB':>11} | {'pandas s':>8} | "
+        f"{'pandas peak MB':>14} | {'time ratio':>10} | {'patterns':>8} | {'server CPU s':>12} | load avg"
+    )
     try:
         for size in sizes:
             load_s = grow(url, size)
@@ -220,11 +277,16 @@ def main() -> None:
                 pandas_cols = f"{'skipped':>8} | {'skipped':>14} | {'—':>10}"
             cpu = run_worker("sql-cpu", url)["server_cpu_s"]
             cpu_col = f"{cpu:12.1f}" if cpu is not None else f"{'n/a':>12}"
-            print(f"{size:11,d} | {load_s:7.1f} | {sql_s:7.2f} | {sql_mb:11.0f} | {pandas_cols} | "
-                  f"{sql_runs[0]['patterns']:8d} | {cpu_col} | {os.getloadavg()[0]:.1f}", flush=True)
-        print(f"(the sql process holds {base_mb:.0f} MB after importing the asset module: dagster, pandas, psycopg; "
-              f"server CPU s = CPU time of the server process for one run with parallel workers off; "
-              f"load avg = 1-minute load average of this {os.cpu_count()}-core machine after each size)")
+            print(
+                f"{size:11,d} | {load_s:7.1f} | {sql_s:7.2f} | {sql_mb:11.0f} | {pandas_cols} | "
+                f"{sql_runs[0]['patterns']:8d} | {cpu_col} | {os.getloadavg()[0]:.1f}",
+                flush=True,
+            )
+        print(
+            f"(the sql process holds {base_mb:.0f} MB after importing the asset module: dagster, pandas, psycopg; "
+            f"server CPU s = CPU time of the server process for one run with parallel workers off; "
+            f"load avg = 1-minute load average of this {os.cpu_count()}-core machine after each size)"
+        )
     finally:
         if not args.keep:
             drop()

@@ -29,7 +29,7 @@ from bench._common import fresh_database, parse_args  # noqa: E402
 from queue_assets.export import learning  # noqa: E402
 from queue_assets.export.core import run_export  # noqa: E402
 from queue_assets.export.settings import ExportSettings  # noqa: E402
-from queue_assets.gitrepo import ensure_embedded_templates_remote, open_work_copy  # noqa: E402
+from queue_assets.git.repo import ensure_embedded_templates_remote, open_work_copy  # noqa: E402
 
 CYCLE = date(2025, 10, 25)
 CUTOFF = datetime(2030, 1, 1, tzinfo=UTC)
@@ -68,28 +68,44 @@ def child_pandas(url: str) -> dict:
         t = time.perf_counter()
         cur = conn.execute(
             "SELECT artifact_id, instance_id, usage_count, success_rate, observed_at, stored_at,"
-            " artifact_type, name, content FROM hub.learned_artifacts WHERE stored_at < %s", (CUTOFF,))
+            " artifact_type, name, content FROM hub.learned_artifacts WHERE stored_at < %s",
+            (CUTOFF,),
+        )
         df = pd.DataFrame(cur.fetchall(), columns=[d.name for d in cur.description])
         df["weighted"] = df["usage_count"] * df["success_rate"]
         g = df.groupby("artifact_id")
-        out = g.agg(total_usage=("usage_count", "sum"), weighted=("weighted", "sum"),
-                    mean_rate=("success_rate", "mean"), report_count=("usage_count", "size"),
-                    instance_count=("instance_id", "nunique"), first_seen=("observed_at", "min"),
-                    last_seen=("observed_at", "max"))
+        out = g.agg(
+            total_usage=("usage_count", "sum"),
+            weighted=("weighted", "sum"),
+            mean_rate=("success_rate", "mean"),
+            report_count=("usage_count", "size"),
+            instance_count=("instance_id", "nunique"),
+            first_seen=("observed_at", "min"),
+            last_seen=("observed_at", "max"),
+        )
         out["instances"] = g["instance_id"].agg(lambda s: sorted(set(s)))
-        newest = df.sort_values(["observed_at", "stored_at"]).groupby("artifact_id").tail(1).set_index("artifact_id")
+        newest = (
+            df.sort_values(["observed_at", "stored_at"])
+            .groupby("artifact_id")
+            .tail(1)
+            .set_index("artifact_id")
+        )
         out = out.join(newest[["artifact_type", "name", "content"]])
         rate = (out["weighted"] / out["total_usage"]).where(out["total_usage"] > 0, out["mean_rate"]).round(6)
         out["success_rate"] = rate
-        selected = ((out["total_usage"] >= SETTINGS.min_usage) & (rate >= SETTINGS.min_success_rate)
-                    & (out["instance_count"] >= SETTINGS.min_instances))
+        selected = (
+            (out["total_usage"] >= SETTINGS.min_usage)
+            & (rate >= SETTINGS.min_success_rate)
+            & (out["instance_count"] >= SETTINGS.min_instances)
+        )
         elapsed = time.perf_counter() - t
     return {"seconds": elapsed, "artifacts": len(out), "selected": int(selected.sum())}
 
 
 def run_child(kind: str, url: str) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--child", kind, "--url", url], capture_output=True,
-                         text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", kind, "--url", url], capture_output=True, text=True, check=True
+    ).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -100,30 +116,49 @@ def main() -> None:
         result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(json.dumps(result))
         return
-    args = parse_args(__doc__, sizes=(str, "100000,1000000", "comma-separated report counts"),
-                      artifacts_per_1k=(int, 20, "distinct artifact ids per 1,000 reports"))
+    args = parse_args(
+        __doc__,
+        sizes=(str, "100000,1000000", "comma-separated report counts"),
+        artifacts_per_1k=(int, 20, "distinct artifact ids per 1,000 reports"),
+    )
     url, label, drop = fresh_database(args.server)
     print(f"server: {label}")
-    print(f"{'reports':>10} {'artifacts':>9} {'selected':>8} | {'sql s':>7} {'sql MB':>7} | "
-          f"{'pandas s':>8} {'pandas MB':>9} | {'time x':>6} {'mem x':>6}")
+    print(
+        f"{'reports':>10} {'artifacts':>9} {'selected':>8} | {'sql s':>7} {'sql MB':>7} | "
+        f"{'pandas s':>8} {'pandas MB':>9} | {'time x':>6} {'mem x':>6}"
+    )
     try:
         for size in (int(s) for s in args.sizes.split(",")):
             fill(url, size, args.artifacts_per_1k)
             sql_r = run_child("sql", url)
             pd_r = run_child("pandas", url)
-            assert (sql_r["artifacts"], sql_r["selected"]) == (pd_r["artifacts"], pd_r["selected"]), (sql_r, pd_r)
-            print(f"{size:>10} {sql_r['artifacts']:>9} {sql_r['selected']:>8} | {sql_r['seconds']:>7.2f} "
-                  f"{sql_r['peak_rss_mb']:>7.0f} | {pd_r['seconds']:>8.2f} {pd_r['peak_rss_mb']:>9.0f} | "
-                  f"{pd_r['seconds'] / sql_r['seconds']:>6.1f} {pd_r['peak_rss_mb'] / sql_r['peak_rss_mb']:>6.1f}")
+            assert (sql_r["artifacts"], sql_r["selected"]) == (pd_r["artifacts"], pd_r["selected"]), (
+                sql_r,
+                pd_r,
+            )
+            print(
+                f"{size:>10} {sql_r['artifacts']:>9} {sql_r['selected']:>8} | {sql_r['seconds']:>7.2f} "
+                f"{sql_r['peak_rss_mb']:>7.0f} | {pd_r['seconds']:>8.2f} {pd_r['peak_rss_mb']:>9.0f} | "
+                f"{pd_r['seconds'] / sql_r['seconds']:>6.1f} {pd_r['peak_rss_mb'] / sql_r['peak_rss_mb']:>6.1f}"
+            )
         with tempfile.TemporaryDirectory() as tmp, psycopg.connect(url, autocommit=True) as conn:
             remote = ensure_embedded_templates_remote(Path(tmp))
             for attempt in ("first export (commit + push)", "re-run, unchanged (no commit)"):
                 t = time.perf_counter()
-                r = run_export(conn, cycle=CYCLE, cutoff=CUTOFF, settings=SETTINGS,
-                               work_copy=lambda: open_work_copy(remote, Path(tmp) / "work"),  # noqa: B023
-                               remote_url=remote, provider=None, publish=None)
-                print(f"{attempt}: {r.artifacts} artifacts, {r.files_written} files, "
-                      f"new commit: {r.committed}, {time.perf_counter() - t:.2f}s")
+                r = run_export(
+                    conn,
+                    cycle=CYCLE,
+                    cutoff=CUTOFF,
+                    settings=SETTINGS,
+                    work_copy=lambda: open_work_copy(remote, Path(tmp) / "work"),  # noqa: B023
+                    remote_url=remote,
+                    provider=None,
+                    publish=None,
+                )
+                print(
+                    f"{attempt}: {r.artifacts} artifacts, {r.files_written} files, "
+                    f"new commit: {r.committed}, {time.perf_counter() - t:.2f}s"
+                )
     finally:
         drop()
 

@@ -30,13 +30,26 @@ from queue_assets_tests.helpers import send_many  # noqa: E402
 
 
 def payloads() -> dict[str, dict]:
-    patterns = [{"pattern_type": "framework", "name": f"pattern-{i}", "rank": i + 1, "score": 3.25,
-                 "instance_count": 3, "frequency": 120, "confidence": 0.8125,
-                 "indicators": ["mix.exs has :phoenix", "lib/app_web/router.ex"]} for i in range(100)]
+    patterns = [
+        {
+            "pattern_type": "framework",
+            "name": f"pattern-{i}",
+            "rank": i + 1,
+            "score": 3.25,
+            "instance_count": 3,
+            "frequency": 120,
+            "confidence": 0.8125,
+            "indicators": ["mix.exs has :phoenix", "lib/app_web/router.ex"],
+        }
+        for i in range(100)
+    ]
     return {
-        "templates_updated": hub_message("templates_updated", git_url="/srv/git/templates_data.git",
-                                         commit="0123456789abcdef0123456789abcdef01234567",
-                                         updated_files=["templates/elixir/genserver_cache.ex.eex"]),
+        "templates_updated": hub_message(
+            "templates_updated",
+            git_url="/srv/git/templates_data.git",
+            commit="0123456789abcdef0123456789abcdef01234567",
+            updated_files=["templates/elixir/genserver_cache.ex.eex"],
+        ),
         "aggregated_patterns (100 patterns)": hub_message("aggregated_patterns", patterns=patterns),
     }
 
@@ -48,16 +61,24 @@ def main() -> None:
     try:
         with psycopg.connect(url) as conn:
             now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
-            send_many(conn, "instance_heartbeat", [
-                json.dumps({"type": "heartbeat", "instance_id": f"singularity-{i}", "timestamp": now})
-                for i in range(args.instances)])
+            send_many(
+                conn,
+                "instance_heartbeat",
+                [
+                    json.dumps({"type": "heartbeat", "instance_id": f"singularity-{i}", "timestamp": now})
+                    for i in range(args.instances)
+                ],
+            )
             stored = ingest_queue(conn, "instance_heartbeat", IngestConfig(batch_size=500)).stored
             assert stored == args.instances, stored
             t = time.perf_counter()
             sync = sync_inboxes(conn, 3600)
             conn.commit()
-            print(f"sync_inboxes: created and bound {len(sync.bound)} inboxes in {time.perf_counter() - t:.2f}s; "
-                  f"a second sync (nothing to do) ", end="")
+            print(
+                f"sync_inboxes: created and bound {len(sync.bound)} inboxes in {time.perf_counter() - t:.2f}s; "
+                f"a second sync (nothing to do) ",
+                end="",
+            )
             t = time.perf_counter()
             sync_inboxes(conn, 3600)
             conn.commit()
@@ -80,9 +101,11 @@ def main() -> None:
                     conn.commit()
                     loop_s.append(time.perf_counter() - t)
                 topic, loop = statistics.median(topic_s), statistics.median(loop_s)
-                print(f"{name} ({size:,d} bytes): send_topic {topic * 1000:.0f} ms "
-                      f"({args.instances / topic:,.0f} copies/s) | per-inbox pgmq.send loop {loop * 1000:.0f} ms "
-                      f"({args.instances / loop:,.0f} copies/s) | loop / send_topic = {loop / topic:.2f}x")
+                print(
+                    f"{name} ({size:,d} bytes): send_topic {topic * 1000:.0f} ms "
+                    f"({args.instances / topic:,.0f} copies/s) | per-inbox pgmq.send loop {loop * 1000:.0f} ms "
+                    f"({args.instances / loop:,.0f} copies/s) | loop / send_topic = {loop / topic:.2f}x"
+                )
             (depth,) = conn.execute("SELECT count(*) FROM pgmq.q_inbox_singularity_0").fetchone()
             assert depth == 2 * 2 * args.rounds, depth  # both payloads, both methods, every round
     finally:

@@ -3,11 +3,13 @@
     .venv/bin/python bench/bench_ingest.py [--messages 20000] [--rounds 3] [--server URL]
 
 Both loops run in the same process against the same server, alternating, on the same payloads
-(pattern_detection messages with 2 patterns). Prints the medians and the ratio.
+(pattern_detection messages with 2 patterns). Prints the medians and the ratio, with the load
+average beside it (the machine may be shared: compare only figures taken at a low load).
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 import sys
 import time
@@ -35,10 +37,15 @@ def raw_loop(q, queue: str) -> int:
 
 
 def main() -> None:
-    args = parse_args(__doc__, messages=(int, 20_000, "messages per round"), rounds=(int, 3, "rounds"),
-                      sends=(int, 2000, "sends for the latency comparison"),
-                      batch=(int, IngestConfig().batch_size, "ingest batch size (SHARED_QUEUE_BATCH_SIZE)"))
+    args = parse_args(
+        __doc__,
+        messages=(int, 20_000, "messages per round"),
+        rounds=(int, 3, "rounds"),
+        sends=(int, 2000, "sends for the latency comparison"),
+        batch=(int, IngestConfig().batch_size, "ingest batch size (SHARED_QUEUE_BATCH_SIZE)"),
+    )
     url, label, drop = fresh_database(args.server)
+    load_before = os.getloadavg()
     payloads = [pattern_message(f"singularity-{i % 8}", i) for i in range(args.messages)]
     q = make_pgmq(url)
     raw_rates, ingest_rates = [], []
@@ -51,15 +58,21 @@ def main() -> None:
                 raw_rates.append(n / (time.perf_counter() - t))
                 send_many(conn, "pattern_messages", payloads)
                 t = time.perf_counter()
-                r = ingest_queue(conn, "pattern_messages", IngestConfig(batch_size=args.batch), prefetch_url=url)
+                r = ingest_queue(
+                    conn, "pattern_messages", IngestConfig(batch_size=args.batch), prefetch_url=url
+                )
                 ingest_rates.append(r.read / (time.perf_counter() - t))
                 assert r.stored == args.messages, r
             raw_send, sdk_send = [], []
             with HubClient(url, "singularity-1", client=q) as hub:
                 pattern = {"pattern_type": "framework", "name": "phoenix", "confidence": 0.9}
                 for i in range(args.sends):
-                    msg = {"type": "pattern_detection", "instance_id": "singularity-1",
-                           "timestamp": "2025-10-25T12:00:00Z", "patterns": [pattern]}
+                    msg = {
+                        "type": "pattern_detection",
+                        "instance_id": "singularity-1",
+                        "timestamp": "2025-10-25T12:00:00Z",
+                        "patterns": [pattern],
+                    }
                     t = time.perf_counter()
                     q.send("llm_requests", msg, headers={"idempotency_key": f"k{i}"})
                     raw_send.append(time.perf_counter() - t)
@@ -73,12 +86,22 @@ def main() -> None:
     p50_raw, p50_sdk = statistics.median(raw_send) * 1000, statistics.median(sdk_send) * 1000
     print(f"server: {label}")
     print(f"messages per round: {args.messages}, rounds: {args.rounds}, ingest batch size: {args.batch}")
-    print(f"raw pgmq read(100)+archive loop: {raw:,.0f} msg/s (rounds: {', '.join(f'{x:,.0f}' for x in raw_rates)})")
-    print(f"hub ingest (read, validate, store, archive): {ing:,.0f} msg/s "
-          f"(rounds: {', '.join(f'{x:,.0f}' for x in ingest_rates)})")
-    print(f"ratio ingest/raw: {ing / raw:.2f}")
-    print(f"send p50: raw pgmq.send {p50_raw:.3f} ms, SDK publish_patterns {p50_sdk:.3f} ms "
-          f"(ratio {p50_sdk / p50_raw:.2f}) over {args.sends} sends each")
+    print(
+        f"raw pgmq read(100)+archive loop: {raw:,.0f} msg/s (rounds: {', '.join(f'{x:,.0f}' for x in raw_rates)})"
+    )
+    print(
+        f"hub ingest (read, validate, store, archive): {ing:,.0f} msg/s "
+        f"(rounds: {', '.join(f'{x:,.0f}' for x in ingest_rates)})"
+    )
+    load_after = os.getloadavg()
+    print(
+        f"ratio ingest/raw: {ing / raw:.2f} (load average 1/5/15 min: before "
+        f"{'/'.join(f'{x:.1f}' for x in load_before)}, after {'/'.join(f'{x:.1f}' for x in load_after)})"
+    )
+    print(
+        f"send p50: raw pgmq.send {p50_raw:.3f} ms, SDK publish_patterns {p50_sdk:.3f} ms "
+        f"(ratio {p50_sdk / p50_raw:.2f}) over {args.sends} sends each"
+    )
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import fresh_database, parse_args  # noqa: E402
 from queue_assets import simulate  # noqa: E402
-from queue_assets.gitrepo import ensure_embedded_templates_remote  # noqa: E402
+from queue_assets.git.repo import ensure_embedded_templates_remote  # noqa: E402
 from queue_assets.ingest.core import IngestConfig, ingest_queue  # noqa: E402
 from queue_assets.queues import INGEST_ASSET_FOR  # noqa: E402
 

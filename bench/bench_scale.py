@@ -34,27 +34,43 @@ def main() -> int:
     p.add_argument("--keep", action="store_true", help="keep the data folder afterwards")
     p.add_argument("--json", type=Path, default=None, help="write the full report here")
     a = p.parse_args()
-    opts = ScaleOptions(instances=a.instances, minutes=a.minutes, heartbeat_every_s=a.heartbeat_every,
-                        publish_every_s=a.publish_every, port=a.port, keep=a.keep)
+    opts = ScaleOptions(
+        instances=a.instances,
+        minutes=a.minutes,
+        heartbeat_every_s=a.heartbeat_every,
+        publish_every_s=a.publish_every,
+        port=a.port,
+        keep=a.keep,
+    )
     report = run_scale(opts, log=lambda m: print(m, file=sys.stderr, flush=True))
     if a.json:
         a.json.write_text(json.dumps(report, indent=2, default=str))
     pub, ing = report.get("publish", {}), report.get("ingest", {})
-    print(f"instances: {pub.get('instances')}, published {pub.get('messages')} messages in {pub.get('seconds')} s "
-          f"({pub.get('msgs_per_s')} msg/s); drained {ing.get('drained_after_publish_s')} s after publishing stopped")
-    print(f"ingest: {ing.get('ingest_runs')} runs; latency {ing.get('latency')}; max lag {ing.get('max_oldest_age_s')}")
-    print(f"accounting: {report.get('accounting', {}).get('published')} published = "
-          f"{report.get('accounting', {}).get('stored')} stored + "
-          f"{report.get('accounting', {}).get('dead_lettered_valid')} dead-lettered")
+    print(
+        f"instances: {pub.get('instances')}, published {pub.get('messages')} messages in {pub.get('seconds')} s "
+        f"({pub.get('msgs_per_s')} msg/s); drained {ing.get('drained_after_publish_s')} s after publishing stopped"
+    )
+    print(
+        f"ingest: {ing.get('ingest_runs')} runs; latency {ing.get('latency')}; max lag {ing.get('max_oldest_age_s')}"
+    )
+    print(
+        f"accounting: {report.get('accounting', {}).get('published')} published = "
+        f"{report.get('accounting', {}).get('stored')} stored + "
+        f"{report.get('accounting', {}).get('dead_lettered_valid')} dead-lettered"
+    )
     fan = report.get("fanout", {})
-    print(f"fan-out: {fan.get('skipped') or fan.get('inboxes', {}).get('summary')} "
-          f"(distribution run {fan.get('distribution_run')}, {fan.get('triggered_by')})")
+    print(
+        f"fan-out: {fan.get('skipped') or fan.get('inboxes', {}).get('summary')} "
+        f"(distribution run {fan.get('distribution_run')}, {fan.get('triggered_by')})"
+    )
     base, scale = report.get("statistics_baseline", {}), report.get("statistics_at_scale", {})
     print(f"queue_statistics: baseline {base}; with the fleet {scale}")
     if base.get("asset_elapsed_s") and scale.get("asset_elapsed_s"):
-        print(f"ratio (statistics with {pub.get('instances')} inboxes / baseline): "
-              f"{scale['asset_elapsed_s'] / max(1e-9, base['asset_elapsed_s']):.1f}x measured, "
-              f"run {scale.get('run_s')} s vs {base.get('run_s')} s")
+        print(
+            f"ratio (statistics with {pub.get('instances')} inboxes / baseline): "
+            f"{scale['asset_elapsed_s'] / max(1e-9, base['asset_elapsed_s']):.1f}x measured, "
+            f"run {scale.get('run_s')} s vs {base.get('run_s')} s"
+        )
     print("PASSED" if report["passed"] else "FAILED: " + "; ".join(report["problems"]))
     return 0 if report["passed"] else 1
 

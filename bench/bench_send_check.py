@@ -36,27 +36,38 @@ def main() -> None:
     client = make_pgmq(url)
     try:
         hub = HubClient(url, "singularity-1", client=client)
-        message = {"type": "pattern_detection", "source": "singularity-1", "patterns": [PATTERN],
-                   "instance_id": "singularity-1", "timestamp": TIMESTAMP}
+        message = {
+            "type": "pattern_detection",
+            "source": "singularity-1",
+            "patterns": [PATTERN],
+            "instance_id": "singularity-1",
+            "timestamp": TIMESTAMP,
+        }
         times: dict[str, list[float]] = {"raw": [], "safe": [], "sdk": [], "validate": []}
         for i in range(args.sends):
             t = time.perf_counter()
             client.send("pattern_messages", message, headers={"idempotency_key": f"r-{i}"})
             times["raw"].append(time.perf_counter() - t)
             t = time.perf_counter()
-            send_with_backoff(client, "pattern_messages", message, {"idempotency_key": f"c-{i}"}, idempotent=True)
+            send_with_backoff(
+                client, "pattern_messages", message, {"idempotency_key": f"c-{i}"}, idempotent=True
+            )
             times["safe"].append(time.perf_counter() - t)
             t = time.perf_counter()
             hub.publish_patterns([PATTERN], idempotency_key=f"s-{i}", timestamp=TIMESTAMP)
             times["sdk"].append(time.perf_counter() - t)
             t = time.perf_counter()
-            contracts.parse_ingest("pattern_messages", _dumps(message))
+            contracts.parse_ingest_as("pattern_messages", "pattern_detection", _dumps(message))
             times["validate"].append(time.perf_counter() - t)
         p50 = {k: statistics.median(v) * 1000 for k, v in times.items()}
         print(f"{label}: {args.sends} sends of each kind, interleaved; load average {os.getloadavg()[0]:.1f}")
         print(f"  pgmq client send               p50 {p50['raw']:.3f} ms")
-        print(f"  send_with_backoff              p50 {p50['safe']:.3f} ms  ratio {p50['safe'] / p50['raw']:.2f}x")
-        print(f"  HubClient.publish_patterns     p50 {p50['sdk']:.3f} ms  ratio {p50['sdk'] / p50['raw']:.2f}x")
+        print(
+            f"  send_with_backoff              p50 {p50['safe']:.3f} ms  ratio {p50['safe'] / p50['raw']:.2f}x"
+        )
+        print(
+            f"  HubClient.publish_patterns     p50 {p50['sdk']:.3f} ms  ratio {p50['sdk'] / p50['raw']:.2f}x"
+        )
         print(f"  validation alone (dumps+parse) p50 {p50['validate']:.3f} ms")
     finally:
         client.close()

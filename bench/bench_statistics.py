@@ -38,11 +38,19 @@ def populate(url: str, inboxes: int, live: int, archived: int) -> None:
         for i in range(inboxes):
             queue = f"inbox_bench_{i:04d}"
             conn.execute("SELECT pgmq.create(%s)", (queue,))
-            ids = [r[0] for r in conn.execute("SELECT * FROM pgmq.send_batch(%s, %s::jsonb[])",
-                                              (queue, [body] * (live + archived))).fetchall()]
+            ids = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT * FROM pgmq.send_batch(%s, %s::jsonb[])", (queue, [body] * (live + archived))
+                ).fetchall()
+            ]
             conn.execute("SELECT pgmq.archive(%s, %s::bigint[])", (queue, ids[:archived]))
             if (i + 1) % 100 == 0:
-                print(f"\r  created {i + 1}/{inboxes} inboxes ({time.monotonic() - started:.0f}s)", end="", flush=True)
+                print(
+                    f"\r  created {i + 1}/{inboxes} inboxes ({time.monotonic() - started:.0f}s)",
+                    end="",
+                    flush=True,
+                )
     print()
 
 
@@ -53,22 +61,35 @@ def timed(fn) -> float:
 
 
 def main() -> None:
-    args = parse_args(__doc__, inboxes=(int, 1000, "inbox queues"), live=(int, 20, "live messages per inbox"),
-                      archived=(int, 30, "archived messages per inbox"), rounds=(int, 3, "rounds"))
+    args = parse_args(
+        __doc__,
+        inboxes=(int, 1000, "inbox queues"),
+        live=(int, 20, "live messages per inbox"),
+        archived=(int, 30, "archived messages per inbox"),
+        rounds=(int, 3, "rounds"),
+    )
     url, label, drop = fresh_database(args.server)
     try:
         print(f"{label}: {args.inboxes} inboxes x ({args.live} live + {args.archived} archived)")
         populate(url, args.inboxes, args.live, args.archived)
         resources = {"shared_queue": SharedQueueResource(db_url=url)}
-        times: dict[str, list[float]] = {"metrics_all": [], "collect": [], "collect_chunk1": [], "asset": [],
-                                         "asset_step": []}
+        times: dict[str, list[float]] = {
+            "metrics_all": [],
+            "collect": [],
+            "collect_chunk1": [],
+            "asset": [],
+            "asset_step": [],
+        }
         quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
         with psycopg.connect(url) as conn:
             queues = conn.execute("SELECT count(*) FROM pgmq.meta").fetchone()[0]
             conn.commit()
             for r in range(args.rounds):
-                times["metrics_all"].append(timed(lambda: (conn.execute("SELECT * FROM pgmq.metrics_all()").fetchall(),
-                                                           conn.commit())))
+                times["metrics_all"].append(
+                    timed(
+                        lambda: (conn.execute("SELECT * FROM pgmq.metrics_all()").fetchall(), conn.commit())
+                    )
+                )
                 report = None
 
                 def run():
@@ -81,15 +102,22 @@ def main() -> None:
 
                 def materialize():
                     nonlocal result
-                    result = dg.materialize([queue_statistics], resources=resources, run_config=quiet,
-                                            instance=dg.DagsterInstance.ephemeral())
+                    result = dg.materialize(
+                        [queue_statistics],
+                        resources=resources,
+                        run_config=quiet,
+                        instance=dg.DagsterInstance.ephemeral(),
+                    )
 
                 times["asset"].append(timed(materialize))
                 step = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_SUCCESS)
                 times["asset_step"].append(step.event_specific_data.duration_ms / 1000)
                 totals = report.totals()
-                print(f"  round {r + 1}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in times.items())
-                      + f" | depth {totals['depth']}, out/h {totals['out_window']}")
+                print(
+                    f"  round {r + 1}: "
+                    + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in times.items())
+                    + f" | depth {totals['depth']}, out/h {totals['out_window']}"
+                )
         base = statistics.median(times["metrics_all"])
         print(f"\n{queues} queues, median of {args.rounds} rounds:")
         for name, values in times.items():

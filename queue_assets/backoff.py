@@ -21,6 +21,7 @@ time spent and the last cause.
 from __future__ import annotations
 
 import contextlib
+import json
 import random
 import time
 from collections.abc import Callable
@@ -29,8 +30,9 @@ from typing import Any, TypeVar
 
 import psycopg
 
-from .db import DatabaseUnavailable, connect, scrub
+from .db import DatabaseUnavailable, InvalidDatabaseUrl, connect
 from .horizons import SDK_SEND_DEADLINE_S
+from .redact import redact
 
 T = TypeVar("T")
 
@@ -82,7 +84,7 @@ class RetryExhausted(RuntimeError):
 
     def __init__(self, what: str, attempts: int, elapsed_s: float, last: BaseException):
         self.what, self.attempts, self.elapsed_s, self.last = what, attempts, elapsed_s, last
-        cause = scrub(str(last).strip().splitlines()[0]) if str(last).strip() else type(last).__name__
+        cause = redact(str(last).strip().splitlines()[0]) if str(last).strip() else type(last).__name__
         super().__init__(
             f"{what} failed after {attempts} attempt{'s' if attempts != 1 else ''} in {elapsed_s:.1f}s; "
             f"last error: {cause}"
@@ -141,7 +143,7 @@ def retry_call(
 def is_permanent(exc: BaseException) -> bool:
     """A connection error another attempt cannot fix (credentials, missing database, configuration)."""
     text = str(exc).lower()
-    return any(marker in text for marker in PERMANENT_CONNECT_ERRORS)
+    return isinstance(exc, InvalidDatabaseUrl) or any(marker in text for marker in PERMANENT_CONNECT_ERRORS)
 
 
 def retry_db(fn: Callable[[], T], *, what: str, policy: Backoff = RUN_BACKOFF) -> T:
@@ -157,7 +159,9 @@ def retry_db(fn: Callable[[], T], *, what: str, policy: Backoff = RUN_BACKOFF) -
     )
 
 
-def connect_with_backoff(url: str, *, policy: Backoff | None = RUN_BACKOFF, **kwargs: Any) -> psycopg.Connection:
+def connect_with_backoff(
+    url: str, *, policy: Backoff | None = RUN_BACKOFF, **kwargs: Any
+) -> psycopg.Connection:
     """`db.connect`, retried with backoff while the server is unreachable (never for bad credentials).
 
     The final error is a `DatabaseRetryExhausted`, which is a `DatabaseUnavailable`: callers that
@@ -176,10 +180,28 @@ def connect_with_backoff(url: str, *, policy: Backoff | None = RUN_BACKOFF, **kw
     )
 
 
+# pgmq's own `send` function, called with a message already encoded as JSON text (what the
+# official client's `send` runs, minus its re-encoding of the dict: the SDK has the text in hand,
+# as validated).
+_SEND_TEXT_SQL = "SELECT * FROM pgmq.send(queue_name => %s::text, msg => %s::jsonb)"
+_SEND_TEXT_WITH_HEADERS_SQL = (
+    "SELECT * FROM pgmq.send(queue_name => %s::text, msg => %s::jsonb, headers => %s::jsonb)"
+)
+
+
+def _send_text(conn: psycopg.Connection, queue: str, message: str, headers: dict | None) -> int:
+    if headers is None:
+        row = conn.execute(_SEND_TEXT_SQL, (queue, message)).fetchone()
+    else:
+        row = conn.execute(_SEND_TEXT_WITH_HEADERS_SQL, (queue, message, json.dumps(headers))).fetchone()
+    assert row is not None  # pgmq.send returns the msg_id
+    return row[0]
+
+
 def send_with_backoff(
     client: Any,
     queue: str,
-    message: dict,
+    message: dict | str,
     headers: dict | None,
     *,
     idempotent: bool,
@@ -189,7 +211,8 @@ def send_with_backoff(
     """`client.send(queue, message, headers)` on the official pgmq client, retried only when safe.
 
     `idempotent` says a duplicate is harmless (the message carries an idempotency key the hub
-    de-duplicates on). Returns the msg_id.
+    de-duplicates on). `message` is a dict (sent by the client's `send`) or its JSON text, sent as
+    is to `pgmq.send` on the same pooled connection and transaction. Returns the msg_id.
     """
 
     def attempt() -> int:
@@ -210,6 +233,8 @@ def send_with_backoff(
             except psycopg.OperationalError as exc:  # a stale pooled connection: nothing sent yet
                 raise _NotSent(exc) from exc
             stack.push(tx)  # on the way out: COMMIT (an error there is an unknown outcome) or ROLLBACK
+            if isinstance(message, str):
+                return _send_text(conn, queue, message, headers)
             return client.send(queue, message, headers=headers, conn=conn)
 
     def guarded() -> int:
@@ -222,7 +247,7 @@ def send_with_backoff(
                 raise  # retried: the hub stores a keyed message once
             raise SendOutcomeUnknown(
                 f"send to queue {queue!r} failed after the statement reached the database "
-                f"({scrub(str(exc).strip().splitlines()[0]) if str(exc).strip() else type(exc).__name__}); the message "
+                f"({redact(str(exc).strip().splitlines()[0]) if str(exc).strip() else type(exc).__name__}); the message "
                 "may or may not be queued. Not retried, as that could queue it twice: pass an idempotency_key "
                 "so the hub de-duplicates, and retries become safe."
             ) from exc

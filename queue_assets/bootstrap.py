@@ -117,7 +117,9 @@ def ensure_pgmq(conn: psycopg.Connection, report: BootstrapReport) -> None:
                 "queue_assets needs pgmq >= 1.11 for topic fan-out. Upgrade pgmq (ALTER EXTENSION pgmq "
                 "UPDATE, or reinstall its SQL) and run `queue-assets init` again."
             )
-        version = (comment or "").split(" ")[1] if (comment or "").startswith("pgmq ") else "unknown (>= 1.11)"
+        version = (
+            (comment or "").split(" ")[1] if (comment or "").startswith("pgmq ") else "unknown (>= 1.11)"
+        )
         report.pgmq_version, report.pgmq_method = version, "sql install"
         return
     available = conn.execute(
@@ -137,7 +139,9 @@ def ensure_pgmq(conn: psycopg.Connection, report: BootstrapReport) -> None:
     conn.commit()
     pgmq.install_pgmq_from_sql(conn=conn)
     conn.execute(
-        sql.SQL("COMMENT ON SCHEMA pgmq IS {}").format(sql.Literal(_SQL_INSTALL_COMMENT.format(version=version)))
+        sql.SQL("COMMENT ON SCHEMA pgmq IS {}").format(
+            sql.Literal(_SQL_INSTALL_COMMENT.format(version=version))
+        )
     )
     report.pgmq_version, report.pgmq_method = version, "sql install"
     report.actions.append(f"installed pgmq {version} from the SQL bundled in the pgmq package")
@@ -175,7 +179,9 @@ def apply_migrations(
         " version text PRIMARY KEY, checksum text NOT NULL,"
         " applied_at timestamptz NOT NULL DEFAULT now())"
     )
-    applied: dict[str, str] = dict(conn.execute("SELECT version, checksum FROM hub.schema_migrations").fetchall())
+    applied: dict[str, str] = dict(
+        conn.execute("SELECT version, checksum FROM hub.schema_migrations").fetchall()
+    )
     for version, checksum, text in migrations:
         if version in applied:
             if applied[version] != checksum:

@@ -8,7 +8,6 @@ Dagster resources all start here, and it imports neither Dagster nor pandas.
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -16,7 +15,8 @@ import psycopg
 
 from . import embedded
 from .horizons import SDK_POOL_WAIT_S
-from .settings import Settings, redact_url
+from .redact import redact, register_secret, secrets_in
+from .settings import Settings, libpq_url
 
 if TYPE_CHECKING:
     import pgmq
@@ -28,22 +28,36 @@ class DatabaseUnavailable(RuntimeError):
     """The database could not be reached; the message is safe to show (no password)."""
 
 
-def scrub(text: str, url: str | None = None) -> str:
-    """Remove anything that looks like a password from an error text."""
-    text = re.sub(r"(?i)(password\s*[=:]\s*)\S+", r"\1***", text)
-    text = re.sub(r"(postgres(?:ql)?(?:\+\w+)?://[^:/@\s]+):[^@\s]*@", r"\1:***@", text)
-    if url:
-        try:
-            pw = psycopg.conninfo.conninfo_to_dict(url).get("password")
-        except psycopg.ProgrammingError:
-            pw = None
-        if pw:
-            text = text.replace(str(pw), "***")
-    return text
+class InvalidDatabaseUrl(DatabaseUnavailable):
+    """libpq cannot read the URL, so no attempt can succeed; the message is redacted like the rest."""
 
 
-def connect(url: str, *, autocommit: bool = False, application_name: str = "queue_assets") -> psycopg.Connection:
+def _first_line(exc: BaseException, url: str) -> str:
+    text = str(exc).strip()
+    return redact(text.splitlines()[0] if text else type(exc).__name__, secrets_in(url))
+
+
+def conninfo(url: str) -> str:
+    """`url` as psycopg takes it (`libpq_url`), checked; raises `InvalidDatabaseUrl` (redacted).
+
+    Its passwords are registered with `redact` first: from here on no text this process shows
+    holds them, in whatever form libpq or a driver echoes them."""
+    register_secret(*secrets_in(url))
+    url = libpq_url(url)
+    try:
+        psycopg.conninfo.conninfo_to_dict(url)
+    except psycopg.ProgrammingError as exc:  # libpq quotes what it cannot parse: the URL, password and all
+        raise InvalidDatabaseUrl(
+            f"the database URL {redact(url)} is not valid: {_first_line(exc, url)}"
+        ) from None
+    return url
+
+
+def connect(
+    url: str, *, autocommit: bool = False, application_name: str = "queue_assets"
+) -> psycopg.Connection:
     """Open a connection, or raise `DatabaseUnavailable` naming the (redacted) server and the reason."""
+    url = conninfo(url)
     try:
         return psycopg.connect(
             url,
@@ -51,10 +65,9 @@ def connect(url: str, *, autocommit: bool = False, application_name: str = "queu
             connect_timeout=CONNECT_TIMEOUT_S,
             application_name=application_name,
         )
-    except psycopg.OperationalError as exc:
-        reason = scrub(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__, url)
+    except psycopg.Error as exc:
         raise DatabaseUnavailable(
-            f"cannot reach the shared_queue database at {redact_url(url)}: {reason}"
+            f"cannot reach the shared_queue database at {redact(url)}: {_first_line(exc, url)}"
         ) from None
 
 
@@ -78,14 +91,17 @@ def resolve_urls(settings: Settings) -> dict[str, str]:
 
 
 def make_pgmq(url: str, *, pool_size: int = 2) -> pgmq.PGMQueue:
-    """An official pgmq client on its own small pool; never runs CREATE EXTENSION itself."""
+    """An official pgmq client on its own small pool; never runs CREATE EXTENSION itself.
+
+    The URL is checked first (`conninfo`): the pool's workers would log libpq's words about a URL
+    they cannot read, and those quote it whole."""
     # Imported here: the pgmq package imports SQLAlchemy (about half a second), which the CLI's
     # quick commands (`--help`, `status`) never need.
     import pgmq
     from psycopg_pool import ConnectionPool
 
     pool = ConnectionPool(
-        url,
+        conninfo(url),
         min_size=1,
         max_size=pool_size,
         open=True,

@@ -8,7 +8,7 @@ from .aggregation.defs import build_defs as aggregation_defs
 from .demo import demo_lineage_sensor
 from .distribution.defs import build_defs as distribution_defs
 from .export.defs import build_defs as export_defs
-from .export.resources import GitHubResource, TemplatesRepoResource
+from .git.resources import GitHubResource, TemplatesRepoResource
 from .ingest.defs import build_defs as ingest_defs
 from .operations.bootstrap_job import bootstrap_job
 from .operations.defs import build_defs as operations_defs

@@ -48,6 +48,9 @@ def demo_lineage_sensor(context: dg.SensorEvaluationContext):
         dg.RunRequest(run_key=f"demo-aggregation-{tick}", job_name=pattern_aggregation_job.name),
         dg.RunRequest(run_key=f"demo-templates-{tick}", job_name=template_distribution_job.name),
         dg.RunRequest(run_key=f"demo-statistics-{tick}", job_name=statistics_job.name),
-        dg.RunRequest(run_key=f"demo-export-{tick}", job_name=knowledge_export_job.name,
-                      partition_key=now.strftime("%Y-%m-%d")),
+        dg.RunRequest(
+            run_key=f"demo-export-{tick}",
+            job_name=knowledge_export_job.name,
+            partition_key=now.strftime("%Y-%m-%d"),
+        ),
     ]

@@ -107,8 +107,9 @@ def sync_inboxes(conn: psycopg.Connection, stale_after_s: int, *, now: datetime 
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SYNC_LOCK_KEY,))
         bound = {
             r[0]
-            for r in conn.execute("SELECT queue_name FROM pgmq.list_topic_bindings() WHERE pattern = %s",
-                                  (INBOX_BINDING,))
+            for r in conn.execute(
+                "SELECT queue_name FROM pgmq.list_topic_bindings() WHERE pattern = %s", (INBOX_BINDING,)
+            )
         }
         for instance_id, inbox, state, _ in states:
             if state == "active":
@@ -126,8 +127,9 @@ def sync_inboxes(conn: psycopg.Connection, stale_after_s: int, *, now: datetime 
     return result
 
 
-def _read_instances(conn: psycopg.Connection, stale_after_s: int, now: datetime | None,
-                    result: InboxSync) -> tuple[list[tuple[str, str]], list[tuple]]:
+def _read_instances(
+    conn: psycopg.Connection, stale_after_s: int, now: datetime | None, result: InboxSync
+) -> tuple[list[tuple[str, str]], list[tuple]]:
     rows = conn.execute(
         "SELECT instance_id, inbox_queue, last_heartbeat,"
         " coalesce(last_heartbeat >= coalesce(%s::timestamptz, now()) - make_interval(secs => %s), false)"
@@ -208,8 +210,14 @@ def hub_message(message_type: str, **fields: Any) -> dict[str, Any]:
     }
 
 
-def publish(conn: psycopg.Connection, message: dict[str, Any], routing_key: str | None = None, *,
-            stale_after_s: int | None = None, sync: bool = True) -> int:
+def publish(
+    conn: psycopg.Connection,
+    message: dict[str, Any],
+    routing_key: str | None = None,
+    *,
+    stale_after_s: int | None = None,
+    sync: bool = True,
+) -> int:
     """Validate `message` and send it once with `pgmq.send_topic`; returns the number of inboxes
     that got a copy.
 
@@ -230,8 +238,10 @@ def publish(conn: psycopg.Connection, message: dict[str, Any], routing_key: str 
     body = json.dumps(parsed.model_dump(mode="json", exclude_unset=True), allow_nan=False)
     if len(body.encode()) > contracts.MAX_BYTES:
         raise contracts.ContractError(
-            "too_large", f"{parsed.type} message is {len(body.encode())} bytes, over the limit of "
-            f"{contracts.MAX_BYTES} bytes that instances accept", message_type=parsed.type,
+            "too_large",
+            f"{parsed.type} message is {len(body.encode())} bytes, over the limit of "
+            f"{contracts.MAX_BYTES} bytes that instances accept",
+            message_type=parsed.type,
         )
     if sync:
         sync_inboxes(conn, stale_after_s if stale_after_s is not None else Settings.from_env().stale_after_s)
@@ -239,8 +249,9 @@ def publish(conn: psycopg.Connection, message: dict[str, Any], routing_key: str 
     return copies
 
 
-def fan_out(conn: psycopg.Connection, message: dict[str, Any], stale_after_s: int,
-            routing_key: str | None = None) -> FanOut:
+def fan_out(
+    conn: psycopg.Connection, message: dict[str, Any], stale_after_s: int, routing_key: str | None = None
+) -> FanOut:
     """`sync_inboxes` then `publish`, in the caller's transaction; returns both results."""
     validate_hub_message(message)  # a bad message changes nothing, not even the inboxes
     sync = sync_inboxes(conn, stale_after_s)

@@ -2,7 +2,9 @@
 
 Every message is validated against its contract before it is sent, so a producer learns about a bad
 message at once (a `ContractError` naming the field and value) instead of finding it in the hub's
-dead-letter queue later. Sends go through the official pgmq client.
+dead-letter queue later. Sends go through the official pgmq client's connection pool; a publish
+sends the JSON text it validated to pgmq's own `pgmq.send` (encoding the dict again for the
+client's `send` cost as much as the validation).
 """
 
 from __future__ import annotations
@@ -64,28 +66,56 @@ class HubClient:
     def _send(self, queue: str, message: dict, idempotency_key: str | None) -> int:
         message.setdefault("instance_id", self.instance_id)
         message.setdefault("timestamp", _now())
-        contracts.parse_ingest(queue, _dumps(message))  # raises ContractError on a bad message
-        return send_with_backoff(self.q, queue, message, _headers(idempotency_key),
-                                 idempotent=idempotency_key is not None)
+        text = _dumps(message)
+        contracts.parse_ingest_as(queue, message["type"], text)  # raises ContractError on a bad message
+        # The validated text is what is sent: not the dict, encoded again.
+        return send_with_backoff(
+            self.q, queue, text, _headers(idempotency_key), idempotent=idempotency_key is not None
+        )
 
-    def publish_patterns(self, patterns: Sequence[Mapping[str, Any]], *, idempotency_key: str | None = None,
-                         timestamp: str | None = None) -> int:
-        msg = {"type": "pattern_detection", "source": self.instance_id, "patterns": [dict(p) for p in patterns]}
+    def publish_patterns(
+        self,
+        patterns: Sequence[Mapping[str, Any]],
+        *,
+        idempotency_key: str | None = None,
+        timestamp: str | None = None,
+    ) -> int:
+        msg = {
+            "type": "pattern_detection",
+            "source": self.instance_id,
+            "patterns": [dict(p) for p in patterns],
+        }
         if timestamp:
             msg["timestamp"] = timestamp
         return self._send(PATTERN_MESSAGES, msg, idempotency_key)
 
-    def publish_code_analysis(self, analysis: Mapping[str, Any], *, idempotency_key: str | None = None) -> int:
-        return self._send(PATTERN_MESSAGES, {"type": "code_analysis", "analysis": dict(analysis)}, idempotency_key)
+    def publish_code_analysis(
+        self, analysis: Mapping[str, Any], *, idempotency_key: str | None = None
+    ) -> int:
+        return self._send(
+            PATTERN_MESSAGES, {"type": "code_analysis", "analysis": dict(analysis)}, idempotency_key
+        )
 
-    def publish_learned_patterns(self, artifacts: Sequence[Mapping[str, Any]], *, usage_count: int,
-                                 success_rate: float, idempotency_key: str | None = None) -> int:
-        msg = {"type": "learned_patterns", "source": self.instance_id, "usage_count": usage_count,
-               "success_rate": success_rate, "artifacts": [dict(a) for a in artifacts]}
+    def publish_learned_patterns(
+        self,
+        artifacts: Sequence[Mapping[str, Any]],
+        *,
+        usage_count: int,
+        success_rate: float,
+        idempotency_key: str | None = None,
+    ) -> int:
+        msg = {
+            "type": "learned_patterns",
+            "source": self.instance_id,
+            "usage_count": usage_count,
+            "success_rate": success_rate,
+            "artifacts": [dict(a) for a in artifacts],
+        }
         return self._send(LEARNED_PATTERNS, msg, idempotency_key)
 
-    def heartbeat(self, *, version: str | None = None, status: str = "ok",
-                  idempotency_key: str | None = None) -> int:
+    def heartbeat(
+        self, *, version: str | None = None, status: str = "ok", idempotency_key: str | None = None
+    ) -> int:
         msg = {"type": "heartbeat", "status": status}
         if version:
             msg["version"] = version
@@ -114,14 +144,22 @@ class HubClient:
         canonical.check_name(name)
         return parse_query_result(self._api("SELECT hub_api.query_pattern(%s, %s)", (pattern_type, name)))
 
-    def query_patterns(self, pattern_type: str | None = None, *, language: str | None = None,
-                       min_instances: int | None = None, status: str | None = None,
-                       limit: int = 100) -> PatternList:
+    def query_patterns(
+        self,
+        pattern_type: str | None = None,
+        *,
+        language: str | None = None,
+        min_instances: int | None = None,
+        status: str | None = None,
+        limit: int = 100,
+    ) -> PatternList:
         """The catalogue by rank, filtered (None matches everything); at most `limit` (1..1000)."""
         if pattern_type is not None:
             canonical.check_pattern_type(pattern_type)
-        doc = self._api("SELECT hub_api.query_patterns(%s, %s, %s, %s, %s)",
-                        (pattern_type, language, min_instances, status, limit))
+        doc = self._api(
+            "SELECT hub_api.query_patterns(%s, %s, %s, %s, %s)",
+            (pattern_type, language, min_instances, status, limit),
+        )
         return PatternList.model_validate(doc)
 
     # --- the inbox: what the hub fans out to this instance (pgmq topics, see queue_assets.fanout) ---
@@ -195,10 +233,14 @@ class RequestReplyClient:
 
     def _request_queue(self, kind: str) -> str:
         if kind not in self.KINDS:
-            raise ValueError(f"unknown request kind {kind!r}; expected one of: {', '.join(sorted(self.KINDS))}")
+            raise ValueError(
+                f"unknown request kind {kind!r}; expected one of: {', '.join(sorted(self.KINDS))}"
+            )
         return self.KINDS[kind]
 
-    def publish_request(self, kind: str, payload: Mapping[str, Any], *, request_id: str | None = None) -> tuple[int, str]:
+    def publish_request(
+        self, kind: str, payload: Mapping[str, Any], *, request_id: str | None = None
+    ) -> tuple[int, str]:
         """Send a request; returns (msg_id, request_id). The reply carries the same request_id."""
         queue = self._request_queue(kind)
         message = dict(payload)

@@ -44,6 +44,7 @@ from psycopg import sql
 
 from .names import InvalidNameError, inbox_queue_for, validate_instance_id
 from .queues import CONSUMED_QUEUES
+from .redact import redact
 
 PRODUCER_ROLE = "queue_assets_producer"
 INSTANCE_ROLE_PREFIX = "instance_"
@@ -51,8 +52,17 @@ INSTANCE_ROLE_PREFIX = "instance_"
 # nested calls too). Granted explicitly so producers keep working where a DBA has revoked PUBLIC's
 # default EXECUTE on schema pgmq.
 PRODUCER_FUNCTIONS = (
-    "send", "send_batch", "_send_batch", "_validate_batch_params", "format_table_name",
-    "read", "read_with_poll", "set_vt", "archive", "delete", "pop",
+    "send",
+    "send_batch",
+    "_send_batch",
+    "_validate_batch_params",
+    "format_table_name",
+    "read",
+    "read_with_poll",
+    "set_vt",
+    "archive",
+    "delete",
+    "pop",
 )
 _ROLE_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _QUEUE_SET_TABLES = (("q", "SELECT, UPDATE, DELETE"), ("a", "SELECT, INSERT"))
@@ -111,7 +121,7 @@ def _create_role(conn: psycopg.Connection, role: str, options: sql.Composable) -
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    return redact(text.splitlines()[0] if text else type(exc).__name__)
 
 
 def _queue_table(prefix: str, queue: str) -> sql.Identifier:
@@ -150,20 +160,25 @@ def ensure_producer_role(conn: psycopg.Connection, report=None, *, group: str = 
         conn.execute(sql.SQL("GRANT USAGE ON SCHEMA pgmq TO {}").format(role))
         out.actions.append(f"granted {group} USAGE on schema pgmq")
     missing_fns = [
-        sig for sig in _function_signatures(conn)
-        if not _holds_directly(conn, _FUNCTION_ACL, sig, group, "X")
+        sig for sig in _function_signatures(conn) if not _holds_directly(conn, _FUNCTION_ACL, sig, group, "X")
     ]
     for sig in missing_fns:
         conn.execute(sql.SQL("GRANT EXECUTE ON FUNCTION {} TO {}").format(sql.SQL(sig), role))
     if missing_fns:
-        out.actions.append(f"granted {group} EXECUTE on {len(missing_fns)} pgmq functions (send, read, archive, ...)")
+        out.actions.append(
+            f"granted {group} EXECUTE on {len(missing_fns)} pgmq functions (send, read, archive, ...)"
+        )
     sendable = []
     for queue in CONSUMED_QUEUES:
         table = f"pgmq.q_{queue}"
         if not _table_exists(conn, "q", queue):
-            raise SecurityError(f"queue {queue!r} does not exist yet; run `queue-assets init` (it creates it first)")
-        if not (_has(conn, "has_table_privilege(%s, %s, 'INSERT')", group, table)
-                and _has(conn, "has_column_privilege(%s, %s, 'msg_id', 'SELECT')", group, table)):
+            raise SecurityError(
+                f"queue {queue!r} does not exist yet; run `queue-assets init` (it creates it first)"
+            )
+        if not (
+            _has(conn, "has_table_privilege(%s, %s, 'INSERT')", group, table)
+            and _has(conn, "has_column_privilege(%s, %s, 'msg_id', 'SELECT')", group, table)
+        ):
             conn.execute(sql.SQL("GRANT INSERT ON {} TO {}").format(_queue_table("q", queue), role))
             conn.execute(sql.SQL("GRANT SELECT (msg_id) ON {} TO {}").format(_queue_table("q", queue), role))
             sendable.append(queue)
@@ -259,7 +274,9 @@ def grant_instance(
         if not password:
             raise SecurityError(f"the password for role {role!r} is empty")
         hashed = conn.pgconn.encrypt_password(password.encode(), role.encode(), b"scram-sha-256").decode()
-        conn.execute(sql.SQL("ALTER ROLE {} WITH PASSWORD {}").format(sql.Identifier(role), sql.Literal(hashed)))
+        conn.execute(
+            sql.SQL("ALTER ROLE {} WITH PASSWORD {}").format(sql.Identifier(role), sql.Literal(hashed))
+        )
         out.actions.append(f"set the password of {role}")
     member = conn.execute(
         "SELECT 1 FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid JOIN pg_roles r ON r.oid = m.member"
@@ -316,15 +333,18 @@ def restrict_database_connect(url: str) -> list[str]:
     """
     from . import db
 
-    conninfo = _psycopg_url(url)
-    with db.connection(conninfo, autocommit=True) as conn:
+    with db.connection(url, autocommit=True) as conn:
         dbname, user = conn.execute("SELECT current_database(), current_user").fetchone()
-        if not conn.execute("SELECT has_database_privilege('public', %s, 'CONNECT')", (dbname,)).fetchone()[0]:
+        if not conn.execute("SELECT has_database_privilege('public', %s, 'CONNECT')", (dbname,)).fetchone()[
+            0
+        ]:
             return []
         ident = sql.Identifier(dbname)
         try:
             with conn.transaction():
-                conn.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(ident, sql.Identifier(user)))
+                conn.execute(
+                    sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(ident, sql.Identifier(user))
+                )
                 conn.execute(sql.SQL("REVOKE CONNECT ON DATABASE {} FROM PUBLIC").format(ident))
         except psycopg.errors.InsufficientPrivilege as exc:
             raise SecurityError(
@@ -332,11 +352,6 @@ def restrict_database_connect(url: str) -> list[str]:
                 f"or a superuser, or run: REVOKE CONNECT ON DATABASE {dbname} FROM PUBLIC"
             ) from None
     return [f"revoked CONNECT on database {dbname} from PUBLIC (kept for {user})"]
-
-
-def _psycopg_url(url: str) -> str:
-    """A SQLAlchemy-style `postgresql+psycopg2://` URL as libpq accepts it."""
-    return re.sub(r"^postgres(?:ql)?\+\w+://", "postgresql://", url)
 
 
 def bootstrap_steps(dagster_url: str | None = None):

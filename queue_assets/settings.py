@@ -2,7 +2,7 @@
 
 Names follow the seeds (`SHARED_QUEUE_*`); the hub's own knobs are `QUEUE_ASSETS_*`. Every bad
 value is reported together, each naming the variable and the reason, and no error ever shows a
-password (URLs are redacted with `redact_url`).
+password (every shown value goes through `redact.redact`).
 """
 
 from __future__ import annotations
@@ -12,9 +12,12 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit
+
+import psycopg
 
 from .horizons import SDK_RETRY_HORIZON_S
+from .redact import redact, register_secret, secrets_in
 
 SHARED_QUEUE_DATABASE = "shared_queue"
 DAGSTER_DATABASE = "dagster"
@@ -26,24 +29,6 @@ class SettingsError(ValueError):
     def __init__(self, problems: list[str]):
         self.problems = problems
         super().__init__("invalid settings:\n  - " + "\n  - ".join(problems))
-
-
-def redact_url(url: str) -> str:
-    """`url` with any password replaced by `***` (also in `password=` query parameters)."""
-    if "://" not in url:  # libpq's keyword/value form (what psycopg.conninfo.make_conninfo returns)
-        return re.sub(r"(?i)(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", r"\1***", url)
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable url>"
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, host = netloc.rsplit("@", 1)
-        if ":" in userinfo:
-            userinfo = userinfo.split(":", 1)[0] + ":***"
-        netloc = f"{userinfo}@{host}"
-    query = re.sub(r"(?i)(password=)[^&]*", r"\1***", parts.query)
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def project_root() -> Path:
@@ -103,7 +88,7 @@ class Settings:
         for f in fields(self):
             value = getattr(self, f.name)
             if f.name in ("db_url", "dagster_db_url"):
-                value = redact_url(value) if value else "(embedded)"
+                value = redact(value) if value else "(embedded)"
             out[f.name] = str(value)
         return out
 
@@ -122,7 +107,7 @@ class Settings:
                 if "PASSWORD" in name:
                     shown = "***"
                 elif name.endswith("_URL"):
-                    shown = repr(redact_url(raw)[:120])
+                    shown = repr(redact(raw)[:120])
                 else:
                     shown = repr(raw[:80])
                 problems.append(f"{name}={shown}: {exc}")
@@ -136,13 +121,14 @@ class Settings:
             port = get("SHARED_QUEUE_PORT", _int_range(1, 65535), 5432)
             user = get("SHARED_QUEUE_USER", _identifier_text, "postgres")
             password = env.get("SHARED_QUEUE_PASSWORD", "")
+            register_secret(password)
             database = get("SHARED_QUEUE_DATABASE", _identifier_text, SHARED_QUEUE_DATABASE)
             auth = quote(str(user), safe="") + (":" + quote(password, safe="") if password else "")
             db_url = f"postgresql://{auth}@{host}:{port}/{database}"
         data_dir = Path(env.get("QUEUE_ASSETS_DATA_DIR") or project_root() / ".queue_assets")
         settings = cls(
             db_url=db_url,
-            dagster_db_url=get("DAGSTER_PG_URL", _postgres_url, None),
+            dagster_db_url=get("DAGSTER_PG_URL", _dagster_url, None),
             enabled=get("SHARED_QUEUE_ENABLED", _bool, True),
             poll_ms=get("SHARED_QUEUE_POLL_MS", _int_range(50, 3_600_000), 1000),
             batch_size=get("SHARED_QUEUE_BATCH_SIZE", _int_range(1, 10_000), 500),
@@ -156,10 +142,16 @@ class Settings:
             run_linger_s=get("QUEUE_ASSETS_RUN_LINGER_S", _int_range(0, 3600), 10),
             stale_after_s=get("QUEUE_ASSETS_STALE_AFTER_S", _int_range(10, 30 * 86_400), 3600),
             ledger_retention_days=get("QUEUE_ASSETS_RETENTION_LEDGER_DAYS", _int_range(1, 36_500), 90),
-            observations_retention_days=get("QUEUE_ASSETS_RETENTION_OBSERVATIONS_DAYS", _int_range(1, 36_500), 365),
+            observations_retention_days=get(
+                "QUEUE_ASSETS_RETENTION_OBSERVATIONS_DAYS", _int_range(1, 36_500), 365
+            ),
             artifacts_retention_days=get("QUEUE_ASSETS_RETENTION_ARTIFACTS_DAYS", _int_range(1, 36_500), 365),
-            code_analyses_retention_days=get("QUEUE_ASSETS_RETENTION_CODE_ANALYSES_DAYS", _int_range(1, 36_500), 90),
-            heartbeats_retention_days=get("QUEUE_ASSETS_RETENTION_HEARTBEATS_DAYS", _int_range(1, 36_500), 30),
+            code_analyses_retention_days=get(
+                "QUEUE_ASSETS_RETENTION_CODE_ANALYSES_DAYS", _int_range(1, 36_500), 90
+            ),
+            heartbeats_retention_days=get(
+                "QUEUE_ASSETS_RETENTION_HEARTBEATS_DAYS", _int_range(1, 36_500), 30
+            ),
             ingest_backoff_base_s=get("QUEUE_ASSETS_INGEST_BACKOFF_BASE_S", _int_range(1, 86_400), 10),
             ingest_backoff_cap_s=get("QUEUE_ASSETS_INGEST_BACKOFF_CAP_S", _int_range(1, 7 * 86_400), 600),
             retry_delay_s=get("QUEUE_ASSETS_RETRY_DELAY_S", _int_range(0, 3600), 30),
@@ -227,14 +219,35 @@ def _int_range(lo: int, hi: int) -> Callable[[str], int]:
     return parse
 
 
-def _postgres_url(raw: str) -> str:
+# SQLAlchemy-style names for PostgreSQL, converted; any other `+driver` is refused (psycopg 3 and
+# libpq take only `postgresql://` and `postgres://`, and echo a URL they cannot parse in full,
+# password included).
+_POSTGRES_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg2", "postgresql+psycopg")
+
+
+def libpq_url(url: str) -> str:
+    """`url` as psycopg 3 / libpq take it: `postgresql+psycopg2://`, `postgresql+psycopg://` and
+    `postgres://` become `postgresql://`; anything else is returned unchanged."""
+    return re.sub(r"(?i)^(?:postgres|postgresql\+psycopg2?)://", "postgresql://", url)
+
+
+def _postgres_url(raw: str, scheme: str = "postgresql") -> str:
+    """A PostgreSQL URL with its scheme set to `scheme`, checked the way libpq will read it."""
+    register_secret(*secrets_in(raw))  # masked in every error from here on, whatever its form
     try:
         parts = urlsplit(raw)
     except ValueError:
-        raise ValueError("not a URL") from None
-    if parts.scheme not in ("postgresql", "postgres", "postgresql+psycopg2", "postgresql+psycopg"):
+        raise ValueError("not a URL; expected postgresql://user@host:port/database") from None
+    if parts.scheme.lower() not in _POSTGRES_SCHEMES:
+        driver = parts.scheme.partition("+")[2]
+        why = (
+            f"the driver {driver!r} is not supported"
+            if parts.scheme.lower().startswith(("postgresql+", "postgres+"))
+            else f"scheme {parts.scheme!r} is not PostgreSQL"
+        )
         raise ValueError(
-            f"scheme {parts.scheme!r} is not PostgreSQL; expected postgresql://user@host:port/database"
+            f"{why}; expected postgresql://user@host:port/database (postgres://, "
+            "postgresql+psycopg2:// and postgresql+psycopg:// are accepted and converted)"
         )
     if not parts.path.strip("/"):
         raise ValueError("the URL names no database; expected postgresql://user@host:port/database")
@@ -242,7 +255,18 @@ def _postgres_url(raw: str) -> str:
         parts.port  # noqa: B018 - raises ValueError on a bad port
     except ValueError:
         raise ValueError("the port is not a number between 0 and 65535") from None
-    return raw
+    url = f"{scheme}://{raw.split('://', 1)[1]}"
+    try:
+        psycopg.conninfo.conninfo_to_dict(libpq_url(url))
+    except psycopg.ProgrammingError as exc:  # libpq's words may quote the URL: redacted
+        raise ValueError(f"libpq cannot read it: {redact(str(exc).strip(), secrets_in(raw))}") from None
+    return url
+
+
+def _dagster_url(raw: str) -> str:
+    # dagster-postgres speaks psycopg2: with psycopg 3 installed, SQLAlchemy would pick it for
+    # `postgresql://` and Dagster's `NOTIFY run_events` fails (see DESIGN).
+    return _postgres_url(raw, scheme="postgresql+psycopg2")
 
 
 def _hostname(raw: str) -> str:

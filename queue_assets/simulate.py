@@ -10,8 +10,16 @@ import psycopg
 
 from .sdk import HubClient, RequestReplyClient
 
-FRAMEWORKS = [("phoenix", "elixir"), ("ecto", "elixir"), ("broadway", "elixir"), ("axum", "rust"),
-              ("tokio", "rust"), ("react", "typescript"), ("fastapi", "python"), ("django", "python")]
+FRAMEWORKS = [
+    ("phoenix", "elixir"),
+    ("ecto", "elixir"),
+    ("broadway", "elixir"),
+    ("axum", "rust"),
+    ("tokio", "rust"),
+    ("react", "typescript"),
+    ("fastapi", "python"),
+    ("django", "python"),
+]
 TECHNOLOGIES = ["postgresql", "pgmq", "redis", "kafka", "docker", "kubernetes"]
 MICROSERVICES = ["llm-router", "hitl-bridge", "genesis-runner", "template-service"]
 CODE = ["genserver-cache", "supervisor-tree", "circuit-breaker", "retry-with-backoff", "repository-pattern"]
@@ -35,12 +43,21 @@ def random_pattern(rng: random.Random) -> dict:
         name, lang = rng.choice(FRAMEWORKS)
         # Instances spell names differently; the catalogue folds these into one key (docs/patterns.md).
         name = rng.choices([name, name.capitalize(), f"{name}-framework"], weights=[8, 1, 1])[0]
-        return {"pattern_type": kind, "name": name, "language": lang, "confidence": round(rng.uniform(0.5, 1), 3),
-                "indicators": [f"dependency {name}", f"{lang} project layout"][: rng.randint(1, 2)]}
+        return {
+            "pattern_type": kind,
+            "name": name,
+            "language": lang,
+            "confidence": round(rng.uniform(0.5, 1), 3),
+            "indicators": [f"dependency {name}", f"{lang} project layout"][: rng.randint(1, 2)],
+        }
     pool = {"technology": TECHNOLOGIES, "microservice": MICROSERVICES, "code": CODE}[kind]
     name = rng.choice(pool)
-    return {"pattern_type": kind, "name": name, "confidence": round(rng.uniform(0.3, 1), 3),
-            "indicators": [f"{name} seen in config"]}
+    return {
+        "pattern_type": kind,
+        "name": name,
+        "confidence": round(rng.uniform(0.3, 1), 3),
+        "indicators": [f"{name} seen in config"],
+    }
 
 
 def query_catalogue(client: HubClient, rng: random.Random, n: int, stats: SimStats) -> None:
@@ -56,8 +73,16 @@ def query_catalogue(client: HubClient, rng: random.Random, n: int, stats: SimSta
     stats.misses += not result.known
 
 
-def run(db_url: str, *, instances: int = 3, rate: float = 5.0, duration_s: float | None = None,
-        invalid_every: int = 50, seed: int = 7, progress=None) -> SimStats:
+def run(
+    db_url: str,
+    *,
+    instances: int = 3,
+    rate: float = 5.0,
+    duration_s: float | None = None,
+    invalid_every: int = 50,
+    seed: int = 7,
+    progress=None,
+) -> SimStats:
     """Publish about `rate` pattern messages per second spread over `instances`, until `duration_s`."""
     rng = random.Random(seed)
     ids = [f"singularity-{i + 1}" for i in range(instances)]
@@ -77,8 +102,10 @@ def run(db_url: str, *, instances: int = 3, rate: float = 5.0, duration_s: float
                 last_hb = now
             c = rng.choice(clients)
             n += 1
-            c.publish_patterns([random_pattern(rng) for _ in range(rng.randint(1, 4))],
-                               idempotency_key=f"{c.instance_id}-{seed}-{n}")
+            c.publish_patterns(
+                [random_pattern(rng) for _ in range(rng.randint(1, 4))],
+                idempotency_key=f"{c.instance_id}-{seed}-{n}",
+            )
             stats.patterns += 1
             if n % 10 == 0:
                 c.publish_code_analysis({"files": rng.randint(10, 500), "dead_code": rng.randint(0, 20)})
@@ -86,9 +113,17 @@ def run(db_url: str, *, instances: int = 3, rate: float = 5.0, duration_s: float
             if n % 15 == 0:
                 art = rng.choice(CODE)
                 c.publish_learned_patterns(
-                    [{"artifact_id": f"tmpl-{art}", "artifact_type": "template", "name": art.replace("-", " "),
-                      "content": {"template": f"# {art}\n"}}],
-                    usage_count=rng.randint(10, 500), success_rate=round(rng.uniform(0.6, 1), 3))
+                    [
+                        {
+                            "artifact_id": f"tmpl-{art}",
+                            "artifact_type": "template",
+                            "name": art.replace("-", " "),
+                            "content": {"template": f"# {art}\n"},
+                        }
+                    ],
+                    usage_count=rng.randint(10, 500),
+                    success_rate=round(rng.uniform(0.6, 1), 3),
+                )
                 stats.learned += 1
             if n % 7 == 0:
                 _, req_id = rr.publish_request("llm", {"agent_id": c.instance_id, "task": "summarise"})
@@ -98,8 +133,15 @@ def run(db_url: str, *, instances: int = 3, rate: float = 5.0, duration_s: float
             if n % 3 == 0:
                 query_catalogue(c, rng, n, stats)
             if invalid_every and n % invalid_every == 0:
-                c.q.send("pattern_messages", {"type": "pattern_detection", "instance_id": c.instance_id,
-                                              "timestamp": "not a time", "patterns": []})
+                c.q.send(
+                    "pattern_messages",
+                    {
+                        "type": "pattern_detection",
+                        "instance_id": c.instance_id,
+                        "timestamp": "not a time",
+                        "patterns": [],
+                    },
+                )
                 stats.invalid += 1
             if progress and n % 100 == 0:
                 progress(stats)

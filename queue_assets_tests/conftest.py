@@ -76,16 +76,20 @@ def reset_database(dsn: str) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
         for (q,) in conn.execute("SELECT queue_name FROM pgmq.meta").fetchall():
             if q in ALL_STATIC_QUEUES:
-                conn.execute(sql.SQL("TRUNCATE pgmq.{}, pgmq.{} RESTART IDENTITY").format(
-                    sql.Identifier("q_" + q), sql.Identifier("a_" + q)))
+                conn.execute(
+                    sql.SQL("TRUNCATE pgmq.{}, pgmq.{} RESTART IDENTITY").format(
+                        sql.Identifier("q_" + q), sql.Identifier("a_" + q)
+                    )
+                )
             else:
                 conn.execute("SELECT pgmq.drop_queue(%s)", (q,))
         tables = conn.execute(
             "SELECT tablename FROM pg_tables WHERE schemaname = 'hub' AND tablename <> 'schema_migrations'"
         ).fetchall()
         if tables:
-            conn.execute(sql.SQL("TRUNCATE {}").format(
-                sql.SQL(", ").join(sql.Identifier("hub", t) for (t,) in tables)))
+            conn.execute(
+                sql.SQL("TRUNCATE {}").format(sql.SQL(", ").join(sql.Identifier("hub", t) for (t,) in tables))
+            )
         conn.execute("DELETE FROM pgmq.topic_bindings")
 
 

@@ -45,13 +45,21 @@ class FakeGitHub:
 
     def _new_pull(self, title: str, body: str, head: str, base: str) -> dict:
         number = len(self.pulls) + 1
-        pr = {"number": number, "title": title, "body": body, "state": "open",
-              "head": {"ref": head, "label": f"{self.owner}:{head}"}, "base": {"ref": base},
-              "html_url": f"https://github.example/{self.owner}/{self.repo}/pull/{number}"}
+        pr = {
+            "number": number,
+            "title": title,
+            "body": body,
+            "state": "open",
+            "head": {"ref": head, "label": f"{self.owner}:{head}"},
+            "base": {"ref": base},
+            "html_url": f"https://github.example/{self.owner}/{self.repo}/pull/{number}",
+        }
         self.pulls.append(pr)
         return pr
 
-    def handle(self, method: str, path: str, query: dict, body: dict | None, headers: dict) -> tuple[int, object]:
+    def handle(
+        self, method: str, path: str, query: dict, body: dict | None, headers: dict
+    ) -> tuple[int, object]:
         with self._lock:
             self.requests.append(Request(method, path, query, body, headers))
             if headers.get("authorization") != f"Bearer {self.token}":
@@ -63,9 +71,13 @@ class FakeGitHub:
                 head = query.get("head", [""])[0]
                 state = query.get("state", ["open"])[0]
                 base = query.get("base", [None])[0]
-                found = [p for p in self.pulls
-                         if p["head"]["label"] == head and p["state"] == state
-                         and (base is None or p["base"]["ref"] == base)]
+                found = [
+                    p
+                    for p in self.pulls
+                    if p["head"]["label"] == head
+                    and p["state"] == state
+                    and (base is None or p["base"]["ref"] == base)
+                ]
                 return 200, found
             if method == "POST" and path == prefix:
                 label = f"{self.owner}:{body['head']}"
@@ -73,10 +85,17 @@ class FakeGitHub:
                     self.race_on_create = False
                     self._new_pull("opened by a concurrent run", "", body["head"], body["base"])
                 if any(p["head"]["label"] == label and p["state"] == "open" for p in self.pulls):
-                    return 422, {"message": "Validation Failed", "errors": [
-                        {"resource": "PullRequest", "code": "custom",
-                         "message": f"A pull request already exists for {label}."}],
-                        "documentation_url": "https://docs.github.com/rest/pulls/pulls#create-a-pull-request"}
+                    return 422, {
+                        "message": "Validation Failed",
+                        "errors": [
+                            {
+                                "resource": "PullRequest",
+                                "code": "custom",
+                                "message": f"A pull request already exists for {label}.",
+                            }
+                        ],
+                        "documentation_url": "https://docs.github.com/rest/pulls/pulls#create-a-pull-request",
+                    }
                 return 201, self._new_pull(body["title"], body.get("body") or "", body["head"], body["base"])
             if method == "PATCH" and path.startswith(prefix + "/"):
                 number = int(path.rsplit("/", 1)[1])
@@ -97,7 +116,9 @@ class _Handler(BaseHTTPRequestHandler):
         raw = self.rfile.read(length) if length else b""
         body = json.loads(raw) if raw else None
         headers = {k.lower(): v for k, v in self.headers.items()}
-        status, payload = self.server.fake.handle(self.command, parts.path, parse_qs(parts.query), body, headers)
+        status, payload = self.server.fake.handle(
+            self.command, parts.path, parse_qs(parts.query), body, headers
+        )
         data = json.dumps(payload).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json; charset=utf-8")

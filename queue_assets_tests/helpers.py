@@ -19,7 +19,9 @@ def send_raw(conn: psycopg.Connection, queue: str, raw: str, headers: dict | Non
     return row[0]
 
 
-def send_many(conn: psycopg.Connection, queue: str, raws: list[str], headers: list[dict | None] | None = None) -> None:
+def send_many(
+    conn: psycopg.Connection, queue: str, raws: list[str], headers: list[dict | None] | None = None
+) -> None:
     hdrs = [json.dumps(h) if h is not None else None for h in (headers or [None] * len(raws))]
     for i in range(0, len(raws), 1000):
         conn.execute(
@@ -44,7 +46,9 @@ def queue_depth(conn: psycopg.Connection, queue: str) -> int:
 
 def dlq_messages(conn: psycopg.Connection, queue: str) -> list[tuple[dict, dict]]:
     rows = conn.execute(
-        sql.SQL("SELECT message, headers FROM pgmq.{} ORDER BY msg_id").format(sql.Identifier(f"q_{queue}_dlq"))
+        sql.SQL("SELECT message, headers FROM pgmq.{} ORDER BY msg_id").format(
+            sql.Identifier(f"q_{queue}_dlq")
+        )
     ).fetchall()
     conn.commit()
     return rows
@@ -57,8 +61,13 @@ def pattern_message(instance: str, n: int, patterns: int = 2) -> str:
             "instance_id": instance,
             "timestamp": "2025-10-25T12:00:00.000000Z",
             "patterns": [
-                {"pattern_type": "framework", "name": f"fw-{(n + i) % 7}", "confidence": 0.9,
-                 "indicators": ["mix.exs"], "seq": n}
+                {
+                    "pattern_type": "framework",
+                    "name": f"fw-{(n + i) % 7}",
+                    "confidence": 0.9,
+                    "indicators": ["mix.exs"],
+                    "seq": n,
+                }
                 for i in range(patterns)
             ],
         }

@@ -33,26 +33,36 @@ def put(
     if archived_at is not None:
         conn.execute("SELECT pgmq.archive(%s, %s::bigint)", (queue, msg_id))
         conn.execute(
-            sql.SQL("UPDATE {} SET archived_at = %s WHERE msg_id = %s").format(sql.Identifier("pgmq", "a_" + queue)),
+            sql.SQL("UPDATE {} SET archived_at = %s WHERE msg_id = %s").format(
+                sql.Identifier("pgmq", "a_" + queue)
+            ),
             (archived_at, msg_id),
         )
     conn.commit()
     return msg_id
 
 
-def dlq_headers(source: str, source_msg_id: int, *, kind: str = "invalid_contract",
-                reason: str = "field `timestamp`: not a time", original: dict | None = None) -> dict:
+def dlq_headers(
+    source: str,
+    source_msg_id: int,
+    *,
+    kind: str = "invalid_contract",
+    reason: str = "field `timestamp`: not a time",
+    original: dict | None = None,
+) -> dict:
     """Headers as the ingest writes them on a dead letter (`ingest.core._dlq_headers`)."""
     headers = dict(original or {})
-    headers.update({
-        "x-dlq-reason": reason,
-        "x-dlq-kind": kind,
-        "x-dlq-source-queue": source,
-        "x-dlq-source-msg-id": source_msg_id,
-        "x-dlq-read-ct": 1,
-        "x-dlq-enqueued-at": "2025-10-25T12:00:00+00:00",
-        "x-dlq-failed-at": "2025-10-25T12:00:01+00:00",
-    })
+    headers.update(
+        {
+            "x-dlq-reason": reason,
+            "x-dlq-kind": kind,
+            "x-dlq-source-queue": source,
+            "x-dlq-source-msg-id": source_msg_id,
+            "x-dlq-read-ct": 1,
+            "x-dlq-enqueued-at": "2025-10-25T12:00:00+00:00",
+            "x-dlq-failed-at": "2025-10-25T12:00:01+00:00",
+        }
+    )
     return headers
 
 

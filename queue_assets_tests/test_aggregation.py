@@ -24,8 +24,14 @@ CFG = IngestConfig(batch_size=100, visibility_timeout_s=30, max_attempts=3)
 
 
 def message(instance: str, ts: str, *patterns: dict) -> str:
-    return json.dumps({"type": "pattern_detection", "instance_id": instance,
-                       "timestamp": f"2025-10-25T{ts}:00Z", "patterns": list(patterns)})
+    return json.dumps(
+        {
+            "type": "pattern_detection",
+            "instance_id": instance,
+            "timestamp": f"2025-10-25T{ts}:00Z",
+            "patterns": list(patterns),
+        }
+    )
 
 
 def p(kind: str, name: str, confidence: float | None = None, indicators=(), language=None) -> dict:
@@ -42,14 +48,21 @@ FIXTURE = [
     message("inst-a", "10:00", p("framework", "phoenix", 0.9, ["mix.exs"], "elixir")),
     message("inst-a", "11:00", p("framework", "phoenix", 0.8, ["mix.exs", "router.ex"], "elixir")),
     message("inst-a", "12:00", p("framework", "phoenix", 0.7, ["mix.exs"], "elixir")),
-    message("inst-b", "09:30", p("framework", "phoenix", 0.5, ["router.ex"], "elixir"),
-            # code/retry from B without a confidence; the languages disagree across instances.
-            p("code", "retry", None, ["backoff.ex"], "rust"),
-            p("microservice", "llm-router")),
+    message(
+        "inst-b",
+        "09:30",
+        p("framework", "phoenix", 0.5, ["router.ex"], "elixir"),
+        # code/retry from B without a confidence; the languages disagree across instances.
+        p("code", "retry", None, ["backoff.ex"], "rust"),
+        p("microservice", "llm-router"),
+    ),
     message("inst-a", "08:00", p("code", "retry", 0.9, ["retry.ex"], "elixir")),
     message("inst-c", "13:00", p("code", "retry", 0.3, ["retry.ex", "backoff.ex"], "rust")),
     # technology/postgresql: one chatty instance, 50 observations at confidence 1.0.
-    *[message("inst-c", "14:00", *[p("technology", "postgresql", 1.0, ["pg_hba.conf"])] * 10) for _ in range(5)],
+    *[
+        message("inst-c", "14:00", *[p("technology", "postgresql", 1.0, ["pg_hba.conf"])] * 10)
+        for _ in range(5)
+    ],
 ]
 
 
@@ -77,7 +90,9 @@ def test_hand_computed_fixture_gives_exact_counts_confidence_and_scores(conn):
     assert phoenix.top_indicators == ["mix.exs", "router.ex"]  # listed 3 and 2 times
     assert phoenix.language == "elixir"
     assert (phoenix.first_seen.isoformat(), phoenix.last_seen.isoformat()) == (
-        "2025-10-25T09:30:00+00:00", "2025-10-25T12:00:00+00:00")
+        "2025-10-25T09:30:00+00:00",
+        "2025-10-25T12:00:00+00:00",
+    )
 
     retry = rows[("code", "retry")]
     assert (retry.instance_count, retry.observation_count) == (3, 3)
@@ -95,23 +110,35 @@ def test_hand_computed_fixture_gives_exact_counts_confidence_and_scores(conn):
     assert router.score == pytest.approx(1 + 0.3 / 11, abs=1e-12)  # 1.0272727
 
     assert [(r.rank, r.name) for r in core.ranking(conn)] == [
-        (1, "retry"), (2, "phoenix"), (3, "postgresql"), (4, "llm-router")]
+        (1, "retry"),
+        (2, "phoenix"),
+        (3, "postgresql"),
+        (4, "llm-router"),
+    ]
 
 
 def test_the_sql_score_matches_the_documented_formula(conn):
     store(conn, FIXTURE)
     core.aggregate(conn)
     for r in core.ranking(conn):
-        assert r.score == pytest.approx(core.score(r.instance_count, r.observation_count, r.confidence), abs=1e-12)
+        assert r.score == pytest.approx(
+            core.score(r.instance_count, r.observation_count, r.confidence), abs=1e-12
+        )
 
 
 def test_a_chatty_instance_cannot_outrank_two_instances_that_agree(conn):
-    store(conn, [message("inst-a", "10:00", p("code", "quiet", 0.0)),
-                 message("inst-b", "10:00", p("code", "quiet", 0.0))])
+    store(
+        conn,
+        [
+            message("inst-a", "10:00", p("code", "quiet", 0.0)),
+            message("inst-b", "10:00", p("code", "quiet", 0.0)),
+        ],
+    )
     conn.execute(  # 10,000 observations of one pattern from one instance, all at confidence 1
         "INSERT INTO hub.pattern_observations (queue, msg_id, ordinal, instance_id, pattern_type, name,"
         " confidence, observed_at) SELECT 'bulk', g, 0, 'inst-c', 'code', 'loud', 1.0, now()"
-        " FROM generate_series(1, 10000) g")
+        " FROM generate_series(1, 10000) g"
+    )
     core.aggregate(conn)
     assert [r.name for r in core.ranking(conn)] == ["quiet", "loud"]
 
@@ -137,10 +164,13 @@ def test_every_run_keeps_a_snapshot_and_the_rank_history_shows_the_move(conn):
     store(conn, [message("inst-b", "08:00", p("technology", "postgresql", 0.4))])
     second = core.aggregate(conn)
     assert core.rank_history(conn, "technology", "postgresql") == [
-        (first.run_id, 3, pytest.approx(1.85)), (second.run_id, 2, pytest.approx(2.670819672))]
+        (first.run_id, 3, pytest.approx(1.85)),
+        (second.run_id, 2, pytest.approx(2.670819672)),
+    ]
     history = conn.execute(
         "SELECT rank, previous_rank, rank_change FROM hub.pattern_rank_history"
-        " WHERE name = 'phoenix' ORDER BY run_id").fetchall()
+        " WHERE name = 'phoenix' ORDER BY run_id"
+    ).fetchall()
     assert history == [(2, None, None), (3, 2, -1)]
     assert core.rank_changes(conn, second.run_id) == {"new": 0, "gone": 0, "moved_up": 1, "moved_down": 1}
 
@@ -148,12 +178,16 @@ def test_every_run_keeps_a_snapshot_and_the_rank_history_shows_the_move(conn):
 def test_snapshots_older_than_the_retention_are_pruned(conn):
     store(conn, FIXTURE)
     old = core.aggregate(conn)
-    conn.execute("UPDATE hub.aggregation_runs SET started_at = started_at - interval '91 days' WHERE run_id = %s",
-                 (old.run_id,))
+    conn.execute(
+        "UPDATE hub.aggregation_runs SET started_at = started_at - interval '91 days' WHERE run_id = %s",
+        (old.run_id,),
+    )
     conn.commit()
     new = core.aggregate(conn, retention_days=90)
     assert new.snapshots_pruned == 1
-    assert conn.execute("SELECT DISTINCT run_id FROM hub.aggregated_pattern_snapshots").fetchall() == [(new.run_id,)]
+    assert conn.execute("SELECT DISTINCT run_id FROM hub.aggregated_pattern_snapshots").fetchall() == [
+        (new.run_id,)
+    ]
 
 
 def test_no_observations_gives_an_empty_ranking(conn):
@@ -191,7 +225,9 @@ def test_the_key_check_finds_rank_gaps_and_unknown_kinds(conn):
     store(conn, FIXTURE)
     core.aggregate(conn)
     assert core.check_keys(conn, PATTERN_TYPES) == []
-    conn.execute("UPDATE hub.aggregated_patterns SET rank = 7, pattern_type = 'gadget' WHERE name = 'llm-router'")
+    conn.execute(
+        "UPDATE hub.aggregated_patterns SET rank = 7, pattern_type = 'gadget' WHERE name = 'llm-router'"
+    )
     problems = core.check_keys(conn, PATTERN_TYPES)
     assert problems[0] == "unknown pattern_type: 'gadget'"
     assert problems[1] == "ranks are not exactly 1..4: 4 distinct, from 1 to 7"
@@ -223,7 +259,10 @@ def test_the_aggregation_schedule_is_hourly_at_minute_zero_utc_and_running():
 
     s = pattern_aggregation_schedule
     assert (s.cron_schedule, s.execution_timezone, s.default_status) == (
-        "0 * * * *", "UTC", dg.DefaultScheduleStatus.RUNNING)
+        "0 * * * *",
+        "UTC",
+        dg.DefaultScheduleStatus.RUNNING,
+    )
     assert s.job_name == "pattern_aggregation_job"
 
 
@@ -268,29 +307,45 @@ def test_a_ranking_that_fails_a_blocking_check_never_replaces_the_live_one(conn,
     live_before = conn.execute("SELECT * FROM hub.aggregated_patterns ORDER BY rank").fetchall()
     (good_run,) = {row[-1] for row in live_before}
 
-    conn.execute("INSERT INTO hub.pattern_observations (queue, msg_id, ordinal, instance_id, pattern_type, name,"
-                 " observed_at) VALUES ('pattern_messages', 999999, 0, 'inst-z', 'gadget', 'x', now())")
+    conn.execute(
+        "INSERT INTO hub.pattern_observations (queue, msg_id, ordinal, instance_id, pattern_type, name,"
+        " observed_at) VALUES ('pattern_messages', 999999, 0, 'inst-z', 'gadget', 'x', now())"
+    )
     conn.commit()
-    bad = dg.materialize([aggregated_patterns], resources=resources, instance=dg.DagsterInstance.ephemeral(),
-                         raise_on_error=False)
+    bad = dg.materialize(
+        [aggregated_patterns],
+        resources=resources,
+        instance=dg.DagsterInstance.ephemeral(),
+        raise_on_error=False,
+    )
     assert not bad.success
     checks = {c.check_name: (c.passed, c.description) for c in bad.get_asset_check_evaluations()}
-    assert checks["aggregated_patterns_keys_are_unique_and_ranked"] == (False, "unknown pattern_type: 'gadget'")
+    assert checks["aggregated_patterns_keys_are_unique_and_ranked"] == (
+        False,
+        "unknown pattern_type: 'gadget'",
+    )
     assert checks["aggregated_patterns_values_are_in_range"][0] is True
     assert bad.asset_materializations_for_node("aggregated_patterns") == []
     assert conn.execute("SELECT * FROM hub.aggregated_patterns ORDER BY rank").fetchall() == live_before
     assert core.latest_run(conn)[0] == good_run
-    runs = conn.execute("SELECT run_id, published, check_problems FROM hub.aggregation_runs ORDER BY run_id").fetchall()
+    runs = conn.execute(
+        "SELECT run_id, published, check_problems FROM hub.aggregation_runs ORDER BY run_id"
+    ).fetchall()
     assert [(published, problems) for _, published, problems in runs] == [
-        (True, []), (False, ["unknown pattern_type: 'gadget'"])]
+        (True, []),
+        (False, ["unknown pattern_type: 'gadget'"]),
+    ]
     bad_run = runs[-1][0]
     assert count(conn, "hub.aggregated_pattern_snapshots", f"run_id = {int(bad_run)}") == 5
-    assert conn.execute("SELECT count(*) FROM hub.pattern_rank_history WHERE run_id = %s",
-                        (bad_run,)).fetchone() == (0,)
+    assert conn.execute(
+        "SELECT count(*) FROM hub.pattern_rank_history WHERE run_id = %s", (bad_run,)
+    ).fetchone() == (0,)
 
     conn.execute("DELETE FROM hub.pattern_observations WHERE pattern_type = 'gadget'")
     conn.commit()
-    fixed = dg.materialize([aggregated_patterns], resources=resources, instance=dg.DagsterInstance.ephemeral())
+    fixed = dg.materialize(
+        [aggregated_patterns], resources=resources, instance=dg.DagsterInstance.ephemeral()
+    )
     assert fixed.success
     (mat,) = fixed.asset_materializations_for_node("aggregated_patterns")
     assert mat.metadata["new_patterns"].value == 0  # compared with the last published ranking

@@ -77,9 +77,21 @@ def test_type_filter_uses_the_queue_contract_type_for_untyped_messages(conn):
 
 def test_instance_filter_matches_instance_id_or_source(conn):
     q = "pattern_messages"
-    put(conn, q, {"type": "pattern_detection", "instance_id": "singularity-1"}, enqueued_at=h(1), archived_at=h(1))
+    put(
+        conn,
+        q,
+        {"type": "pattern_detection", "instance_id": "singularity-1"},
+        enqueued_at=h(1),
+        archived_at=h(1),
+    )
     put(conn, q, {"type": "pattern_detection", "source": "singularity-1"}, enqueued_at=h(1), archived_at=h(1))
-    put(conn, q, {"type": "pattern_detection", "instance_id": "singularity-2"}, enqueued_at=h(1), archived_at=h(1))
+    put(
+        conn,
+        q,
+        {"type": "pattern_detection", "instance_id": "singularity-2"},
+        enqueued_at=h(1),
+        archived_at=h(1),
+    )
     frame = read_archive(conn, q, instance="singularity-1")
     assert len(frame) == 2 and set(frame["instance_id"]) == {"singularity-1"}
 
@@ -137,7 +149,9 @@ def test_requests_pair_with_replies_live_or_archived(conn, conversation):
 
 
 def test_unanswered_keeps_only_requests_older_than_the_timeout(conn, conversation):
-    missing = find_unanswered(conn, "llm_requests", timeout=timedelta(minutes=15), lookback=timedelta(days=1), as_of=T)
+    missing = find_unanswered(
+        conn, "llm_requests", timeout=timedelta(minutes=15), lookback=timedelta(days=1), as_of=T
+    )
     assert list(missing["request_id"]) == ["c"]
     assert list(missing["instance_id"]) == ["y"]
 
@@ -145,7 +159,9 @@ def test_unanswered_keeps_only_requests_older_than_the_timeout(conn, conversatio
 def test_sql_count_of_unanswered_agrees_with_the_dataframe_pairing(conn, conversation):
     for timeout in (timedelta(minutes=1), timedelta(minutes=15), timedelta(hours=3.5)):
         frame = find_unanswered(conn, "llm_requests", timeout=timeout, lookback=timedelta(days=1), as_of=T)
-        n, sample = count_unanswered(conn, "llm_requests", timeout=timeout, lookback=timedelta(days=1), as_of=T)
+        n, sample = count_unanswered(
+            conn, "llm_requests", timeout=timeout, lookback=timedelta(days=1), as_of=T
+        )
         assert n == len(frame)
         assert list(sample["request_id"]) == list(frame["request_id"])
         assert _dtypes(sample) == UNANSWERED_COLUMNS

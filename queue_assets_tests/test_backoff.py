@@ -54,7 +54,9 @@ def test_retry_call_returns_once_the_operation_succeeds():
             raise DatabaseUnavailable("cannot reach the shared_queue database at x: refused")
         return 7
 
-    assert retry_call(flaky, what="probe", policy=Backoff(attempts=5), sleep=sleeps.append, rng=lambda: 1.0) == 7
+    assert (
+        retry_call(flaky, what="probe", policy=Backoff(attempts=5), sleep=sleeps.append, rng=lambda: 1.0) == 7
+    )
     assert (len(calls), sleeps) == (3, [0.25, 0.5])
 
 
@@ -79,8 +81,12 @@ def test_the_deadline_stops_retrying_before_the_attempts_run_out():
 
     started = time.monotonic()
     with pytest.raises(RetryExhausted):
-        retry_call(down, what="x", policy=Backoff(attempts=1000, base_s=0.05, cap_s=0.05, deadline_s=0.3),
-                   rng=lambda: 1.0)
+        retry_call(
+            down,
+            what="x",
+            policy=Backoff(attempts=1000, base_s=0.05, cap_s=0.05, deadline_s=0.3),
+            rng=lambda: 1.0,
+        )
     assert 4 <= len(calls) <= 8
     assert time.monotonic() - started < 1.0
 
@@ -112,8 +118,10 @@ def test_a_missing_database_is_not_retried(server_admin_url):
 
     started = time.monotonic()
     with pytest.raises(DatabaseUnavailable) as info:
-        connect_with_backoff(with_database(server_admin_url, "no_such_database_xyz"),
-                             policy=Backoff(attempts=5, base_s=1, cap_s=1, deadline_s=30))
+        connect_with_backoff(
+            with_database(server_admin_url, "no_such_database_xyz"),
+            policy=Backoff(attempts=5, base_s=1, cap_s=1, deadline_s=30),
+        )
     assert not isinstance(info.value, DatabaseRetryExhausted)
     assert "does not exist" in str(info.value)
     assert time.monotonic() - started < 3
@@ -129,7 +137,9 @@ def test_a_connection_succeeds_once_the_server_comes_back():
     starter = threading.Timer(1.0, lambda: embedded.ensure_running(data))
     starter.start()
     try:
-        with connect_with_backoff(url, policy=Backoff(attempts=40, base_s=0.2, cap_s=0.5, deadline_s=60)) as conn:
+        with connect_with_backoff(
+            url, policy=Backoff(attempts=40, base_s=0.2, cap_s=0.5, deadline_s=60)
+        ) as conn:
             assert conn.execute("SELECT 1").fetchone() == (1,)
     finally:
         starter.join()
@@ -140,8 +150,10 @@ def test_a_connection_succeeds_once_the_server_comes_back():
 def test_the_ingest_sensor_retries_its_probe_and_then_skips_naming_the_attempts():
     _, sensors = build_ingest_jobs_and_sensors(Settings.from_env({}))
     sensor = next(s for s in sensors if s.name == "pattern_messages_sensor")
-    ctx = dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(),
-                                  resources={"shared_queue": SharedQueueResource(db_url=UNREACHABLE)})
+    ctx = dg.build_sensor_context(
+        instance=dg.DagsterInstance.ephemeral(),
+        resources={"shared_queue": SharedQueueResource(db_url=UNREACHABLE)},
+    )
     result = sensor(ctx)
     assert isinstance(result, dg.SkipReason)
     assert "probe of queue `pattern_messages` failed after 3 attempts" in result.skip_message
@@ -217,6 +229,10 @@ def test_a_keyed_send_cut_off_after_reaching_the_database_is_retried_and_stored_
     assert depth == 2
     result = ingest_queue(conn, "instance_heartbeat", IngestConfig())
     assert (result.stored, result.duplicates) == (2, 0)
-    versions = [json.loads(r[0])["version"] if "version" in json.loads(r[0]) else None for r in conn.execute(
-        "SELECT message::text FROM pgmq.a_instance_heartbeat ORDER BY msg_id").fetchall()]
+    versions = [
+        json.loads(r[0])["version"] if "version" in json.loads(r[0]) else None
+        for r in conn.execute(
+            "SELECT message::text FROM pgmq.a_instance_heartbeat ORDER BY msg_id"
+        ).fetchall()
+    ]
     assert versions == [None, "2"]

@@ -38,8 +38,13 @@ def test_cli_init_twice_reports_nothing_to_do(fresh_db_url):
     env = {**os.environ, "SHARED_QUEUE_DB_URL": fresh_db_url}
 
     def run() -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "queue_assets.cli", "init"], env=env,
-                              capture_output=True, text=True, timeout=120)
+        return subprocess.run(
+            [sys.executable, "-m", "queue_assets.cli", "init"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
     first, second = run(), run()
     assert first.returncode == 0, first.stderr
@@ -101,7 +106,9 @@ def test_all_bad_settings_are_reported_together():
 
 def test_password_never_appears_in_settings_or_their_errors():
     secret = "s3cr3t-Passw0rd"
-    s = Settings.from_env({"SHARED_QUEUE_HOST": "db", "SHARED_QUEUE_USER": "hub", "SHARED_QUEUE_PASSWORD": secret})
+    s = Settings.from_env(
+        {"SHARED_QUEUE_HOST": "db", "SHARED_QUEUE_USER": "hub", "SHARED_QUEUE_PASSWORD": secret}
+    )
     assert secret in s.db_url  # it is used ...
     assert secret not in str(s.describe()) and secret not in repr(s.describe())  # ... but never shown
     with pytest.raises(SettingsError) as err:
@@ -110,6 +117,12 @@ def test_password_never_appears_in_settings_or_their_errors():
 
 
 def test_host_port_user_password_build_the_url():
-    s = Settings.from_env({"SHARED_QUEUE_HOST": "db.internal", "SHARED_QUEUE_PORT": "6543",
-                           "SHARED_QUEUE_USER": "hub", "SHARED_QUEUE_PASSWORD": "p@ss"})
+    s = Settings.from_env(
+        {
+            "SHARED_QUEUE_HOST": "db.internal",
+            "SHARED_QUEUE_PORT": "6543",
+            "SHARED_QUEUE_USER": "hub",
+            "SHARED_QUEUE_PASSWORD": "p@ss",
+        }
+    )
     assert s.db_url == "postgresql://hub:p%40ss@db.internal:6543/shared_queue"

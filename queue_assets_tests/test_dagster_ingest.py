@@ -21,14 +21,21 @@ UNREACHABLE = "postgresql://hub:topsecret@127.0.0.1:1/shared_queue"
 def test_definitions_load_and_every_job_resolves():
     dg.Definitions.validate_loadable(defs)
     jobs = {j.name for j in defs.resolve_all_job_defs()}
-    assert {"ingest_pattern_messages_job", "ingest_learned_patterns_job",
-            "ingest_instance_heartbeat_job", "bootstrap_job"} <= jobs
+    assert {
+        "ingest_pattern_messages_job",
+        "ingest_learned_patterns_job",
+        "ingest_instance_heartbeat_job",
+        "bootstrap_job",
+    } <= jobs
 
 
 def test_queues_are_upstream_of_the_ingest_assets():
     graph = defs.resolve_asset_graph()
-    for queue, asset in (("pattern_messages", "pattern_messages"), ("learned_patterns", "learned_patterns"),
-                         ("instance_heartbeat", "instance_heartbeats")):
+    for queue, asset in (
+        ("pattern_messages", "pattern_messages"),
+        ("learned_patterns", "learned_patterns"),
+        ("instance_heartbeat", "instance_heartbeats"),
+    ):
         assert dg.AssetKey(["pgmq", queue]) in graph.get(dg.AssetKey(asset)).parent_keys
 
 
@@ -38,9 +45,12 @@ def _sensor(name: str) -> dg.SensorDefinition:
 
 def _evaluate(name: str, url: str, cursor: str | None = None, instance=None):
     instance = instance or dg.DagsterInstance.ephemeral()
-    ctx = dg.build_sensor_context(instance=instance, cursor=cursor,
-                                  resources={"shared_queue": SharedQueueResource(db_url=url)},
-                                  definitions=defs)
+    ctx = dg.build_sensor_context(
+        instance=instance,
+        cursor=cursor,
+        resources={"shared_queue": SharedQueueResource(db_url=url)},
+        definitions=defs,
+    )
     return _sensor(name)(ctx), ctx
 
 
@@ -76,12 +86,18 @@ def test_sensor_skips_with_a_clear_message_when_the_database_is_down_and_hides_t
 
 def _materialize(url: str, asset_name: str, instance=None) -> dg.ExecuteInProcessResult:
     asset = next(a for a in INGEST_ASSETS if a.key == dg.AssetKey(asset_name))
-    return dg.materialize([asset], resources={"shared_queue": SharedQueueResource(db_url=url)},
-                          instance=instance or dg.DagsterInstance.ephemeral(), raise_on_error=False)
+    return dg.materialize(
+        [asset],
+        resources={"shared_queue": SharedQueueResource(db_url=url)},
+        instance=instance or dg.DagsterInstance.ephemeral(),
+        raise_on_error=False,
+    )
 
 
 def test_a_real_ingest_run_stores_rows_and_reports_counts(conn, db_url):
-    send_many(conn, "pattern_messages", [pattern_message(f"singularity-{i % 2}", i) for i in range(10)] + ["[]"])
+    send_many(
+        conn, "pattern_messages", [pattern_message(f"singularity-{i % 2}", i) for i in range(10)] + ["[]"]
+    )
     result = _materialize(db_url, "pattern_messages")
     assert result.success
     [mat] = result.asset_materializations_for_node("pattern_messages")
@@ -127,8 +143,13 @@ def restartable_server():
 def test_sensor_and_run_recover_on_the_next_tick_after_the_database_comes_back(restartable_server):
     data, url = restartable_server
     with psycopg.connect(url) as c:
-        send_raw(c, "instance_heartbeat", json.dumps(
-            {"type": "heartbeat", "instance_id": "singularity-9", "timestamp": "2025-10-25T12:00:00Z"}))
+        send_raw(
+            c,
+            "instance_heartbeat",
+            json.dumps(
+                {"type": "heartbeat", "instance_id": "singularity-9", "timestamp": "2025-10-25T12:00:00Z"}
+            ),
+        )
     instance = dg.DagsterInstance.ephemeral()
     embedded.stop(data)
     down, ctx = _evaluate("instance_heartbeat_sensor", url, instance=instance)
@@ -150,7 +171,9 @@ def test_ingest_jobs_carry_the_per_queue_tag_that_dagster_yaml_limits_to_two_run
     from queue_assets.settings import project_root
 
     config = yaml.safe_load((project_root() / "dagster.yaml").read_text())
-    [limit] = [t for t in config["concurrency"]["runs"]["tag_concurrency_limits"] if t["key"] == INGEST_QUEUE_TAG]
+    [limit] = [
+        t for t in config["concurrency"]["runs"]["tag_concurrency_limits"] if t["key"] == INGEST_QUEUE_TAG
+    ]
     assert limit == {"key": INGEST_QUEUE_TAG, "value": {"applyLimitPerUniqueValue": True}, "limit": 2}
     for queue in ("pattern_messages", "learned_patterns", "instance_heartbeat"):
         assert defs.resolve_job_def(f"ingest_{queue}_job").tags[INGEST_QUEUE_TAG] == queue

@@ -32,8 +32,8 @@ from queue_assets.distribution.patterns import (
     patterns_message,
 )
 from queue_assets.distribution.templates import distribute_templates
-from queue_assets.export.resources import GitHubResource, TemplatesRepoResource
-from queue_assets.gitrepo import GitPushRejected, ensure_embedded_templates_remote
+from queue_assets.git.repo import GitPushRejected, ensure_embedded_templates_remote
+from queue_assets.git.resources import GitHubResource, TemplatesRepoResource
 from queue_assets.ingest.core import IngestConfig, ingest_queue
 from queue_assets.resources import SharedQueueResource
 from queue_assets.sdk import HubClient
@@ -67,16 +67,37 @@ def now_z() -> str:
 
 
 def heartbeats(conn, *instances: str) -> None:
-    send_many(conn, "instance_heartbeat", [
-        json.dumps({"type": "heartbeat", "instance_id": i, "timestamp": now_z()}) for i in instances])
+    send_many(
+        conn,
+        "instance_heartbeat",
+        [json.dumps({"type": "heartbeat", "instance_id": i, "timestamp": now_z()}) for i in instances],
+    )
     assert ingest_queue(conn, "instance_heartbeat", CFG).stored == len(instances)
 
 
 def observe(conn, instance: str, *names: str, confidence: float = 0.8) -> None:
-    send_many(conn, "pattern_messages", [json.dumps({
-        "type": "pattern_detection", "instance_id": instance, "timestamp": "2025-10-25T12:00:00Z",
-        "patterns": [{"pattern_type": "framework", "name": n, "confidence": confidence,
-                      "indicators": ["mix.exs"]} for n in names]})])
+    send_many(
+        conn,
+        "pattern_messages",
+        [
+            json.dumps(
+                {
+                    "type": "pattern_detection",
+                    "instance_id": instance,
+                    "timestamp": "2025-10-25T12:00:00Z",
+                    "patterns": [
+                        {
+                            "pattern_type": "framework",
+                            "name": n,
+                            "confidence": confidence,
+                            "indicators": ["mix.exs"],
+                        }
+                        for n in names
+                    ],
+                }
+            )
+        ],
+    )
     assert ingest_queue(conn, "pattern_messages", CFG).stored == 1
 
 
@@ -88,13 +109,22 @@ def ranked(conn) -> None:
 
 
 def distribute(conn, repo, **kw):
-    return distribute_patterns(conn, lambda: repo.work_copy("patterns"), git_url=public_git_url(repo.remote_url()),
-                               stale_after_s=HOUR, **kw)
+    return distribute_patterns(
+        conn,
+        lambda: repo.work_copy("patterns"),
+        git_url=public_git_url(repo.remote_url()),
+        stale_after_s=HOUR,
+        **kw,
+    )
 
 
 def templates(conn, repo):
-    return distribute_templates(conn, lambda: repo.work_copy("templates"), git_url=public_git_url(repo.remote_url()),
-                                stale_after_s=HOUR)
+    return distribute_templates(
+        conn,
+        lambda: repo.work_copy("templates"),
+        git_url=public_git_url(repo.remote_url()),
+        stale_after_s=HOUR,
+    )
 
 
 def inbox(db_url: str, instance: str) -> list:
@@ -126,10 +156,13 @@ def test_the_ranking_is_committed_to_main_as_json_and_a_readable_summary(conn, r
     assert git_out(remote, "rev-parse", "main").strip() == result.commit
     document = json.loads(git_out(remote, "show", "main:patterns/aggregated_patterns.json"))
     assert [(p["rank"], p["name"], p["instance_count"], p["frequency"]) for p in document["patterns"]] == [
-        (1, "phoenix", 2, 2), (2, "ecto", 1, 1)]
+        (1, "phoenix", 2, 2),
+        (2, "ecto", 1, 1),
+    ]
     assert "| 1 | framework | phoenix | 2 | 2 | 0.800 |" in git_out(remote, "show", "main:patterns/README.md")
     assert git_out(remote, "ls-tree", "-r", "--name-only", "main").split() == sorted(
-        [*SAMPLE_FILES, "patterns/README.md", "patterns/aggregated_patterns.json"])
+        [*SAMPLE_FILES, "patterns/README.md", "patterns/aggregated_patterns.json"]
+    )
 
 
 def test_the_ranking_is_committed_only_when_its_content_changed(conn, repo, remote):
@@ -150,8 +183,15 @@ def test_the_ranking_is_committed_only_when_its_content_changed(conn, repo, remo
 
 def test_each_active_instance_receives_the_ranking_once_and_a_stale_one_none(conn, repo, db_url):
     heartbeats(conn, "singularity-1", "singularity-2", "singularity-3")
-    send_many(conn, "instance_heartbeat", [json.dumps(
-        {"type": "heartbeat", "instance_id": "singularity-4", "timestamp": "2025-10-25T12:00:00Z"})])
+    send_many(
+        conn,
+        "instance_heartbeat",
+        [
+            json.dumps(
+                {"type": "heartbeat", "instance_id": "singularity-4", "timestamp": "2025-10-25T12:00:00Z"}
+            )
+        ],
+    )
     ingest_queue(conn, "instance_heartbeat", CFG)
     ranked(conn)
     result = distribute(conn, repo)
@@ -179,7 +219,9 @@ def test_a_ranking_that_fails_validation_is_neither_committed_nor_sent(conn, rep
     ranked(conn)
     conn.execute("UPDATE hub.aggregated_patterns SET confidence = 1.5 WHERE name = 'ecto'")
     conn.commit()
-    with pytest.raises(DistributionRefused, match=r"confidence outside \[0, 1\]: 1 patterns, e.g. framework/ecto"):
+    with pytest.raises(
+        DistributionRefused, match=r"confidence outside \[0, 1\]: 1 patterns, e.g. framework/ecto"
+    ):
         distribute(conn, repo)
     assert commits_on_main(remote) == 1
     assert inbox(db_url, "singularity-1") == []
@@ -237,7 +279,9 @@ def test_the_message_is_cut_to_the_size_limit_and_says_so(conn):
         observe(conn, f"node-{i}", *[f"pattern-{i}-{j}" for j in range(5)])
     core.aggregate(conn)
     ranking = core.ranking(conn)
-    message = patterns_message(ranking, run_id=1, git_url="/srv/templates.git", commit="abc", max_bytes=40_000)
+    message = patterns_message(
+        ranking, run_id=1, git_url="/srv/templates.git", commit="abc", max_bytes=40_000
+    )
     assert len(json.dumps(message).encode()) <= 40_000
     assert message["stats"]["truncated"] is True
     assert message["stats"]["patterns_total"] == 200
@@ -257,7 +301,10 @@ def test_the_first_template_distribution_announces_the_whole_tree(conn, repo, re
     for i in (1, 2, 3):
         (msg,) = inbox(db_url, f"singularity-{i}")
         assert (msg.type, msg.message["commit"], msg.message["updated_files"]) == (
-            "templates_updated", git_out(remote, "rev-parse", "main").strip(), SAMPLE_FILES)
+            "templates_updated",
+            git_out(remote, "rev-parse", "main").strip(),
+            SAMPLE_FILES,
+        )
     (queued,) = conn.execute("SELECT message FROM pgmq.q_template_updates").fetchall()
     assert queued[0]["updated_files"] == SAMPLE_FILES and queued[0]["git_url"] == remote
 
@@ -272,15 +319,23 @@ def test_template_updates_publishes_nothing_when_nothing_changed(conn, repo, db_
     assert count(conn, "hub.distributions", "kind = 'templates_updated'") == 1
 
 
-def test_only_the_files_changed_since_the_last_distributed_commit_are_announced(conn, repo, remote, tmp_path, db_url):
+def test_only_the_files_changed_since_the_last_distributed_commit_are_announced(
+    conn, repo, remote, tmp_path, db_url
+):
     heartbeats(conn, "singularity-1")
     first = templates(conn, repo)
     head = push_change(remote, tmp_path, "templates/rust/axum_service.rs", "// v2\n")
     second = templates(conn, repo)
-    assert (second.outcome, second.files, second.full_tree) == ("published", ["templates/rust/axum_service.rs"], False)
+    assert (second.outcome, second.files, second.full_tree) == (
+        "published",
+        ["templates/rust/axum_service.rs"],
+        False,
+    )
     assert (second.previous_commit, second.commit) == (first.commit, head)
     assert [m.message["updated_files"] for m in inbox(db_url, "singularity-1")] == [
-        SAMPLE_FILES, ["templates/rust/axum_service.rs"]]
+        SAMPLE_FILES,
+        ["templates/rust/axum_service.rs"],
+    ]
 
 
 def test_pattern_commits_are_not_announced_as_template_updates(conn, repo, db_url):
@@ -295,16 +350,21 @@ def test_pattern_commits_are_not_announced_as_template_updates(conn, repo, db_ur
 
 
 def test_a_commit_missing_from_the_history_makes_the_whole_tree_announced(conn, repo):
-    conn.execute("INSERT INTO hub.distribution_state (kind, git_url, last_commit) VALUES"
-                 " ('templates_updated', %s, %s)", (public_git_url(repo.remote_url()), "deadbeef" * 5))
+    conn.execute(
+        "INSERT INTO hub.distribution_state (kind, git_url, last_commit) VALUES"
+        " ('templates_updated', %s, %s)",
+        (public_git_url(repo.remote_url()), "deadbeef" * 5),
+    )
     conn.commit()
     result = templates(conn, repo)
     assert (result.outcome, result.full_tree, result.files) == ("published", True, SAMPLE_FILES)
 
 
 def test_a_published_git_url_never_carries_credentials():
-    assert public_git_url("https://bot:s3cr3t-token@github.com/acme/templates_data.git") == \
-        "https://github.com/acme/templates_data.git"
+    assert (
+        public_git_url("https://bot:s3cr3t-token@github.com/acme/templates_data.git")
+        == "https://github.com/acme/templates_data.git"
+    )
     assert "ghp_abc123" not in public_git_url("https://ghp_abc123@github.com/acme/templates_data.git")
 
 
@@ -312,31 +372,43 @@ def test_a_published_git_url_never_carries_credentials():
 
 
 def resources(db_url: str, repo: TemplatesRepoResource) -> dict:
-    return {"shared_queue": SharedQueueResource(db_url=db_url), "templates_repo": repo, "github": GitHubResource()}
+    return {
+        "shared_queue": SharedQueueResource(db_url=db_url),
+        "templates_repo": repo,
+        "github": GitHubResource(),
+    }
 
 
-def test_a_dagster_run_aggregates_distributes_and_announces_templates(conn, repo, remote, db_url, monkeypatch):
+def test_a_dagster_run_aggregates_distributes_and_announces_templates(
+    conn, repo, remote, db_url, monkeypatch
+):
     monkeypatch.delenv("GITHUB_TOKEN", raising=False)
     monkeypatch.delenv("GITHUB_REPOSITORY", raising=False)
     heartbeats(conn, "singularity-1", "singularity-2")
     observe(conn, "singularity-1", "phoenix")
     result = dg.materialize(
         [aggregated_patterns, pattern_distribution, template_updates, *DISTRIBUTION_SPECS],
-        resources=resources(db_url, repo), instance=dg.DagsterInstance.ephemeral(),
+        resources=resources(db_url, repo),
+        instance=dg.DagsterInstance.ephemeral(),
     )
     assert result.success
     (dist,) = result.asset_materializations_for_node("pattern_distribution")
     assert (dist.metadata["committed"].value, dist.metadata["inbox_copies"].value) == (True, 2)
     (tmpl,) = result.asset_materializations_for_node("template_updates")
     assert tmpl.metadata["outcome"].value == "published"
-    assert sorted(m.type for m in inbox(db_url, "singularity-1")) == ["aggregated_patterns", "templates_updated"]
+    assert sorted(m.type for m in inbox(db_url, "singularity-1")) == [
+        "aggregated_patterns",
+        "templates_updated",
+    ]
 
 
 def observe_unknown_kind(conn) -> None:
     """An observation row no contract allows (written around the ingest, as a bad migration or a
     hand edit would): the ranking built from it fails the key check."""
-    conn.execute("INSERT INTO hub.pattern_observations (queue, msg_id, ordinal, instance_id, pattern_type, name,"
-                 " observed_at) VALUES ('pattern_messages', 999999, 0, 'singularity-1', 'gadget', 'x', now())")
+    conn.execute(
+        "INSERT INTO hub.pattern_observations (queue, msg_id, ordinal, instance_id, pattern_type, name,"
+        " observed_at) VALUES ('pattern_messages', 999999, 0, 'singularity-1', 'gadget', 'x', now())"
+    )
     conn.commit()
 
 
@@ -346,12 +418,16 @@ def test_a_failed_blocking_check_stops_pattern_distribution_in_the_same_run(conn
     observe_unknown_kind(conn)
     result = dg.materialize(
         [aggregated_patterns, pattern_distribution],
-        resources=resources(db_url, repo), instance=dg.DagsterInstance.ephemeral(), raise_on_error=False,
+        resources=resources(db_url, repo),
+        instance=dg.DagsterInstance.ephemeral(),
+        raise_on_error=False,
     )
     assert not result.success
     checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
-    assert checks == {"aggregated_patterns_keys_are_unique_and_ranked": False,
-                      "aggregated_patterns_values_are_in_range": True}
+    assert checks == {
+        "aggregated_patterns_keys_are_unique_and_ranked": False,
+        "aggregated_patterns_values_are_in_range": True,
+    }
     assert result.asset_materializations_for_node("pattern_distribution") == []
     assert commits_on_main(remote) == 1
     assert count(conn, "hub.distributions") == 0
@@ -362,8 +438,9 @@ def test_the_automation_condition_requests_distribution_only_after_a_passing_agg
     from queue_assets.distribution.defs import build_defs as distribution_defs
 
     observe(conn, "singularity-1", "phoenix")
-    defs = dg.Definitions.merge(aggregation_defs(), distribution_defs(),
-                                dg.Definitions(resources=resources(db_url, repo)))
+    defs = dg.Definitions.merge(
+        aggregation_defs(), distribution_defs(), dg.Definitions(resources=resources(db_url, repo))
+    )
     instance = dg.DagsterInstance.ephemeral()
     key = dg.AssetKey("pattern_distribution")
     before = dg.evaluate_automation_conditions(defs=defs, instance=instance)
@@ -374,8 +451,9 @@ def test_the_automation_condition_requests_distribution_only_after_a_passing_agg
     assert after_pass.get_num_requested(key) == 1
 
     observe_unknown_kind(conn)
-    failed = defs.resolve_job_def("pattern_aggregation_job").execute_in_process(instance=instance,
-                                                                                 raise_on_error=False)
+    failed = defs.resolve_job_def("pattern_aggregation_job").execute_in_process(
+        instance=instance, raise_on_error=False
+    )
     assert not failed.success
     after_fail = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=after_pass.cursor)
     assert after_fail.get_num_requested(key) == 0
@@ -387,10 +465,17 @@ def test_distribution_runs_after_aggregation_and_templates_every_four_hours_utc(
 
     s = template_distribution_schedule
     assert (s.cron_schedule, s.execution_timezone, s.default_status) == (
-        "0 */4 * * *", "UTC", dg.DefaultScheduleStatus.RUNNING)
+        "0 */4 * * *",
+        "UTC",
+        dg.DefaultScheduleStatus.RUNNING,
+    )
     assert pattern_sync_sensor.default_status == dg.DefaultSensorStatus.RUNNING
-    assert pattern_distribution.specs_by_key[dg.AssetKey("pattern_distribution")].automation_condition is not None
+    assert (
+        pattern_distribution.specs_by_key[dg.AssetKey("pattern_distribution")].automation_condition
+        is not None
+    )
     repo_def = defs.get_repository_def()
     assert {"pattern_aggregation_schedule", "template_distribution_schedule"} <= {
-        x.name for x in repo_def.schedule_defs}
+        x.name for x in repo_def.schedule_defs
+    }
     assert "pattern_sync_after_aggregation" in {x.name for x in repo_def.sensor_defs}

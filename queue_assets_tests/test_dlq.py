@@ -29,11 +29,20 @@ from queue_assets_tests.ops_corpus import dlq_headers, put
 CFG = IngestConfig(batch_size=50, visibility_timeout_s=30, max_attempts=3)
 
 
-def _bury(conn, n: int, *, start: int = 0, kind: str = "store_failed", original=lambda i: {"idempotency_key": f"k-{i}"}):
+def _bury(
+    conn,
+    n: int,
+    *,
+    start: int = 0,
+    kind: str = "store_failed",
+    original=lambda i: {"idempotency_key": f"k-{i}"},
+):
     """`n` valid pattern messages in pattern_messages_dlq, as the ingest would have put them there."""
     raws = [pattern_message("singularity-1", start + i) for i in range(n)]
-    headers = [dlq_headers("pattern_messages", 1000 + start + i, kind=kind, original=original(start + i))
-               for i in range(n)]
+    headers = [
+        dlq_headers("pattern_messages", 1000 + start + i, kind=kind, original=original(start + i))
+        for i in range(n)
+    ]
     send_many(conn, "pattern_messages_dlq", raws, headers)
     return raws
 
@@ -75,7 +84,9 @@ def test_the_redrive_is_recorded_in_the_audit_table(conn):
 
 
 def test_a_message_redriven_from_the_dlq_is_processed_once_by_ingest(conn):
-    send_raw(conn, "pattern_messages", pattern_message("singularity-1", 1, patterns=2), {"idempotency_key": "k-1"})
+    send_raw(
+        conn, "pattern_messages", pattern_message("singularity-1", 1, patterns=2), {"idempotency_key": "k-1"}
+    )
     impatient = IngestConfig(batch_size=50, visibility_timeout_s=0, max_attempts=1)
     read_batch(conn, "pattern_messages", impatient)  # delivered once, never stored (a crashed consumer)
     first = ingest_queue(conn, "pattern_messages", impatient)  # second delivery: over the limit -> DLQ
@@ -95,8 +106,21 @@ def test_a_message_redriven_from_the_dlq_is_processed_once_by_ingest(conn):
 def _redrive_process(db_url: str) -> subprocess.Popen:
     env = {**os.environ, "SHARED_QUEUE_DB_URL": db_url}
     return subprocess.Popen(
-        [sys.executable, "-m", "queue_assets.cli", "dlq", "redrive", "--queue", "pattern_messages", "--batch-size", "10"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "queue_assets.cli",
+            "dlq",
+            "redrive",
+            "--queue",
+            "pattern_messages",
+            "--batch-size",
+            "10",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -163,15 +187,32 @@ def assorted(conn):
     conn.commit()
 
     def bury(queue, message, kind, reason, days):
-        return put(conn, f"{queue}_dlq", message, enqueued_at=now - timedelta(days=days),
-                   headers=dlq_headers(queue, 1, kind=kind, reason=reason))
+        return put(
+            conn,
+            f"{queue}_dlq",
+            message,
+            enqueued_at=now - timedelta(days=days),
+            headers=dlq_headers(queue, 1, kind=kind, reason=reason),
+        )
 
     return {
-        "bad_json": bury("pattern_messages", {"raw": "{oops"}, "invalid_json", "not JSON: Expecting value", 1),
-        "old_contract": bury("pattern_messages", {"type": "pattern_detection"}, "invalid_contract",
-                             "field `patterns`: required", 10),
-        "heartbeat": bury("instance_heartbeat", {"type": "heartbeat"}, "invalid_contract",
-                          "field `instance_id`: required", 2),
+        "bad_json": bury(
+            "pattern_messages", {"raw": "{oops"}, "invalid_json", "not JSON: Expecting value", 1
+        ),
+        "old_contract": bury(
+            "pattern_messages",
+            {"type": "pattern_detection"},
+            "invalid_contract",
+            "field `patterns`: required",
+            10,
+        ),
+        "heartbeat": bury(
+            "instance_heartbeat",
+            {"type": "heartbeat"},
+            "invalid_contract",
+            "field `instance_id`: required",
+            2,
+        ),
     }
 
 
@@ -181,8 +222,11 @@ def _listed(conn, **filters) -> set[tuple[str, int]]:
 
 def test_filters_select_by_queue_reason_type_and_age(conn, assorted):
     a = assorted
-    assert _listed(conn) == {("pattern_messages_dlq", a["bad_json"]), ("pattern_messages_dlq", a["old_contract"]),
-                             ("instance_heartbeat_dlq", a["heartbeat"])}
+    assert _listed(conn) == {
+        ("pattern_messages_dlq", a["bad_json"]),
+        ("pattern_messages_dlq", a["old_contract"]),
+        ("instance_heartbeat_dlq", a["heartbeat"]),
+    }
     assert _listed(conn, queue="instance_heartbeat") == {("instance_heartbeat_dlq", a["heartbeat"])}
     assert _listed(conn, reason="invalid_json") == {("pattern_messages_dlq", a["bad_json"])}
     assert _listed(conn, reason="PATTERNS`: REQ") == {("pattern_messages_dlq", a["old_contract"])}
@@ -252,14 +296,20 @@ def test_cli_list_and_show_print_the_reason_and_message(conn, db_url, assorted, 
     out = capsys.readouterr().out
     assert "pattern_messages_dlq: 2 (invalid_json 1, invalid_contract 1)" in out
     assert "not JSON: Expecting value" in out
-    assert _cli(monkeypatch, db_url, "dlq", "show", str(assorted["bad_json"]), "--queue", "pattern_messages") == 0
+    assert (
+        _cli(monkeypatch, db_url, "dlq", "show", str(assorted["bad_json"]), "--queue", "pattern_messages")
+        == 0
+    )
     out = capsys.readouterr().out
     assert "kind:             invalid_json" in out and '"raw": "{oops"' in out
 
 
 def test_cli_show_of_a_missing_id_says_so(conn, db_url, monkeypatch, capsys):
     assert _cli(monkeypatch, db_url, "dlq", "show", "999", "--queue", "pattern_messages") == 1
-    assert "no dead letter with msg_id 999 in dead-letter queue 'pattern_messages_dlq'" in capsys.readouterr().err
+    assert (
+        "no dead letter with msg_id 999 in dead-letter queue 'pattern_messages_dlq'"
+        in capsys.readouterr().err
+    )
 
 
 def _run_redrive_job(db_url: str, config: dict) -> dg.ExecuteInProcessResult:

@@ -26,12 +26,12 @@ from queue_assets.export.assets import (
     learned_pattern_export,
 )
 from queue_assets.export.core import ExportFailed, run_export
-from queue_assets.export.github import GitHubPullRequests, GitHubSettings
 from queue_assets.export.render import artifact_file_name, branch_for
-from queue_assets.export.resources import GitHubResource, TemplatesRepoResource
 from queue_assets.export.schedules import EXPORT_CRON, knowledge_export_schedule
 from queue_assets.export.settings import ExportSettings
-from queue_assets.gitrepo import ensure_embedded_templates_remote
+from queue_assets.git.github import GitHubPullRequests, GitHubSettings
+from queue_assets.git.repo import ensure_embedded_templates_remote
+from queue_assets.git.resources import GitHubResource, TemplatesRepoResource
 from queue_assets.names import inbox_queue_for
 from queue_assets.resources import SharedQueueResource
 from queue_assets.settings import SettingsError
@@ -45,10 +45,17 @@ _msg_ids = itertools.count(1)
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch):
-    for name in ("GITHUB_REPOSITORY", "GITHUB_TOKEN", "GITHUB_API_URL", "TEMPLATES_REPO_URL",
-                 "QUEUE_ASSETS_EXPORT_MIN_USAGE", "QUEUE_ASSETS_EXPORT_MIN_SUCCESS_RATE",
-                 "QUEUE_ASSETS_EXPORT_MIN_INSTANCES", "QUEUE_ASSETS_EXPORT_MAX_GROWTH",
-                 "QUEUE_ASSETS_EXPORT_BASE_BRANCH"):
+    for name in (
+        "GITHUB_REPOSITORY",
+        "GITHUB_TOKEN",
+        "GITHUB_API_URL",
+        "TEMPLATES_REPO_URL",
+        "QUEUE_ASSETS_EXPORT_MIN_USAGE",
+        "QUEUE_ASSETS_EXPORT_MIN_SUCCESS_RATE",
+        "QUEUE_ASSETS_EXPORT_MIN_INSTANCES",
+        "QUEUE_ASSETS_EXPORT_MAX_GROWTH",
+        "QUEUE_ASSETS_EXPORT_BASE_BRANCH",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -68,16 +75,35 @@ def aconn(db_url):
         yield c
 
 
-def add_report(conn, instance: str, artifact_id: str, usage: int, rate: float, *, name: str | None = None,
-               content: object = None, observed_at: datetime | None = None, stored_at: datetime | None = None,
-               artifact_type: str = "template") -> None:
+def add_report(
+    conn,
+    instance: str,
+    artifact_id: str,
+    usage: int,
+    rate: float,
+    *,
+    name: str | None = None,
+    content: object = None,
+    observed_at: datetime | None = None,
+    stored_at: datetime | None = None,
+    artifact_type: str = "template",
+) -> None:
     conn.execute(
         "INSERT INTO hub.learned_artifacts (queue, msg_id, ordinal, instance_id, artifact_id, artifact_type,"
         " name, content, usage_count, success_rate, observed_at, stored_at)"
         " VALUES ('learned_patterns', %s, 0, %s, %s, %s, %s, %s::jsonb, %s, %s, %s, coalesce(%s, clock_timestamp()))",
-        (next(_msg_ids), instance, artifact_id, artifact_type, name or artifact_id,
-         json.dumps(content if content is not None else {"body": artifact_id}), usage, rate,
-         observed_at or datetime.now(UTC), stored_at),
+        (
+            next(_msg_ids),
+            instance,
+            artifact_id,
+            artifact_type,
+            name or artifact_id,
+            json.dumps(content if content is not None else {"body": artifact_id}),
+            usage,
+            rate,
+            observed_at or datetime.now(UTC),
+            stored_at,
+        ),
     )
     if not conn.autocommit:
         conn.commit()
@@ -102,8 +128,12 @@ def add_instance(conn, instance: str, heartbeat_age: timedelta) -> None:
 
 
 def branches(remote: str) -> dict[str, str]:
-    out = subprocess.run(["git", "-C", remote, "for-each-ref", "--format=%(refname:short) %(objectname)",
-                          "refs/heads"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["git", "-C", remote, "for-each-ref", "--format=%(refname:short) %(objectname)", "refs/heads"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return dict(line.split() for line in out.splitlines())
 
 
@@ -112,8 +142,13 @@ def git_out(remote: str, *args: str) -> str:
 
 
 def resources(db_url: str, remote: str, tmp_path: Path, fake: FakeGitHub | None = None) -> dict:
-    github = (GitHubResource(repository=f"{fake.owner}/{fake.repo}", token=fake.token, api_url=fake.url,
-                             retry_backoff_s=0.0) if fake else GitHubResource())
+    github = (
+        GitHubResource(
+            repository=f"{fake.owner}/{fake.repo}", token=fake.token, api_url=fake.url, retry_backoff_s=0.0
+        )
+        if fake
+        else GitHubResource()
+    )
     return {
         "shared_queue": SharedQueueResource(db_url=db_url),
         "templates_repo": TemplatesRepoResource(url=remote, data_dir=str(tmp_path / "data")),
@@ -121,11 +156,16 @@ def resources(db_url: str, remote: str, tmp_path: Path, fake: FakeGitHub | None 
     }
 
 
-def materialize(cycle: date, res: dict, run_config: dict | None = None,
-                instance: dg.DagsterInstance | None = None) -> dg.ExecuteInProcessResult:
+def materialize(
+    cycle: date, res: dict, run_config: dict | None = None, instance: dg.DagsterInstance | None = None
+) -> dg.ExecuteInProcessResult:
     return dg.materialize(
-        [aggregated_learning, learned_pattern_export], partition_key=cycle.isoformat(), resources=res,
-        instance=instance or dg.DagsterInstance.ephemeral(), raise_on_error=False, run_config=run_config,
+        [aggregated_learning, learned_pattern_export],
+        partition_key=cycle.isoformat(),
+        resources=res,
+        instance=instance or dg.DagsterInstance.ephemeral(),
+        raise_on_error=False,
+        run_config=run_config,
     )
 
 
@@ -145,34 +185,65 @@ def export_row(conn, cycle: date) -> dict:
 
 # --- aggregation -----------------------------------------------------------------------------
 
+
 def test_aggregated_learning_combines_usage_weighted_rates_and_contributing_instances(aconn, cycle):
     t0 = datetime(2025, 10, 20, 12, tzinfo=UTC)
     # tmpl-a: 100 uses at 0.9 and 300 at 0.5 -> 400 uses, (90 + 150) / 400 = 0.6, two instances.
     add_report(aconn, "inst-1", "tmpl-a", 100, 0.9, name="old name", observed_at=t0)
-    add_report(aconn, "inst-2", "tmpl-a", 300, 0.5, name="new name", content={"v": 2},
-               observed_at=t0 + timedelta(hours=5))
+    add_report(
+        aconn,
+        "inst-2",
+        "tmpl-a",
+        300,
+        0.5,
+        name="new name",
+        content={"v": 2},
+        observed_at=t0 + timedelta(hours=5),
+    )
     # tmpl-b: never used -> the plain mean of its rates, (0.2 + 0.4) / 2 = 0.3.
     add_report(aconn, "inst-1", "tmpl-b", 0, 0.2, observed_at=t0)
     add_report(aconn, "inst-1", "tmpl-b", 0, 0.4, observed_at=t0 + timedelta(hours=1))
     # A late report, stored after the cycle's cutoff, counts in the next cycle only.
     cutoff = datetime.now(UTC) + timedelta(hours=1)
     add_report(aconn, "inst-3", "tmpl-a", 1000, 0.0, stored_at=cutoff + timedelta(minutes=1))
-    s = learning.aggregate_learning(aconn, cycle, cutoff, ExportSettings(min_usage=100, min_success_rate=0.5,
-                                                                          min_instances=2))
+    s = learning.aggregate_learning(
+        aconn, cycle, cutoff, ExportSettings(min_usage=100, min_success_rate=0.5, min_instances=2)
+    )
     assert (s.artifacts, s.selected, s.reports, s.selected_usage, s.instances) == (2, 1, 4, 400, 2)
-    rows = {r[0]: r[1:] for r in aconn.execute(
-        "SELECT artifact_id, total_usage, success_rate, report_count, instance_count, instances, name,"
-        " content, first_seen, last_seen, selected FROM hub.aggregated_learning WHERE cycle_date = %s", (cycle,))}
-    assert rows["tmpl-a"] == (400, 0.6, 2, 2, ["inst-1", "inst-2"], "new name", {"v": 2}, t0,
-                              t0 + timedelta(hours=5), True)
+    rows = {
+        r[0]: r[1:]
+        for r in aconn.execute(
+            "SELECT artifact_id, total_usage, success_rate, report_count, instance_count, instances, name,"
+            " content, first_seen, last_seen, selected FROM hub.aggregated_learning WHERE cycle_date = %s",
+            (cycle,),
+        )
+    }
+    assert rows["tmpl-a"] == (
+        400,
+        0.6,
+        2,
+        2,
+        ["inst-1", "inst-2"],
+        "new name",
+        {"v": 2},
+        t0,
+        t0 + timedelta(hours=5),
+        True,
+    )
     assert rows["tmpl-b"][:5] == (0, 0.3, 2, 1, ["inst-1"])
     assert rows["tmpl-b"][-1] is False
     # The next cycle (a later cutoff) sees the late report: 1400 uses, 240 / 1400.
-    nxt = learning.aggregate_learning(aconn, cycle + timedelta(days=1), cutoff + timedelta(days=1),
-                                      ExportSettings(min_usage=100, min_success_rate=0.0, min_instances=1))
+    nxt = learning.aggregate_learning(
+        aconn,
+        cycle + timedelta(days=1),
+        cutoff + timedelta(days=1),
+        ExportSettings(min_usage=100, min_success_rate=0.0, min_instances=1),
+    )
     assert nxt.selected_usage == 1400
-    rate = aconn.execute("SELECT success_rate FROM hub.aggregated_learning WHERE cycle_date = %s"
-                         " AND artifact_id = 'tmpl-a'", (cycle + timedelta(days=1),)).fetchone()[0]
+    rate = aconn.execute(
+        "SELECT success_rate FROM hub.aggregated_learning WHERE cycle_date = %s AND artifact_id = 'tmpl-a'",
+        (cycle + timedelta(days=1),),
+    ).fetchone()[0]
     assert rate == round(240 / 1400, 6)
 
 
@@ -187,13 +258,21 @@ def test_rerunning_a_cycles_aggregation_replaces_its_snapshot(aconn, cycle):
 
 def test_threshold_settings_are_validated_with_the_variables_name():
     with pytest.raises(SettingsError) as info:
-        ExportSettings.from_env({"QUEUE_ASSETS_EXPORT_MIN_SUCCESS_RATE": "1.5",
-                                 "QUEUE_ASSETS_EXPORT_MIN_USAGE": "lots",
-                                 "QUEUE_ASSETS_EXPORT_MAX_GROWTH": "nan",
-                                 "QUEUE_ASSETS_EXPORT_BASE_BRANCH": "../main"})
+        ExportSettings.from_env(
+            {
+                "QUEUE_ASSETS_EXPORT_MIN_SUCCESS_RATE": "1.5",
+                "QUEUE_ASSETS_EXPORT_MIN_USAGE": "lots",
+                "QUEUE_ASSETS_EXPORT_MAX_GROWTH": "nan",
+                "QUEUE_ASSETS_EXPORT_BASE_BRANCH": "../main",
+            }
+        )
     text = str(info.value)
-    for name in ("QUEUE_ASSETS_EXPORT_MIN_SUCCESS_RATE", "QUEUE_ASSETS_EXPORT_MIN_USAGE",
-                 "QUEUE_ASSETS_EXPORT_MAX_GROWTH", "QUEUE_ASSETS_EXPORT_BASE_BRANCH"):
+    for name in (
+        "QUEUE_ASSETS_EXPORT_MIN_SUCCESS_RATE",
+        "QUEUE_ASSETS_EXPORT_MIN_USAGE",
+        "QUEUE_ASSETS_EXPORT_MAX_GROWTH",
+        "QUEUE_ASSETS_EXPORT_BASE_BRANCH",
+    ):
         assert name in text
     assert ExportSettings.from_env({}) == ExportSettings()
 
@@ -220,8 +299,12 @@ def test_the_first_export_cycle_is_a_recent_date_or_the_setting(start, first):
 
 @pytest.mark.parametrize(
     ("raw", "reason"),
-    [("2026-13-01", "expected a date as YYYY-MM-DD"), ("yesterday", "expected a date as YYYY-MM-DD"),
-     ("20261101", "expected a date as YYYY-MM-DD"), ("2026-12-05", "must not be after today (2026-12-04, UTC)")],
+    [
+        ("2026-13-01", "expected a date as YYYY-MM-DD"),
+        ("yesterday", "expected a date as YYYY-MM-DD"),
+        ("20261101", "expected a date as YYYY-MM-DD"),
+        ("2026-12-05", "must not be after today (2026-12-04, UTC)"),
+    ],
 )
 def test_a_bad_export_start_date_names_the_variable_and_the_reason(raw, reason):
     from queue_assets.export.settings import export_start_date
@@ -239,8 +322,13 @@ def test_a_bad_export_start_date_fails_the_definitions_load():
 
 def test_github_settings_name_the_variable_and_never_show_the_token():
     with pytest.raises(SettingsError) as info:
-        GitHubSettings.from_env({"GITHUB_REPOSITORY": "not a repo", "GITHUB_TOKEN": "abc def " + TOKEN,
-                                 "GITHUB_API_URL": "ftp://x"})
+        GitHubSettings.from_env(
+            {
+                "GITHUB_REPOSITORY": "not a repo",
+                "GITHUB_TOKEN": "abc def " + TOKEN,
+                "GITHUB_API_URL": "ftp://x",
+            }
+        )
     text = str(info.value)
     assert "GITHUB_REPOSITORY" in text and "GITHUB_TOKEN" in text and "GITHUB_API_URL" in text
     assert TOKEN not in text
@@ -255,7 +343,10 @@ def test_github_settings_name_the_variable_and_never_show_the_token():
 
 # --- the export, through real Dagster runs ------------------------------------------------------
 
-def test_export_twice_in_one_cycle_leaves_one_branch_one_commit_and_one_pr(db_url, aconn, remote, tmp_path, cycle):
+
+def test_export_twice_in_one_cycle_leaves_one_branch_one_commit_and_one_pr(
+    db_url, aconn, remote, tmp_path, cycle
+):
     add_standard_fleet(aconn)
     with serve_fake_github() as fake:
         res = resources(db_url, remote, tmp_path, fake)
@@ -271,9 +362,13 @@ def test_export_twice_in_one_cycle_leaves_one_branch_one_commit_and_one_pr(db_ur
     assert git_out(remote, "rev-list", "--count", f"main..{branch}").strip() == "1"
     assert git_out(remote, "rev-parse", f"{branch}^{{tree}}") == tree_first
     files = git_out(remote, "ls-tree", "-r", "--name-only", branch, "learned_patterns/").split()
-    assert sorted(files) == sorted(["learned_patterns/README.md"] + [
-        f"learned_patterns/{artifact_file_name(a)}" for a in ("tmpl-genserver-cache", "tmpl-axum-service",
-                                                              "tmpl-phoenix-live")])
+    assert sorted(files) == sorted(
+        ["learned_patterns/README.md"]
+        + [
+            f"learned_patterns/{artifact_file_name(a)}"
+            for a in ("tmpl-genserver-cache", "tmpl-axum-service", "tmpl-phoenix-live")
+        ]
+    )
     assert len(fake.calls("POST")) == 1
     assert len(fake.calls("PATCH")) == 0  # same title and body: the second run changes nothing
     assert len(fake.calls("GET")) == 2
@@ -286,8 +381,9 @@ def test_export_twice_in_one_cycle_leaves_one_branch_one_commit_and_one_pr(db_ur
     assert meta["artifacts_count"].value == 3
 
 
-def test_a_rerun_with_new_learning_updates_the_same_branch_and_patches_the_pr(db_url, aconn, remote, tmp_path,
-                                                                                 cycle):
+def test_a_rerun_with_new_learning_updates_the_same_branch_and_patches_the_pr(
+    db_url, aconn, remote, tmp_path, cycle
+):
     add_standard_fleet(aconn)
     with serve_fake_github() as fake:
         res = resources(db_url, remote, tmp_path, fake)
@@ -302,8 +398,9 @@ def test_a_rerun_with_new_learning_updates_the_same_branch_and_patches_the_pr(db
     assert export_row(aconn, cycle)["artifact_count"] == 4
 
 
-def test_without_a_provider_the_branch_is_the_export_and_the_metadata_says_so(db_url, aconn, remote, tmp_path,
-                                                                                 cycle):
+def test_without_a_provider_the_branch_is_the_export_and_the_metadata_says_so(
+    db_url, aconn, remote, tmp_path, cycle
+):
     add_standard_fleet(aconn)
     result = materialize(cycle, resources(db_url, remote, tmp_path))
     assert result.success, failure_text(result)
@@ -316,7 +413,8 @@ def test_without_a_provider_the_branch_is_the_export_and_the_metadata_says_so(db
 
 
 def test_a_rejected_push_fails_the_run_with_the_remotes_message_and_the_next_run_succeeds(
-        db_url, aconn, remote, tmp_path, cycle):
+    db_url, aconn, remote, tmp_path, cycle
+):
     add_standard_fleet(aconn)
     hook = Path(remote) / "hooks" / "pre-receive"
     hook.write_text(f"#!/bin/sh\necho '{HOOK_MESSAGE}' >&2\nexit 1\n")
@@ -337,7 +435,8 @@ def test_a_rejected_push_fails_the_run_with_the_remotes_message_and_the_next_run
 
 
 def test_a_github_500_fails_the_run_clearly_and_the_next_run_opens_the_pr_without_losing_data(
-        db_url, aconn, remote, tmp_path, cycle):
+    db_url, aconn, remote, tmp_path, cycle
+):
     add_standard_fleet(aconn)
     with serve_fake_github() as fake:
         res = resources(db_url, remote, tmp_path, fake)
@@ -360,9 +459,21 @@ def test_a_github_500_fails_the_run_clearly_and_the_next_run_opens_the_pr_withou
     assert (row["status"], row["pr_url"], row["error"]) == ("pr_open", fake.pulls[0]["html_url"], None)
 
 
-def test_hostile_artifact_names_cannot_write_outside_the_export_folder(db_url, aconn, remote, tmp_path, cycle):
-    hostile = ["../../escape", "/etc/passwd", "..\\..\\windows\\system32", ".git/hooks/pre-commit",
-               "Ünïcödé ☃ 名前 \u202e.json", "CON", "a/../../../b", "~/.bashrc", "....//....//x", "   "]
+def test_hostile_artifact_names_cannot_write_outside_the_export_folder(
+    db_url, aconn, remote, tmp_path, cycle
+):
+    hostile = [
+        "../../escape",
+        "/etc/passwd",
+        "..\\..\\windows\\system32",
+        ".git/hooks/pre-commit",
+        "Ünïcödé ☃ 名前 \u202e.json",
+        "CON",
+        "a/../../../b",
+        "~/.bashrc",
+        "....//....//x",
+        "   ",
+    ]
     for i, artifact_id in enumerate(hostile):
         add_report(aconn, "singularity-1", artifact_id, 100 + i, 0.9, name=artifact_id + " | <script>")
     before = sorted(p.as_posix() for p in tmp_path.rglob("*") if ".git" not in p.parts)
@@ -372,13 +483,19 @@ def test_hostile_artifact_names_cannot_write_outside_the_export_folder(db_url, a
     exported = [f for f in files if f.startswith("learned_patterns/")]
     assert len(exported) == len(hostile) + 1
     assert sorted(f for f in files if f and not f.startswith("learned_patterns/")) == [
-        "README.md", "templates/elixir/genserver_cache.ex.eex", "templates/rust/axum_service.rs"]
+        "README.md",
+        "templates/elixir/genserver_cache.ex.eex",
+        "templates/rust/axum_service.rs",
+    ]
     for f in exported:
         name = f.removeprefix("learned_patterns/")
         assert "/" not in name and not name.startswith(".")
     after = sorted(p.as_posix() for p in tmp_path.rglob("*") if ".git" not in p.parts)
     new = [p for p in after if p not in before]
-    allowed = (str(tmp_path / "data" / "git" / "work" / "export"), str(tmp_path / "data" / "git" / "templates_data.git"))
+    allowed = (
+        str(tmp_path / "data" / "git" / "work" / "export"),
+        str(tmp_path / "data" / "git" / "templates_data.git"),
+    )
     outside = [p for p in new if not p.startswith(allowed) and p != str(tmp_path / "data" / "git" / "work")]
     assert new and outside == []
     assert not (tmp_path / "escape").exists() and not (tmp_path / "data" / "escape").exists()
@@ -391,27 +508,38 @@ def test_an_empty_cycle_is_blocked_by_its_check_and_nothing_is_pushed(db_url, ac
     result = materialize(cycle, resources(db_url, remote, tmp_path))
     assert not result.success
     checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
-    assert checks == {"export_not_empty": False, "success_rates_in_unit_interval": True,
-                      "unique_export_keys": True, "export_growth_within_limit": True}
+    assert checks == {
+        "export_not_empty": False,
+        "success_rates_in_unit_interval": True,
+        "unique_export_keys": True,
+        "export_growth_within_limit": True,
+    }
     assert not result.asset_materializations_for_node("learned_pattern_export")
     assert sorted(branches(remote)) == ["main"]
     assert count(aconn, "hub.exports") == 0
 
 
 def test_an_export_far_larger_than_the_previous_one_is_blocked_until_allowed(
-        db_url, aconn, remote, tmp_path, cycle, monkeypatch):
+    db_url, aconn, remote, tmp_path, cycle, monkeypatch
+):
     add_standard_fleet(aconn)
-    aconn.execute("INSERT INTO hub.exports (cycle_date, branch, base_branch, remote_url, artifact_count, status)"
-                  " VALUES (%s, 'feature/learned-patterns-old', 'main', 'x', 1, 'branch_only')",
-                  (cycle - timedelta(days=1),))
+    aconn.execute(
+        "INSERT INTO hub.exports (cycle_date, branch, base_branch, remote_url, artifact_count, status)"
+        " VALUES (%s, 'feature/learned-patterns-old', 'main', 'x', 1, 'branch_only')",
+        (cycle - timedelta(days=1),),
+    )
     monkeypatch.setenv("QUEUE_ASSETS_EXPORT_MAX_GROWTH", "2")
     res = resources(db_url, remote, tmp_path)
     blocked = materialize(cycle, res)
     assert not blocked.success
-    evaluation = {c.check_name: c for c in blocked.get_asset_check_evaluations()}["export_growth_within_limit"]
+    evaluation = {c.check_name: c for c in blocked.get_asset_check_evaluations()}[
+        "export_growth_within_limit"
+    ]
     assert not evaluation.passed and "3.0x" in evaluation.description
     assert branch_for(cycle) not in branches(remote)
-    allowed = materialize(cycle, res, run_config={"ops": {"aggregated_learning": {"config": {"max_growth_factor": 5}}}})
+    allowed = materialize(
+        cycle, res, run_config={"ops": {"aggregated_learning": {"config": {"max_growth_factor": 5}}}}
+    )
     assert allowed.success, failure_text(allowed)
     assert branch_for(cycle) in branches(remote)
 
@@ -422,7 +550,9 @@ def test_the_success_rate_and_unique_key_checks_report_bad_snapshots(aconn, cycl
         " instance_count, instances, first_seen, last_seen, selected) VALUES"
         " (%(c)s, 'ok', 1, 0.5, 1, 1, '{a}', now(), now(), true),"
         " (%(c)s, 'too-high', 1, 1.5, 1, 1, '{a}', now(), now(), true),"
-        " (%(c)s, 'nan', 1, 'NaN', 1, 1, '{a}', now(), now(), true)", {"c": cycle})
+        " (%(c)s, 'nan', 1, 'NaN', 1, 1, '{a}', now(), now(), true)",
+        {"c": cycle},
+    )
     rates = learning.check_success_rates(aconn, cycle)
     assert not rates.passed and rates.metadata == {"out_of_range": 2}
     assert "too-high=1.5" in rates.description
@@ -433,7 +563,8 @@ def test_the_success_rate_and_unique_key_checks_report_bad_snapshots(aconn, cycl
 
 
 def test_the_token_never_appears_in_logs_metadata_errors_or_the_repository(
-        db_url, aconn, remote, tmp_path, cycle, capfd, caplog):
+    db_url, aconn, remote, tmp_path, cycle, capfd, caplog
+):
     caplog.set_level(logging.DEBUG)
     add_standard_fleet(aconn)
     instance = dg.DagsterInstance.ephemeral()
@@ -459,7 +590,8 @@ def test_the_token_never_appears_in_logs_metadata_errors_or_the_repository(
 
 
 def test_the_export_announces_learning_exported_once_per_commit_to_active_instances(
-        db_url, aconn, remote, tmp_path, cycle):
+    db_url, aconn, remote, tmp_path, cycle
+):
     add_standard_fleet(aconn)
     for instance in ("singularity-1", "singularity-2", "singularity-3"):
         add_instance(aconn, instance, timedelta(minutes=1))
@@ -471,12 +603,18 @@ def test_the_export_announces_learning_exported_once_per_commit_to_active_instan
         msgs = [r[0] for r in aconn.execute(f"SELECT message FROM pgmq.q_{inbox_queue_for(instance)}")]
         assert len(msgs) == 1
         assert msgs[0]["type"] == "learning_exported"
-        assert (msgs[0]["branch"], msgs[0]["artifacts_count"], msgs[0]["pr_url"]) == (branch_for(cycle), 3, None)
+        assert (msgs[0]["branch"], msgs[0]["artifacts_count"], msgs[0]["pr_url"]) == (
+            branch_for(cycle),
+            3,
+            None,
+        )
     assert count(aconn, f"pgmq.q_{inbox_queue_for('singularity-stale')}") == 0
     assert export_row(aconn, cycle)["notified_count"] == 3
 
 
-def test_the_announcement_reaches_100_instances_that_have_no_inbox_yet(db_url, aconn, remote, tmp_path, cycle):
+def test_the_announcement_reaches_100_instances_that_have_no_inbox_yet(
+    db_url, aconn, remote, tmp_path, cycle
+):
     """100 instances known from heartbeats, none with an inbox queue: the export creates the inboxes
     and every one gets `learning_exported`. Breaks when the inboxes are synced inside the
     announcement's transaction (more than fanout.CREATE_BATCH new inboxes raised there, after the
@@ -499,7 +637,8 @@ def test_the_announcement_reaches_100_instances_that_have_no_inbox_yet(db_url, a
 
 
 def test_a_failed_announcement_never_fails_the_pushed_export_and_the_rerun_sends_it(
-        db_url, aconn, remote, tmp_path, cycle):
+    db_url, aconn, remote, tmp_path, cycle
+):
     """The announcement fails after the push (an instance's inbox name is taken by a table pgmq
     cannot create its queue over): the run still succeeds with the branch and PR recorded, the
     failure is in hub.exports.notify_error and the check, and the re-run announces. Breaks when an
@@ -525,28 +664,40 @@ def test_a_failed_announcement_never_fails_the_pushed_export_and_the_rerun_sends
     assert count(aconn, f"pgmq.q_{inbox}") == 1
 
 
-def test_a_cycle_whose_content_is_already_on_main_makes_no_branch_and_no_pr(db_url, aconn, remote, tmp_path, cycle):
+def test_a_cycle_whose_content_is_already_on_main_makes_no_branch_and_no_pr(
+    db_url, aconn, remote, tmp_path, cycle
+):
     add_standard_fleet(aconn)
     res = resources(db_url, remote, tmp_path)
     assert materialize(cycle, res).success
     branch = branch_for(cycle)
     # A reviewer merges the PR and deletes the branch; the next cycle finds main already up to date.
-    subprocess.run(["git", "-C", remote, "update-ref", "refs/heads/main", branches(remote)[branch]], check=True)
+    subprocess.run(
+        ["git", "-C", remote, "update-ref", "refs/heads/main", branches(remote)[branch]], check=True
+    )
     subprocess.run(["git", "-C", remote, "update-ref", "-d", f"refs/heads/{branch}"], check=True)
     nxt = cycle + timedelta(days=1)
     learning.aggregate_learning(aconn, nxt, datetime.now(UTC) + timedelta(hours=1), ExportSettings())
     with serve_fake_github() as fake:
         provider = GitHubPullRequests(GitHubSettings(f"{fake.owner}/{fake.repo}", fake.token, fake.url))
-        result = run_export(aconn, cycle=nxt, cutoff=datetime.now(UTC), settings=ExportSettings(),
-                            work_copy=lambda: res["templates_repo"].work_copy("export"), remote_url=remote,
-                            provider=provider, publish=None)
+        result = run_export(
+            aconn,
+            cycle=nxt,
+            cutoff=datetime.now(UTC),
+            settings=ExportSettings(),
+            work_copy=lambda: res["templates_repo"].work_copy("export"),
+            remote_url=remote,
+            provider=provider,
+            publish=None,
+        )
     assert result.status == "no_diff" and not result.pushed
     assert sorted(branches(remote)) == ["main"]
     assert fake.requests == []
 
 
 def test_two_exports_of_one_cycle_at_once_leave_one_branch_one_commit_and_one_pr(
-        db_url, aconn, remote, tmp_path, cycle):
+    db_url, aconn, remote, tmp_path, cycle
+):
     add_standard_fleet(aconn)
     cutoff = datetime.now(UTC) + timedelta(hours=1)
     learning.aggregate_learning(aconn, cycle, cutoff, ExportSettings())
@@ -556,10 +707,21 @@ def test_two_exports_of_one_cycle_at_once_leave_one_branch_one_commit_and_one_pr
     def export(fake: FakeGitHub) -> None:
         try:
             with psycopg.connect(db_url, autocommit=True) as c:
-                provider = GitHubPullRequests(GitHubSettings(f"{fake.owner}/{fake.repo}", fake.token, fake.url))
-                results.append(run_export(c, cycle=cycle, cutoff=cutoff, settings=ExportSettings(),
-                                          work_copy=lambda: res["templates_repo"].work_copy("export"),
-                                          remote_url=remote, provider=provider, publish=None))
+                provider = GitHubPullRequests(
+                    GitHubSettings(f"{fake.owner}/{fake.repo}", fake.token, fake.url)
+                )
+                results.append(
+                    run_export(
+                        c,
+                        cycle=cycle,
+                        cutoff=cutoff,
+                        settings=ExportSettings(),
+                        work_copy=lambda: res["templates_repo"].work_copy("export"),
+                        remote_url=remote,
+                        provider=provider,
+                        publish=None,
+                    )
+                )
         except Exception as exc:  # noqa: BLE001 - reported by the assertion below
             errors.append(exc)
 
@@ -581,12 +743,20 @@ def test_two_exports_of_one_cycle_at_once_leave_one_branch_one_commit_and_one_pr
 def test_run_export_refuses_a_cycle_without_a_snapshot(db_url, aconn, remote, tmp_path, cycle):
     res = resources(db_url, remote, tmp_path)
     with pytest.raises(ExportFailed, match="no selected artifact"):
-        run_export(aconn, cycle=cycle, cutoff=datetime.now(UTC), settings=ExportSettings(),
-                   work_copy=lambda: res["templates_repo"].work_copy("export"), remote_url=remote,
-                   provider=None, publish=None)
+        run_export(
+            aconn,
+            cycle=cycle,
+            cutoff=datetime.now(UTC),
+            settings=ExportSettings(),
+            work_copy=lambda: res["templates_repo"].work_copy("export"),
+            remote_url=remote,
+            provider=None,
+            publish=None,
+        )
 
 
 # --- the pull-request provider ----------------------------------------------------------------
+
 
 def test_the_422_create_race_is_resolved_by_updating_the_pr_the_other_run_opened():
     with serve_fake_github() as fake:
@@ -600,17 +770,24 @@ def test_the_422_create_race_is_resolved_by_updating_the_pr_the_other_run_opened
 
 def test_provider_errors_name_the_call_and_githubs_reason():
     with serve_fake_github() as fake:
-        provider = GitHubPullRequests(GitHubSettings(f"{fake.owner}/{fake.repo}", "wrong-token-123", fake.url))
+        provider = GitHubPullRequests(
+            GitHubSettings(f"{fake.owner}/{fake.repo}", "wrong-token-123", fake.url)
+        )
         with pytest.raises(Exception) as info:
             provider.ensure(head="b", base="main", title="T", body="B")
-    assert "HTTP 401" in str(info.value) and "Bad credentials" in str(info.value) and "GITHUB_TOKEN" in str(info.value)
+    assert (
+        "HTTP 401" in str(info.value)
+        and "Bad credentials" in str(info.value)
+        and "GITHUB_TOKEN" in str(info.value)
+    )
 
 
 def test_transient_gateway_errors_are_retried_then_succeed():
     with serve_fake_github() as fake:
         fake.fail["GET"] = (503, {"message": "unavailable"})
-        provider = GitHubPullRequests(GitHubSettings(f"{fake.owner}/{fake.repo}", fake.token, fake.url),
-                                      retries=2, backoff_s=0.0)
+        provider = GitHubPullRequests(
+            GitHubSettings(f"{fake.owner}/{fake.repo}", fake.token, fake.url), retries=2, backoff_s=0.0
+        )
         with pytest.raises(Exception, match="HTTP 503"):
             provider.ensure(head="b", base="main", title="T", body="B")
         assert len(fake.calls("GET")) == 3
@@ -619,6 +796,7 @@ def test_transient_gateway_errors_are_retried_then_succeed():
 
 
 # --- schedule and definitions ---------------------------------------------------------------
+
 
 def test_the_schedule_runs_daily_at_0100_utc_and_asks_for_the_cycle_of_its_tick():
     assert (EXPORT_CRON, knowledge_export_schedule.cron_schedule) == ("0 1 * * *", "0 1 * * *")
@@ -637,7 +815,9 @@ def test_the_code_location_loads_with_the_export_job_schedule_and_resources():
 
     job = defs.resolve_job_def("knowledge_export_job")
     assert {k.to_user_string() for k in job.asset_layer.executable_asset_keys} >= {
-        "aggregated_learning", "learned_pattern_export"}
+        "aggregated_learning",
+        "learned_pattern_export",
+    }
     assert defs.resolve_schedule_def("knowledge_export_schedule").cron_schedule == "0 1 * * *"
     for key in ("templates_repo", "github", "shared_queue"):
         assert key in defs.resources
@@ -645,7 +825,9 @@ def test_the_code_location_loads_with_the_export_job_schedule_and_resources():
         assert asset.specs_by_key[asset.key].freshness_policy == DAILY_FRESHNESS
 
 
-def test_init_creates_the_embedded_templates_remote_only_when_no_url_is_set(db_url, tmp_path, monkeypatch, capsys):
+def test_init_creates_the_embedded_templates_remote_only_when_no_url_is_set(
+    db_url, tmp_path, monkeypatch, capsys
+):
     from queue_assets import cli
 
     monkeypatch.setenv("SHARED_QUEUE_DB_URL", db_url)
@@ -667,7 +849,8 @@ def test_a_bad_templates_repo_url_fails_naming_the_variable_without_its_credenti
 
 
 def test_the_scheduled_job_from_the_definitions_runs_on_environment_settings(
-        db_url, aconn, remote, tmp_path, cycle, monkeypatch):
+    db_url, aconn, remote, tmp_path, cycle, monkeypatch
+):
     from queue_assets.definitions import defs
 
     add_standard_fleet(aconn)
@@ -693,7 +876,8 @@ def export_job_with_policy(monkeypatch, delay_s: int) -> dg.UnresolvedAssetJobDe
     assert knowledge_export_job.op_retry_policy == retry_policy("knowledge_export_job")  # default delay
     monkeypatch.setenv("QUEUE_ASSETS_RETRY_DELAY_S", str(delay_s))
     return dg.define_asset_job(
-        name="knowledge_export_job", selection=[aggregated_learning, learned_pattern_export],
+        name="knowledge_export_job",
+        selection=[aggregated_learning, learned_pattern_export],
         op_retry_policy=retry_policy("knowledge_export_job"),
     )
 
@@ -701,7 +885,8 @@ def export_job_with_policy(monkeypatch, delay_s: int) -> dg.UnresolvedAssetJobDe
 def run_export_job(job, cycle: date, res: dict, instance: dg.DagsterInstance, run_id: str):
     defs = dg.Definitions(assets=[aggregated_learning, learned_pattern_export], jobs=[job], resources=res)
     return defs.resolve_job_def("knowledge_export_job").execute_in_process(
-        partition_key=cycle.isoformat(), instance=instance, run_id=run_id, raise_on_error=False)
+        partition_key=cycle.isoformat(), instance=instance, run_id=run_id, raise_on_error=False
+    )
 
 
 def retries_of(instance: dg.DagsterInstance, run_id: str) -> int:
@@ -709,7 +894,8 @@ def retries_of(instance: dg.DagsterInstance, run_id: str) -> int:
 
 
 def test_an_export_whose_git_remote_is_briefly_gone_succeeds_on_its_retry(
-        db_url, aconn, remote, tmp_path, cycle, monkeypatch):
+    db_url, aconn, remote, tmp_path, cycle, monkeypatch
+):
     """The remote is missing when the 01:00 run starts and comes back during the first retry's
     backoff: the same run exports. Breaks without the job's op_retry_policy (the run fails)."""
     import uuid
@@ -737,7 +923,8 @@ def test_an_export_whose_git_remote_is_briefly_gone_succeeds_on_its_retry(
 
 
 def test_an_export_whose_git_remote_stays_gone_stops_after_its_retry_limit(
-        db_url, aconn, remote, tmp_path, cycle, monkeypatch):
+    db_url, aconn, remote, tmp_path, cycle, monkeypatch
+):
     """A remote that never comes back: the step is tried 1 + 4 times (0, 1, 3, 7, 15 s apart with a
     1 s base delay), then the run fails naming Git, with no branch. Breaks when the limit is gone
     (the run would never end) or when retries are not made at all (0 retries counted)."""

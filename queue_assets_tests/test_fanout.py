@@ -24,21 +24,32 @@ HOUR = 3600
 def heartbeat(conn, instance_id: str, *, age_s: float = 0) -> None:
     """Send a heartbeat stamped `age_s` seconds ago and store it through the ingest loop."""
     ts = (datetime.now(UTC) - timedelta(seconds=age_s)).isoformat().replace("+00:00", "Z")
-    send_raw(conn, "instance_heartbeat",
-             json.dumps({"type": "heartbeat", "instance_id": instance_id, "timestamp": ts, "status": "ok"}))
+    send_raw(
+        conn,
+        "instance_heartbeat",
+        json.dumps({"type": "heartbeat", "instance_id": instance_id, "timestamp": ts, "status": "ok"}),
+    )
     result = ingest_queue(conn, "instance_heartbeat", CFG)
     assert result.stored == 1
 
 
 def patterns_message(n: int = 1) -> dict:
-    return hub_message("aggregated_patterns", patterns=[
-        {"pattern_type": "framework", "name": f"phoenix-{i}", "rank": i + 1, "score": 3.5} for i in range(n)
-    ])
+    return hub_message(
+        "aggregated_patterns",
+        patterns=[
+            {"pattern_type": "framework", "name": f"phoenix-{i}", "rank": i + 1, "score": 3.5}
+            for i in range(n)
+        ],
+    )
 
 
 def templates_message() -> dict:
-    return hub_message("templates_updated", git_url="/srv/git/templates_data.git", commit="abc1234",
-                       updated_files=["templates/elixir/genserver_cache.ex.eex"])
+    return hub_message(
+        "templates_updated",
+        git_url="/srv/git/templates_data.git",
+        commit="abc1234",
+        updated_files=["templates/elixir/genserver_cache.ex.eex"],
+    )
 
 
 def inbox(db_url: str, instance_id: str, limit: int = 100) -> list:
@@ -99,13 +110,26 @@ def test_an_instance_that_goes_silent_is_unbound_and_its_unread_messages_stay(co
 
 
 def test_an_instance_known_only_from_pattern_messages_gets_an_inbox_but_no_messages(conn, db_url):
-    send_raw(conn, "pattern_messages", json.dumps({
-        "type": "pattern_detection", "instance_id": "singularity-9", "timestamp": "2025-10-25T12:00:00Z",
-        "patterns": [{"pattern_type": "code", "name": "retry"}]}))
+    send_raw(
+        conn,
+        "pattern_messages",
+        json.dumps(
+            {
+                "type": "pattern_detection",
+                "instance_id": "singularity-9",
+                "timestamp": "2025-10-25T12:00:00Z",
+                "patterns": [{"pattern_type": "code", "name": "retry"}],
+            }
+        ),
+    )
     ingest_queue(conn, "pattern_messages", CFG)
     result = fan_out(conn, patterns_message(), HOUR)
     conn.commit()
-    assert (result.copies, result.sync.created, result.sync.stale) == (0, ["singularity-9"], ["singularity-9"])
+    assert (result.copies, result.sync.created, result.sync.stale) == (
+        0,
+        ["singularity-9"],
+        ["singularity-9"],
+    )
 
 
 def test_sync_is_idempotent(conn):
@@ -150,7 +174,9 @@ def test_a_routing_key_outside_the_hub_topics_is_refused(conn):
 
 def test_a_hand_edited_inbox_name_is_skipped_with_the_reason(conn):
     heartbeat(conn, "singularity-1")
-    conn.execute("UPDATE hub.instances SET inbox_queue = 'pattern_messages' WHERE instance_id = 'singularity-1'")
+    conn.execute(
+        "UPDATE hub.instances SET inbox_queue = 'pattern_messages' WHERE instance_id = 'singularity-1'"
+    )
     result = sync_inboxes(conn, HOUR)
     conn.commit()
     assert "its inbox is 'inbox_singularity_1'" in result.skipped["singularity-1"]
@@ -174,15 +200,20 @@ def test_an_archived_inbox_message_is_not_read_again(conn, db_url):
 
 def test_a_message_over_the_size_limit_is_refused(conn):
     heartbeat(conn, "singularity-1")
-    huge = hub_message("templates_updated", git_url="/srv/t.git", updated_files=[f"f{i:07d}" * 40 for i in range(4000)])
+    huge = hub_message(
+        "templates_updated", git_url="/srv/t.git", updated_files=[f"f{i:07d}" * 40 for i in range(4000)]
+    )
     with pytest.raises(contracts.ContractError, match="over the limit of 1048576 bytes"):
         publish(conn, huge, stale_after_s=HOUR)
 
 
 def many_heartbeats(conn, n: int) -> None:
     now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
-    send_many(conn, "instance_heartbeat", [
-        json.dumps({"type": "heartbeat", "instance_id": f"node-{i}", "timestamp": now}) for i in range(n)])
+    send_many(
+        conn,
+        "instance_heartbeat",
+        [json.dumps({"type": "heartbeat", "instance_id": f"node-{i}", "timestamp": now}) for i in range(n)],
+    )
     assert ingest_queue(conn, "instance_heartbeat", CFG).stored == n
 
 
@@ -200,5 +231,7 @@ def test_inside_an_open_transaction_a_large_sync_is_refused_with_what_to_do(conn
 
     many_heartbeats(conn, CREATE_BATCH + 1)
     conn.execute("SELECT 1")  # the caller's transaction is open
-    with pytest.raises(RuntimeError, match="call sync_inboxes on a connection with no open transaction first"):
+    with pytest.raises(
+        RuntimeError, match="call sync_inboxes on a connection with no open transaction first"
+    ):
         sync_inboxes(conn, HOUR)

@@ -57,22 +57,61 @@ MAX_REASON_CHARS = 2000
 
 
 def fuzz(examples: int):
-    return settings(max_examples=examples * SCALE, deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
-                                           HealthCheck.data_too_large, HealthCheck.filter_too_much])
+    return settings(
+        max_examples=examples * SCALE,
+        deadline=None,
+        suppress_health_check=[
+            HealthCheck.too_slow,
+            HealthCheck.function_scoped_fixture,
+            HealthCheck.data_too_large,
+            HealthCheck.filter_too_much,
+        ],
+    )
 
 
 # --- strategies ----------------------------------------------------------------------------------
 
-SCALARS = (st.none() | st.booleans() | st.integers() | st.integers(min_value=-(10**400), max_value=10**400)
-           | st.floats() | st.text(max_size=30))
-JSON_VALUES = st.recursive(SCALARS, lambda c: st.lists(c, max_size=5) | st.dictionaries(st.text(max_size=10), c,
-                                                                                       max_size=5), max_leaves=25)
-INTERESTING_STRINGS = st.sampled_from([
-    "", " ", "\n", "\x00", "\u202e", "\u2066", "NaN", "Infinity", "-inf", "1e400", "2025-10-25T12:00:00Z",
-    "2025-13-45T99:99:99Z", "0000-01-01T00:00:00Z", "singularity-1", "singularity-1\n", "../../etc/passwd",
-    "a" * 300, "é", "日本", "\ud800x", "null", "framework", "inbox_x", "DROP TABLE hub.instances; --",
-]) | st.text(max_size=40)
+SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.integers(min_value=-(10**400), max_value=10**400)
+    | st.floats()
+    | st.text(max_size=30)
+)
+JSON_VALUES = st.recursive(
+    SCALARS,
+    lambda c: st.lists(c, max_size=5) | st.dictionaries(st.text(max_size=10), c, max_size=5),
+    max_leaves=25,
+)
+INTERESTING_STRINGS = st.sampled_from(
+    [
+        "",
+        " ",
+        "\n",
+        "\x00",
+        "\u202e",
+        "\u2066",
+        "NaN",
+        "Infinity",
+        "-inf",
+        "1e400",
+        "2025-10-25T12:00:00Z",
+        "2025-13-45T99:99:99Z",
+        "0000-01-01T00:00:00Z",
+        "singularity-1",
+        "singularity-1\n",
+        "../../etc/passwd",
+        "a" * 300,
+        "é",
+        "日本",
+        "\ud800x",
+        "null",
+        "framework",
+        "inbox_x",
+        "DROP TABLE hub.instances; --",
+    ]
+) | st.text(max_size=40)
 FIELD_VALUES = JSON_VALUES | INTERESTING_STRINGS | st.sampled_from(sorted(ALL_TYPES))
 SAMPLES = [json.loads(raw) for raw in VALID_SAMPLES]
 
@@ -123,7 +162,9 @@ RAW_INPUTS = st.one_of(
     mutated_messages().map(lambda m: _dumps(m).encode("utf-8", "surrogatepass")),
     st.sampled_from(VALID_SAMPLES),
 )
-LIMITS = st.fixed_dictionaries({}, optional={"max_bytes": st.integers(1, 5000), "max_depth": st.integers(1, 40)})
+LIMITS = st.fixed_dictionaries(
+    {}, optional={"max_bytes": st.integers(1, 5000), "max_depth": st.integers(1, 40)}
+)
 QUEUES_WITH_CONTRACTS = sorted([*INGEST_TYPES, *QUEUE_MODELS, "template_updates", "inbox_singularity_1"])
 
 
@@ -166,8 +207,10 @@ def test_parse_for_queue_returns_a_model_or_raises_contract_error(queue, raw, li
 @fuzz(100)
 @given(st.sampled_from(sorted(VALID_SAMPLES_BY_QUEUE)), st.data())
 def test_an_accepted_ingest_message_is_accepted_again_after_a_json_round_trip(queue, data):
-    raw = data.draw(st.sampled_from(VALID_SAMPLES_BY_QUEUE[queue]) | mutated_messages(
-        [json.loads(r) for r in VALID_SAMPLES_BY_QUEUE[queue]]).map(_dumps))
+    raw = data.draw(
+        st.sampled_from(VALID_SAMPLES_BY_QUEUE[queue])
+        | mutated_messages([json.loads(r) for r in VALID_SAMPLES_BY_QUEUE[queue]]).map(_dumps)
+    )
     model = check_outcome(lambda: parse_ingest(queue, raw), INGEST_TYPES[queue])
     assume(model is not None)
     again = parse_ingest(queue, json.dumps(model.model_dump(mode="json"), allow_nan=False))
@@ -177,17 +220,30 @@ def test_an_accepted_ingest_message_is_accepted_again_after_a_json_round_trip(qu
 # --- names ---------------------------------------------------------------------------------------
 
 NAME_CHARS = st.sampled_from(list("abcxyzAZ019_-./\\ \t\n\r\x00;'\"$%é") + ["\u0130", "\u212a", "ı"])
-NAMEISH = st.one_of(st.text(NAME_CHARS, max_size=60), st.text(max_size=60),
-                    st.from_regex(r"[a-z][a-z0-9_]{0,50}", fullmatch=True).flatmap(
-                        lambda s: st.sampled_from([s, s + "\n", "\n" + s, s + " ", s.upper()])))
-OBJECTS = NAMEISH | st.none() | st.integers() | st.binary(max_size=10) | st.lists(st.text(max_size=3), max_size=2)
+NAMEISH = st.one_of(
+    st.text(NAME_CHARS, max_size=60),
+    st.text(max_size=60),
+    st.from_regex(r"[a-z][a-z0-9_]{0,50}", fullmatch=True).flatmap(
+        lambda s: st.sampled_from([s, s + "\n", "\n" + s, s + " ", s.upper()])
+    ),
+)
+OBJECTS = (
+    NAMEISH | st.none() | st.integers() | st.binary(max_size=10) | st.lists(st.text(max_size=3), max_size=2)
+)
 SAFE_QUEUE = re.compile(r"[a-z][a-z0-9_]*")
 SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
 
 def _safe_file_name(name: str) -> bool:
-    return (PurePosixPath(name).name == name and name not in (".", "..") and not name.startswith("-")
-            and "/" not in name and "\\" not in name and name.isascii() and name.isprintable())
+    return (
+        PurePosixPath(name).name == name
+        and name not in (".", "..")
+        and not name.startswith("-")
+        and "/" not in name
+        and "\\" not in name
+        and name.isascii()
+        and name.isprintable()
+    )
 
 
 @fuzz(500)
@@ -232,13 +288,18 @@ def test_dlq_for_and_inbox_queue_for_raise_only_invalid_name_error(name):
 
 JSONB_TEXT = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=30)
 JSONB_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers(min_value=-(10**30), max_value=10**30)
-    | st.floats(allow_nan=False, allow_infinity=False) | JSONB_TEXT,
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(10**30), max_value=10**30)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | JSONB_TEXT,
     lambda c: st.lists(c, max_size=4) | st.dictionaries(JSONB_TEXT, c, max_size=4),
     max_leaves=20,
 )
 
-JSONB_FIELD_VALUES = JSONB_VALUES | INTERESTING_STRINGS.filter(lambda t: "\x00" not in t and "\ud800" not in t)
+JSONB_FIELD_VALUES = JSONB_VALUES | INTERESTING_STRINGS.filter(
+    lambda t: "\x00" not in t and "\ud800" not in t
+)
 
 
 def _jsonb_safe(value) -> bool:
@@ -252,18 +313,26 @@ def _jsonb_safe(value) -> bool:
 @st.composite
 def ingest_messages(draw, queue: str, key_prefix: str):
     own = [json.loads(r) for r in VALID_SAMPLES_BY_QUEUE[queue]]
-    body = draw(st.one_of(
-        JSONB_VALUES,
-        st.sampled_from(own),
-        mutated_messages(own, JSONB_FIELD_VALUES),
-        mutated_messages(SAMPLES, JSONB_FIELD_VALUES),
-    ))
-    headers = draw(st.one_of(
-        st.none(),
-        JSONB_VALUES,
-        st.fixed_dictionaries({"idempotency_key": st.sampled_from(["k1", "k2", "k3"]).map(lambda k: key_prefix + k)}),
-        st.fixed_dictionaries({"idempotency_key": JSONB_VALUES | st.just("x" * (MAX_IDEMPOTENCY_KEY + 1))}),
-    ))
+    body = draw(
+        st.one_of(
+            JSONB_VALUES,
+            st.sampled_from(own),
+            mutated_messages(own, JSONB_FIELD_VALUES),
+            mutated_messages(SAMPLES, JSONB_FIELD_VALUES),
+        )
+    )
+    headers = draw(
+        st.one_of(
+            st.none(),
+            JSONB_VALUES,
+            st.fixed_dictionaries(
+                {"idempotency_key": st.sampled_from(["k1", "k2", "k3"]).map(lambda k: key_prefix + k)}
+            ),
+            st.fixed_dictionaries(
+                {"idempotency_key": JSONB_VALUES | st.just("x" * (MAX_IDEMPOTENCY_KEY + 1))}
+            ),
+        )
+    )
     assume(_jsonb_safe(body) and _jsonb_safe(headers))
     return body, headers
 
@@ -292,17 +361,29 @@ def queue_conn(db_url):
 def ingest_and_check(conn: psycopg.Connection, queue: str, batch: list, batch_size: int) -> dict[str, int]:
     """Send `batch` ((body, headers) pairs), run the ingest loop, and check every message's fate
     against an oracle built from the contract and the header rule. Returns the outcome counts."""
-    ids = [r[0] for r in conn.execute(
-        "SELECT * FROM pgmq.send_batch(%s, %s::jsonb[], %s::jsonb[])",
-        (queue, [json.dumps(b) for b, _ in batch], [json.dumps(h) if h is not None else None for _, h in batch]),
-    ).fetchall()]
+    ids = [
+        r[0]
+        for r in conn.execute(
+            "SELECT * FROM pgmq.send_batch(%s, %s::jsonb[], %s::jsonb[])",
+            (
+                queue,
+                [json.dumps(b) for b, _ in batch],
+                [json.dumps(h) if h is not None else None for _, h in batch],
+            ),
+        ).fetchall()
+    ]
     conn.commit()
     result = ingest_queue(conn, queue, IngestConfig(batch_size=batch_size, visibility_timeout_s=30))
 
     # The oracle judges what jsonb stored (the text the hub read), in msg_id order.
-    archived = dict(conn.execute(
-        sql.SQL("SELECT msg_id, message::text FROM {} WHERE msg_id = ANY(%s)").format(
-            sql.Identifier("pgmq", f"a_{queue}")), (ids,)).fetchall())
+    archived = dict(
+        conn.execute(
+            sql.SQL("SELECT msg_id, message::text FROM {} WHERE msg_id = ANY(%s)").format(
+                sql.Identifier("pgmq", f"a_{queue}")
+            ),
+            (ids,),
+        ).fetchall()
+    )
     expected, seen_keys = {}, set()
     for msg_id, (_, headers) in zip(ids, batch, strict=True):
         ok, key = _header_ok(headers)
@@ -318,14 +399,25 @@ def ingest_and_check(conn: psycopg.Connection, queue: str, batch: list, batch_si
             if key is not None:
                 seen_keys.add((model.instance, key))
             expected[msg_id] = "stored"
-    ledger = dict(conn.execute(
-        "SELECT msg_id, outcome FROM hub.ingest_ledger WHERE queue = %s AND msg_id = ANY(%s)", (queue, ids)
-    ).fetchall())
-    dead = sorted(r[0] for r in conn.execute(
-        sql.SQL("SELECT (headers->>'x-dlq-source-msg-id')::bigint FROM {}"
-                " WHERE (headers->>'x-dlq-source-msg-id')::bigint = ANY(%s)").format(
-            sql.Identifier("pgmq", f"q_{queue}_dlq")), (ids,)).fetchall())
-    depth = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier("pgmq", f"q_{queue}"))).fetchone()[0]
+    ledger = dict(
+        conn.execute(
+            "SELECT msg_id, outcome FROM hub.ingest_ledger WHERE queue = %s AND msg_id = ANY(%s)",
+            (queue, ids),
+        ).fetchall()
+    )
+    dead = sorted(
+        r[0]
+        for r in conn.execute(
+            sql.SQL(
+                "SELECT (headers->>'x-dlq-source-msg-id')::bigint FROM {}"
+                " WHERE (headers->>'x-dlq-source-msg-id')::bigint = ANY(%s)"
+            ).format(sql.Identifier("pgmq", f"q_{queue}_dlq")),
+            (ids,),
+        ).fetchall()
+    )
+    depth = conn.execute(
+        sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier("pgmq", f"q_{queue}"))
+    ).fetchone()[0]
     conn.commit()
 
     outcomes = {o: list(expected.values()).count(o) for o in ("stored", "duplicate", "dead_lettered")}
@@ -333,7 +425,11 @@ def ingest_and_check(conn: psycopg.Connection, queue: str, batch: list, batch_si
     assert ledger == expected
     assert dead == sorted(i for i, o in expected.items() if o == "dead_lettered")
     assert (result.read, result.stored, result.duplicates, result.dead_lettered) == (
-        len(ids), outcomes["stored"], outcomes["duplicate"], outcomes["dead_lettered"])
+        len(ids),
+        outcomes["stored"],
+        outcomes["duplicate"],
+        outcomes["dead_lettered"],
+    )
     return outcomes
 
 
@@ -342,8 +438,15 @@ def test_ingest_loop_stores_or_dead_letters_every_fuzzed_message_exactly_once(qu
     # First a fixed batch with every outcome, so the oracle itself is known to tell them apart.
     valid = json.loads(VALID_SAMPLES_BY_QUEUE[queue][0])
     key = {"idempotency_key": f"fixed-{uuid.uuid4().hex}"}
-    fixed = [(valid, key), (valid, key), (valid, None), ([1, 2], None), (valid, ["not", "an", "object"]),
-             ({**valid, "timestamp": "yesterday"}, None), (valid, {"idempotency_key": ""})]
+    fixed = [
+        (valid, key),
+        (valid, key),
+        (valid, None),
+        ([1, 2], None),
+        (valid, ["not", "an", "object"]),
+        ({**valid, "timestamp": "yesterday"}, None),
+        (valid, {"idempotency_key": ""}),
+    ]
     assert ingest_and_check(queue_conn, queue, fixed, 3) == {"stored": 2, "duplicate": 1, "dead_lettered": 4}
 
     @fuzz(10)

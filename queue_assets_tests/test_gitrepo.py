@@ -12,18 +12,18 @@ from pathlib import Path
 import git
 import pytest
 
-from queue_assets import gitrepo
-from queue_assets.gitrepo import (
+from queue_assets.git import repo as gitrepo
+from queue_assets.git.repo import (
     GitError,
     GitPushRejected,
     UnsafePathError,
     ensure_embedded_templates_remote,
     open_work_copy,
-    redact,
     safe_path,
     split_credentials,
     validate_remote_url,
 )
+from queue_assets.redact import redact
 
 HOOK_MESSAGE = "policy: the templates repository is frozen for review"
 
@@ -34,8 +34,12 @@ def remote(tmp_path) -> str:
 
 
 def _branches(remote: str) -> dict[str, str]:
-    out = subprocess.run(["git", "-C", remote, "for-each-ref", "--format=%(refname:short) %(objectname)",
-                          "refs/heads"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["git", "-C", remote, "for-each-ref", "--format=%(refname:short) %(objectname)", "refs/heads"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return dict(line.split() for line in out.splitlines())
 
 
@@ -149,8 +153,12 @@ def test_changed_files_lists_the_paths_between_two_commits(remote, tmp_path):
         assert wc.changed_files(mid, end) == ["patterns/three.json", "patterns/two.json"]
         assert wc.changed_files(end, end) == []
         assert wc.changed_files(None, end) == [
-            "README.md", "patterns/one.json", "patterns/three.json",
-            "templates/elixir/genserver_cache.ex.eex", "templates/rust/axum_service.rs"]
+            "README.md",
+            "patterns/one.json",
+            "patterns/three.json",
+            "templates/elixir/genserver_cache.ex.eex",
+            "templates/rust/axum_service.rs",
+        ]
         with pytest.raises(GitError, match="not a commit id"):
             wc.changed_files("--output=/tmp/x", end)
         with pytest.raises(GitError, match="is not in"):
@@ -171,14 +179,29 @@ def test_first_commit_to_an_empty_remote_starts_an_orphan_branch(tmp_path):
 def test_a_branch_from_a_missing_base_fails_with_a_clear_message(tmp_path):
     bare = tmp_path / "empty.git"
     git.Repo.init(bare, bare=True, initial_branch="main").close()
-    with open_work_copy(str(bare), tmp_path / "work") as wc, pytest.raises(GitError, match="has no branch 'main'"):
+    with (
+        open_work_copy(str(bare), tmp_path / "work") as wc,
+        pytest.raises(GitError, match="has no branch 'main'"),
+    ):
         wc.checkout_branch("feature/x", base="main")
 
 
-@pytest.mark.parametrize("name", [
-    "../escape.json", "../../etc/passwd", "/etc/passwd", "..\\..\\windows.json", "a/../../b.json",
-    "x\0y", ".git/hooks/pre-commit", "sub/.GIT/config", "", ".", "a\nb",
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "../escape.json",
+        "../../etc/passwd",
+        "/etc/passwd",
+        "..\\..\\windows.json",
+        "a/../../b.json",
+        "x\0y",
+        ".git/hooks/pre-commit",
+        "sub/.GIT/config",
+        "",
+        ".",
+        "a\nb",
+    ],
+)
 def test_safe_path_refuses_names_that_leave_the_folder(tmp_path, name):
     with pytest.raises(UnsafePathError):
         safe_path(tmp_path, name)
@@ -205,8 +228,17 @@ def test_a_symlinked_export_folder_is_refused_and_nothing_is_written_through_it(
     assert list(outside.iterdir()) == []
 
 
-@pytest.mark.parametrize("url", ["ext::sh -c touch% /tmp/pwned", "--upload-pack=touch /tmp/pwned", "",
-                                 "ftp://example.com/repo.git", " https://example.com/r.git", "https:///nohost"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ext::sh -c touch% /tmp/pwned",
+        "--upload-pack=touch /tmp/pwned",
+        "",
+        "ftp://example.com/repo.git",
+        " https://example.com/r.git",
+        "https:///nohost",
+    ],
+)
 def test_validate_remote_url_refuses_unsafe_urls_naming_the_variable(url):
     with pytest.raises(ValueError, match="TEMPLATES_REPO_URL"):
         validate_remote_url(url)
@@ -219,7 +251,10 @@ def test_credentials_are_split_out_of_https_urls_and_redacted():
     assert "s3cret-token" not in repr(auth)
     clean, auth = split_credentials("https://ghp_abcdef123456@github.com/acme/t.git")
     assert (clean, auth.secret) == ("https://github.com/acme/t.git", "ghp_abcdef123456")
-    assert redact("fatal: could not read https://bob:s3cret-token@host/x") == "fatal: could not read https://***@host/x"
+    assert (
+        redact("fatal: could not read https://bob:s3cret-token@host/x")
+        == "fatal: could not read https://bob:***@host/x"
+    )
     assert split_credentials("ssh://git@host/acme/t.git") == ("ssh://git@host/acme/t.git", None)
 
 

@@ -42,9 +42,13 @@ def test_unknown_extra_fields_are_kept(conn):
 
 
 def test_every_valid_sample_is_stored_in_its_table(conn):
-    queues = {"pattern_detection": "pattern_messages", "code_analysis": "pattern_messages",
-              "learned_patterns": "learned_patterns", "learned_artifacts": "learned_patterns",
-              "heartbeat": "instance_heartbeat"}
+    queues = {
+        "pattern_detection": "pattern_messages",
+        "code_analysis": "pattern_messages",
+        "learned_patterns": "learned_patterns",
+        "learned_artifacts": "learned_patterns",
+        "heartbeat": "instance_heartbeat",
+    }
     for raw in VALID_SAMPLES:
         send_raw(conn, queues[json.loads(raw)["type"]], raw)
     for q in ("pattern_messages", "learned_patterns", "instance_heartbeat"):
@@ -107,11 +111,15 @@ def test_a_message_over_the_attempt_limit_goes_to_the_dlq(conn):
 
 def test_a_message_the_database_refuses_is_dead_lettered_alone(conn):
     # Two instance ids that map to the same inbox queue: the second is refused by hub.instances.
-    send_many(conn, "instance_heartbeat", [
-        json.dumps({"type": "heartbeat", "instance_id": "node-a", "timestamp": "2025-10-25T12:00:00Z"}),
-        json.dumps({"type": "heartbeat", "instance_id": "node_a", "timestamp": "2025-10-25T12:00:01Z"}),
-        json.dumps({"type": "heartbeat", "instance_id": "node-b", "timestamp": "2025-10-25T12:00:02Z"}),
-    ])
+    send_many(
+        conn,
+        "instance_heartbeat",
+        [
+            json.dumps({"type": "heartbeat", "instance_id": "node-a", "timestamp": "2025-10-25T12:00:00Z"}),
+            json.dumps({"type": "heartbeat", "instance_id": "node_a", "timestamp": "2025-10-25T12:00:01Z"}),
+            json.dumps({"type": "heartbeat", "instance_id": "node-b", "timestamp": "2025-10-25T12:00:02Z"}),
+        ],
+    )
     result = ingest_queue(conn, "instance_heartbeat", CFG)
     assert (result.stored, result.dead_lettered) == (2, 1)
     [(message, headers)] = dlq_messages(conn, "instance_heartbeat")
@@ -174,8 +182,15 @@ def test_two_concurrent_consumers_on_one_queue_store_each_message_once(db_url):
 
     def consume():
         with psycopg.connect(db_url) as c:
-            results.append(ingest_queue(c, "pattern_messages", short, prefetch_url=db_url,
-                                        on_batch=lambda r: time.sleep(1.5) if r.batches <= 3 else None))
+            results.append(
+                ingest_queue(
+                    c,
+                    "pattern_messages",
+                    short,
+                    prefetch_url=db_url,
+                    on_batch=lambda r: time.sleep(1.5) if r.batches <= 3 else None,
+                )
+            )
 
     threads = [threading.Thread(target=consume) for _ in range(2)]
     for t in threads:
@@ -185,22 +200,41 @@ def test_two_concurrent_consumers_on_one_queue_store_each_message_once(db_url):
     with psycopg.connect(db_url) as c:
         assert count(c, "hub.ingest_ledger") == 3100
         assert count(c, "hub.pattern_observations") == 6200
-        assert c.execute(
-            "SELECT count(*) FROM (SELECT msg_id FROM hub.pattern_observations GROUP BY msg_id, ordinal"
-            " HAVING count(*) > 1) d").fetchone()[0] == 0
+        assert (
+            c.execute(
+                "SELECT count(*) FROM (SELECT msg_id FROM hub.pattern_observations GROUP BY msg_id, ordinal"
+                " HAVING count(*) > 1) d"
+            ).fetchone()[0]
+            == 0
+        )
         assert queue_depth(c, "pattern_messages") == 0
         assert count(c, "pgmq.a_pattern_messages") == 3100
     assert sum(r.stored for r in results) == 3000
     assert all(r.read > 0 for r in results)  # both really consumed
-    print(f"loop: {sum(r.read for r in results)} read, {sum(r.ledger_conflicts for r in results)} ledger conflicts")
+    print(
+        f"loop: {sum(r.read for r in results)} read, {sum(r.ledger_conflicts for r in results)} ledger conflicts"
+    )
 
 
 def test_heartbeats_register_instances_with_latest_state(conn):
-    for ts, status in (("2025-10-25T12:00:00Z", "ok"), ("2025-10-25T12:05:00Z", "degraded"),
-                       ("2025-10-25T12:01:00Z", "late")):
-        send_raw(conn, "instance_heartbeat", json.dumps(
-            {"type": "heartbeat", "instance_id": "singularity-3", "timestamp": ts, "version": "1.4.0",
-             "status": status}))
+    for ts, status in (
+        ("2025-10-25T12:00:00Z", "ok"),
+        ("2025-10-25T12:05:00Z", "degraded"),
+        ("2025-10-25T12:01:00Z", "late"),
+    ):
+        send_raw(
+            conn,
+            "instance_heartbeat",
+            json.dumps(
+                {
+                    "type": "heartbeat",
+                    "instance_id": "singularity-3",
+                    "timestamp": ts,
+                    "version": "1.4.0",
+                    "status": status,
+                }
+            ),
+        )
     ingest_queue(conn, "instance_heartbeat", CFG)
     row = conn.execute("SELECT status, heartbeat_count, inbox_queue FROM hub.instances").fetchone()
     assert row == ("degraded", 3, "inbox_singularity_3")
@@ -268,22 +302,36 @@ def test_a_recreated_queue_whose_msg_ids_start_again_has_every_new_message_store
     Fails on a ledger keyed on (queue, msg_id) alone: the new messages hit the old ledger rows, are
     counted as duplicates and archived with no data stored (stored 0, ledger 1,000, observations 2,000).
     """
-    send_many(conn, "pattern_messages", [pattern_message(f"singularity-{i % 4}", i, patterns=1) for i in range(1000)])
+    send_many(
+        conn,
+        "pattern_messages",
+        [pattern_message(f"singularity-{i % 4}", i, patterns=1) for i in range(1000)],
+    )
     first = ingest_queue(conn, "pattern_messages", CFG)
     assert (first.read, first.stored) == (1000, 1000)
     _recreate_queue(conn, "pattern_messages")
-    send_many(conn, "pattern_messages",
-              [pattern_message(f"singularity-{i % 4}", 10_000 + i, patterns=2) for i in range(1000)])
-    assert conn.execute("SELECT min(msg_id), max(msg_id) FROM pgmq.q_pattern_messages").fetchone() == (1, 1000)
+    send_many(
+        conn,
+        "pattern_messages",
+        [pattern_message(f"singularity-{i % 4}", 10_000 + i, patterns=2) for i in range(1000)],
+    )
+    assert conn.execute("SELECT min(msg_id), max(msg_id) FROM pgmq.q_pattern_messages").fetchone() == (
+        1,
+        1000,
+    )
 
     second = ingest_queue(conn, "pattern_messages", CFG)
     assert (second.read, second.stored, second.duplicates, second.dead_lettered) == (1000, 1000, 0, 0)
     assert second.ledger_conflicts == 0
     assert count(conn, "hub.ingest_ledger", "outcome = 'stored'") == 2000
     assert count(conn, "hub.pattern_observations") == 1000 + 2 * 1000
-    seqs = {r[0] for r in conn.execute(
-        "SELECT (attributes->>'seq')::int FROM hub.pattern_observations o JOIN pgmq.meta m"
-        " ON m.queue_name = o.queue AND m.created_at = o.queue_created_at").fetchall()}
+    seqs = {
+        r[0]
+        for r in conn.execute(
+            "SELECT (attributes->>'seq')::int FROM hub.pattern_observations o JOIN pgmq.meta m"
+            " ON m.queue_name = o.queue AND m.created_at = o.queue_created_at"
+        ).fetchall()
+    }
     assert seqs == set(range(10_000, 11_000))  # the new queue's rows are the new messages' data
     assert count(conn, "pgmq.a_pattern_messages") == 1000 and queue_depth(conn, "pattern_messages") == 0
 
@@ -329,14 +377,20 @@ def test_migration_005_backfills_the_incarnation_and_keeps_an_earlier_queues_row
         for version, _, text in migrations:
             if version < "005":
                 c.execute(text)
-        created = c.execute("SELECT created_at FROM pgmq.meta WHERE queue_name = 'pattern_messages'").fetchone()[0]
+        created = c.execute(
+            "SELECT created_at FROM pgmq.meta WHERE queue_name = 'pattern_messages'"
+        ).fetchone()[0]
         for msg_id, enqueued in ((1, "-1 day"), (7, "+1 second")):
             c.execute(
                 "INSERT INTO hub.ingest_ledger (queue, msg_id, outcome, enqueued_at, read_ct)"
-                " VALUES ('pattern_messages', %s, 'stored', %s::timestamptz + %s::interval, 1)", (msg_id, created, enqueued))
+                " VALUES ('pattern_messages', %s, 'stored', %s::timestamptz + %s::interval, 1)",
+                (msg_id, created, enqueued),
+            )
             c.execute(
                 "INSERT INTO hub.pattern_observations (queue, msg_id, ordinal, instance_id, pattern_type, name,"
-                " observed_at) VALUES ('pattern_messages', %s, 0, 'old', 'framework', 'x', now())", (msg_id,))
+                " observed_at) VALUES ('pattern_messages', %s, 0, 'old', 'framework', 'x', now())",
+                (msg_id,),
+            )
         text_005 = next(t for v, _, t in migrations if v == "005_queue_incarnation")
         c.execute(text_005)
         c.execute(text_005)
@@ -346,9 +400,14 @@ def test_migration_005_backfills_the_incarnation_and_keeps_an_earlier_queues_row
             assert got == [(1, _epoch()), (7, created)], table
         pk = c.execute(
             "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = 'hub.ingest_ledger'::regclass"
-            " AND contype = 'p'").fetchone()[0]
+            " AND contype = 'p'"
+        ).fetchone()[0]
         assert pk == "PRIMARY KEY (queue, queue_created_at, msg_id)"
-        for version, _, text in migrations:  # the rest of the schema today's ingest writes to (sql/010: catalogue)
+        for (
+            version,
+            _,
+            text,
+        ) in migrations:  # the rest of the schema today's ingest writes to (sql/010: catalogue)
             if version > "005":
                 c.execute(text)
         c.commit()
@@ -380,7 +439,9 @@ def test_msg_ids_restarted_without_a_new_incarnation_stop_the_run_instead_of_dro
     conn.execute("TRUNCATE pgmq.a_pattern_messages")  # archive retention took the old archived rows
     conn.commit()
     send_many(conn, "pattern_messages", [pattern_message("singularity-2", 100 + i) for i in range(3)])
-    with pytest.raises(IngestError, match=r"msg_id\(s\) 1, 2, 3 are in hub.ingest_ledger from other messages"):
+    with pytest.raises(
+        IngestError, match=r"msg_id\(s\) 1, 2, 3 are in hub.ingest_ledger from other messages"
+    ):
         ingest_queue(conn, "pattern_messages", CFG)
     conn.rollback()
     assert queue_depth(conn, "pattern_messages") == 3 and count(conn, "pgmq.a_pattern_messages") == 0

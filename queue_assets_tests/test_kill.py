@@ -37,8 +37,16 @@ def _corpus() -> tuple[list[str], list[dict], int, int, int]:
     valid = invalid = duplicates = 0
     for i in range(TOTAL):
         if i % INVALID_EVERY == 0:
-            raws.append(json.dumps({"type": "pattern_detection", "instance_id": "singularity-1",
-                                    "timestamp": "not-a-time", "patterns": []}))
+            raws.append(
+                json.dumps(
+                    {
+                        "type": "pattern_detection",
+                        "instance_id": "singularity-1",
+                        "timestamp": "not-a-time",
+                        "patterns": [],
+                    }
+                )
+            )
             headers.append(None)
             invalid += 1
             continue
@@ -53,10 +61,20 @@ def _corpus() -> tuple[list[str], list[dict], int, int, int]:
 
 
 def _consumer(db_url: str) -> subprocess.Popen:
-    env = {**os.environ, "SHARED_QUEUE_DB_URL": db_url, "SHARED_QUEUE_BATCH_SIZE": "100",
-           "QUEUE_ASSETS_VISIBILITY_TIMEOUT_S": str(VT), "QUEUE_ASSETS_MAX_ATTEMPTS": "50"}
-    return subprocess.Popen([sys.executable, "-m", "queue_assets.cli", "ingest", "pattern_messages"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    env = {
+        **os.environ,
+        "SHARED_QUEUE_DB_URL": db_url,
+        "SHARED_QUEUE_BATCH_SIZE": "100",
+        "QUEUE_ASSETS_VISIBILITY_TIMEOUT_S": str(VT),
+        "QUEUE_ASSETS_MAX_ATTEMPTS": "50",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "queue_assets.cli", "ingest", "pattern_messages"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 # The consumer's main backend inside a transaction that has written ledger rows, not yet committed.
@@ -69,11 +87,14 @@ SELECT a.pid, a.backend_xid::text::bigint
                  AND l.relation = 'hub.ingest_ledger'::regclass)
 """
 # ... and, besides, waiting for a lock on the queue's archive table: pgmq.archive inside that transaction.
-AT_ARCHIVE_SQL = IN_STORE_TX_SQL + """
+AT_ARCHIVE_SQL = (
+    IN_STORE_TX_SQL
+    + """
    AND a.wait_event_type = 'Lock'
    AND EXISTS (SELECT 1 FROM pg_locks l WHERE l.pid = a.pid AND NOT l.granted
                  AND l.relation = 'pgmq.a_pattern_messages'::regclass)
 """
+)
 # The status of a transaction whose 32-bit xid was seen (the epoch is today's: no wraparound in a test).
 XACT_STATUS_SQL = (
     "SELECT pg_xact_status((((pg_snapshot_xmax(pg_current_snapshot())::text::bigint >> 32) << 32)"
@@ -81,7 +102,9 @@ XACT_STATUS_SQL = (
 )
 
 
-def _kill_when(conn: psycopg.Connection, query: str, proc: subprocess.Popen, timeout: float) -> tuple[int, int] | None:
+def _kill_when(
+    conn: psycopg.Connection, query: str, proc: subprocess.Popen, timeout: float
+) -> tuple[int, int] | None:
     """Poll until `query` finds the consumer's backend, SIGKILL the consumer at once and return the
     backend's (pid, xid); None (nothing killed) if the consumer ended or time ran out."""
     deadline = time.monotonic() + timeout
@@ -121,8 +144,12 @@ def _queued_and_in_the_ledger(conn: psycopg.Connection) -> int:
 def _drain(db_url: str):
     """The last consumer, in-process, so its ledger-conflict count can be read."""
     with psycopg.connect(db_url) as c:
-        return ingest_queue(c, "pattern_messages", IngestConfig(batch_size=100, visibility_timeout_s=VT,
-                                                                  max_attempts=50), prefetch_url=db_url)
+        return ingest_queue(
+            c,
+            "pattern_messages",
+            IngestConfig(batch_size=100, visibility_timeout_s=VT, max_attempts=50),
+            prefetch_url=db_url,
+        )
 
 
 def test_sigkill_five_times_during_20k_ingest_stores_each_valid_message_exactly_once(db_url):
@@ -172,7 +199,9 @@ def test_sigkill_five_times_during_20k_ingest_stores_each_valid_message_exactly_
                 break  # drained before we could kill it: the corpus ran out
         inside = fates.count("aborted")
         print(f"kills: {kills}, landed inside the store transaction: {inside} ({fates})")
-        assert inside >= INSIDE, f"only {inside} of {kills} kills landed inside the store transaction: {fates}"
+        assert inside >= INSIDE, (
+            f"only {inside} of {kills} kills landed inside the store transaction: {fates}"
+        )
         assert queue_depth(conn, "pattern_messages") > 0
         assert _queued_and_in_the_ledger(conn) == 0
         time.sleep(VT + 0.5)  # leases of the killed runs expire
@@ -201,7 +230,9 @@ def test_sigkill_at_the_archive_inside_the_store_transaction_rolls_back_rows_and
     with psycopg.connect(db_url) as conn:
         send_many(conn, "pattern_messages", [pattern_message(f"singularity-{i % 4}", i) for i in range(1000)])
         with psycopg.connect(db_url) as blocker:
-            blocker.execute("LOCK TABLE pgmq.a_pattern_messages IN EXCLUSIVE MODE")  # reads go on, archives wait
+            blocker.execute(
+                "LOCK TABLE pgmq.a_pattern_messages IN EXCLUSIVE MODE"
+            )  # reads go on, archives wait
             proc = _consumer(db_url)
             try:
                 caught = _kill_when(conn, AT_ARCHIVE_SQL, proc, timeout=60)

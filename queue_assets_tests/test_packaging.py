@@ -53,9 +53,7 @@ def test_init_without_migrations_fails_before_touching_the_database(fresh_db_url
         bootstrap.bootstrap(fresh_db_url, migrations=tmp_path)
     assert str(tmp_path) in str(caught.value)
     with psycopg.connect(fresh_db_url) as conn:
-        touched = conn.execute(
-            "SELECT nspname FROM pg_namespace WHERE nspname IN ('pgmq', 'hub')"
-        ).fetchall()
+        touched = conn.execute("SELECT nspname FROM pg_namespace WHERE nspname IN ('pgmq', 'hub')").fetchall()
     assert touched == [], "init must stop before installing anything"
 
 
@@ -65,12 +63,16 @@ def test_cli_init_of_a_package_without_its_sql_exits_non_zero_and_says_why(fresh
     The package is copied alone (no `sql/` beside it, no packaged copy) and run from there.
     Breaks if the zero-migrations check in `load_migrations` is removed.
     """
-    shutil.copytree(ROOT / "queue_assets", tmp_path / "queue_assets",
-                    ignore=shutil.ignore_patterns("__pycache__", "sql"))
+    shutil.copytree(
+        ROOT / "queue_assets", tmp_path / "queue_assets", ignore=shutil.ignore_patterns("__pycache__", "sql")
+    )
     run = subprocess.run(
         [sys.executable, "-m", "queue_assets.cli", "init"],
-        cwd=tmp_path, env=_clean_env(SHARED_QUEUE_DB_URL=fresh_db_url, PYTHONPATH=str(tmp_path)),
-        capture_output=True, text=True, timeout=180,
+        cwd=tmp_path,
+        env=_clean_env(SHARED_QUEUE_DB_URL=fresh_db_url, PYTHONPATH=str(tmp_path)),
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     assert run.returncode != 0, run.stdout
     assert "no migrations" in run.stderr and str(tmp_path / "sql") in run.stderr, run.stderr
@@ -93,28 +95,81 @@ def test_wheel_install_outside_the_checkout_applies_every_migration(fresh_db_url
     uv = _uv()
     env = _clean_env(UV_NO_PROGRESS="1")
     dist = tmp_path / "dist"
-    subprocess.run([uv, "build", "--wheel", "--out-dir", str(dist), str(ROOT)], check=True, env=env,
-                   capture_output=True, text=True, timeout=300)
+    subprocess.run(
+        [uv, "build", "--wheel", "--out-dir", str(dist), str(ROOT)],
+        check=True,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     (wheel,) = dist.glob("queue_assets-*.whl")
     requirements = tmp_path / "requirements.txt"
-    subprocess.run([uv, "export", "--frozen", "--no-dev", "--no-emit-project", "--no-hashes",
-                    "--project", str(ROOT), "--output-file", str(requirements)],
-                   check=True, env=env, capture_output=True, text=True, timeout=120)
+    subprocess.run(
+        [
+            uv,
+            "export",
+            "--frozen",
+            "--no-dev",
+            "--no-emit-project",
+            "--no-hashes",
+            "--project",
+            str(ROOT),
+            "--output-file",
+            str(requirements),
+        ],
+        check=True,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     venv = tmp_path / "venv"
-    subprocess.run([uv, "venv", "--quiet", "--python", sys.executable, str(venv)], check=True, env=env,
-                   cwd=tmp_path, timeout=120)
-    subprocess.run([uv, "pip", "install", "--quiet", "--python", str(venv / "bin" / "python"),
-                    "-r", str(requirements), str(wheel)], check=True, env=env, cwd=tmp_path, timeout=600)
+    subprocess.run(
+        [uv, "venv", "--quiet", "--python", sys.executable, str(venv)],
+        check=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    subprocess.run(
+        [
+            uv,
+            "pip",
+            "install",
+            "--quiet",
+            "--python",
+            str(venv / "bin" / "python"),
+            "-r",
+            str(requirements),
+            str(wheel),
+        ],
+        check=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=600,
+    )
 
-    where = subprocess.run([str(venv / "bin" / "python"), "-c", "import queue_assets; print(queue_assets.__file__)"],
-                           cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
+    where = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "import queue_assets; print(queue_assets.__file__)"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert where.stdout.strip().startswith(str(venv)), where.stdout
 
     work = tmp_path / "elsewhere"
     work.mkdir()
-    init = subprocess.run([str(venv / "bin" / "queue-assets"), "init"], cwd=work,
-                          env=_clean_env(SHARED_QUEUE_DB_URL=fresh_db_url, TEMPLATES_REPO_URL=""),
-                          capture_output=True, text=True, timeout=300)
+    init = subprocess.run(
+        [str(venv / "bin" / "queue-assets"), "init"],
+        cwd=work,
+        env=_clean_env(SHARED_QUEUE_DB_URL=fresh_db_url, TEMPLATES_REPO_URL=""),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert init.returncode == 0, init.stderr
     versions = [v for v, _, _ in bootstrap.load_migrations()]
     for version in versions:

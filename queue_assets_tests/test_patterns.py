@@ -305,7 +305,9 @@ def test_migration_maps_existing_observations_onto_keys(server_admin_url, monkey
     url = _make_db(server_admin_url, "qa_patmig")
     try:
         real = bootstrap.load_migrations
-        monkeypatch.setattr(bootstrap, "load_migrations", lambda *a, **k: [m for m in real(*a, **k) if m[0] < "010"])
+        monkeypatch.setattr(
+            bootstrap, "load_migrations", lambda *a, **k: [m for m in real(*a, **k) if m[0] < "010"]
+        )
         bootstrap.bootstrap(url)
         with psycopg.connect(url) as conn:
             # rows as the ingest of that time stored them (its code no longer exists: insert them)

@@ -34,7 +34,9 @@ def aged(conn):
             for d in AGES
         }
     for queue in ("llm_requests", "pattern_messages", "inbox_singularity_1", "pattern_messages_dlq"):
-        out[f"pgmq.q_{queue}"] = {d: put(conn, queue, {"age": d, "where": "live"}, enqueued_at=age(d)) for d in AGES}
+        out[f"pgmq.q_{queue}"] = {
+            d: put(conn, queue, {"age": d, "where": "live"}, enqueued_at=age(d)) for d in AGES
+        }
     return out
 
 
@@ -85,10 +87,21 @@ def test_deletes_run_in_bounded_batches(conn):
     now = conn.execute("SELECT now()").fetchone()[0]
     conn.commit()
     for i in range(10):
-        put(conn, "job_results", {"i": i}, enqueued_at=now - timedelta(days=200), archived_at=now - timedelta(days=200))
+        put(
+            conn,
+            "job_results",
+            {"i": i},
+            enqueued_at=now - timedelta(days=200),
+            archived_at=now - timedelta(days=200),
+        )
     seen = []
-    report = run_retention(conn, retention_days=90, dlq_retention_days=365, batch_size=3,
-                           progress=lambda label, n, r: seen.append((label, n)))
+    report = run_retention(
+        conn,
+        retention_days=90,
+        dlq_retention_days=365,
+        batch_size=3,
+        progress=lambda label, n, r: seen.append((label, n)),
+    )
     assert [n for label, n in seen if label == "pgmq.a_job_results"] == [3, 6, 9, 10]
     assert report.removed["pgmq.a_job_results"] == 10
 
@@ -117,11 +130,16 @@ def test_retention_job_reports_what_it_removed(conn, aged, db_url, monkeypatch):
     monkeypatch.setenv("SHARED_QUEUE_RETENTION_DAYS", "90")
     monkeypatch.setenv("SHARED_QUEUE_DLQ_RETENTION_DAYS", "365")
     result = retention_job.execute_in_process(
-        resources={"shared_queue": SharedQueueResource(db_url=db_url)}, instance=dg.DagsterInstance.ephemeral()
+        resources={"shared_queue": SharedQueueResource(db_url=db_url)},
+        instance=dg.DagsterInstance.ephemeral(),
     )
     assert result.success
     [event] = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_OUTPUT]
     md = event.step_output_data.metadata
-    assert (md["removed_total"].value, md["removed_archived_messages"].value, md["removed_dead_letters"].value) == (8, 7, 1)
+    assert (
+        md["removed_total"].value,
+        md["removed_archived_messages"].value,
+        md["removed_dead_letters"].value,
+    ) == (8, 7, 1)
     assert "`pgmq.a_llm_requests` | 2" in md["removed"].value
     assert _remaining(conn, aged, "pgmq.a_llm_requests") == [1, 89]

@@ -18,8 +18,9 @@ def test_published_messages_of_every_kind_are_ingested(conn, db_url):
     with HubClient(db_url, "singularity-1") as hub:
         hub.publish_patterns([PATTERN])
         hub.publish_code_analysis({"files": 3})
-        hub.publish_learned_patterns([{"artifact_id": "tmpl-a", "artifact_type": "template"}],
-                                     usage_count=5, success_rate=0.8)
+        hub.publish_learned_patterns(
+            [{"artifact_id": "tmpl-a", "artifact_type": "template"}], usage_count=5, success_rate=0.8
+        )
         hub.heartbeat(version="1.4.0")
     for q in ("pattern_messages", "learned_patterns", "instance_heartbeat"):
         assert ingest_queue(conn, q, IngestConfig()).dead_lettered == 0
@@ -72,7 +73,9 @@ def test_request_reply_round_trip_then_archive_and_delete(conn, db_url):
 def test_unknown_request_kind_is_refused_with_the_choices(db_url):
     rr = RequestReplyClient(db_url)
     try:
-        with pytest.raises(ValueError, match="unknown request kind 'sms'; expected one of: approval, job, llm, question"):
+        with pytest.raises(
+            ValueError, match="unknown request kind 'sms'; expected one of: approval, job, llm, question"
+        ):
             rr.publish_request("sms", {})
     finally:
         rr.close()
@@ -92,7 +95,11 @@ def test_reading_one_reply_returns_a_list_of_one(db_url):
 def _statements_sent(trace_file) -> list[str]:
     """The frontend messages that each cost a round trip (a simple Query, or a Sync), from a libpq trace."""
     lines = trace_file.read_text(errors="replace").splitlines()
-    return [" ".join(line.split()[2:4]) for line in lines if line.startswith("F") and line.split()[2] in ("Query", "Sync")]
+    return [
+        " ".join(line.split()[2:4])
+        for line in lines
+        if line.startswith("F") and line.split()[2] in ("Query", "Sync")
+    ]
 
 
 def test_a_publish_costs_the_round_trips_of_a_raw_pgmq_send(conn, db_url, tmp_path):
@@ -116,3 +123,47 @@ def test_a_publish_costs_the_round_trips_of_a_raw_pgmq_send(conn, db_url, tmp_pa
         client.close()
     assert raw == ['Query "BEGIN"', "Sync", 'Query "COMMIT"']
     assert sdk == raw
+
+
+def test_a_non_finite_number_in_a_free_form_field_is_refused_before_it_is_sent(conn, db_url):
+    """Breaks when the SDK's serialiser turns NaN/Infinity into something valid (orjson writes them
+    as `null`, json.dumps with allow_nan as the bare tokens): the publish must fail, naming the
+    value, and nothing may reach the queue. The SDK sends the very text it validated."""
+    with HubClient(db_url, "singularity-1") as hub:
+        for bad in (float("nan"), float("inf"), float("-inf")):
+            with pytest.raises(ContractError, match="NaN|Infinity|non-finite|not JSON compliant") as err:
+                hub.publish_patterns([{**PATTERN, "score": bad}])
+            assert err.value.kind == "non_finite"
+    assert queue_depth(conn, "pattern_messages") == 0
+
+
+def test_the_sdk_validates_against_one_model_with_the_queue_contracts_errors():
+    """Breaks when `parse_ingest_as` (the SDK's check, one model instead of the queue's union) gives
+    a bad message another error than `parse_ingest`, the queue's contract, gives it."""
+    import json
+
+    from queue_assets.contracts import parse_ingest, parse_ingest_as
+
+    bad = [
+        {
+            "type": "pattern_detection",
+            "instance_id": "i-1",
+            "timestamp": "2025-10-25T12:00:00Z",
+            "patterns": [{**PATTERN, "confidence": 1.7}],
+        },
+        {"type": "pattern_detection", "instance_id": "i-1", "timestamp": "2025-10-25T12:00:00Z"},
+        {"type": "pattern_detection", "instance_id": "i-1", "timestamp": "yesterday", "patterns": []},
+        {"instance_id": "i-1", "timestamp": "2025-10-25T12:00:00Z", "patterns": [PATTERN]},
+        {"type": "code_analysis", "instance_id": "i-1", "timestamp": "2025-10-25T12:00:00Z"},
+    ]
+    for message in bad:
+        raw = json.dumps(message)
+        with pytest.raises(ContractError) as expected:
+            parse_ingest("pattern_messages", raw)
+        with pytest.raises(ContractError) as got:
+            parse_ingest_as("pattern_messages", "pattern_detection", raw)
+        assert (got.value.kind, got.value.reason) == (expected.value.kind, expected.value.reason)
+    good = json.dumps({**bad[0], "patterns": [PATTERN]})
+    assert parse_ingest_as("pattern_messages", "pattern_detection", good) == parse_ingest(
+        "pattern_messages", good
+    )

@@ -48,8 +48,9 @@ class Producers:
         return instance_id
 
     def url(self, instance_id: str, database_url: str | None = None) -> str:
-        return psycopg.conninfo.make_conninfo(database_url or self.db_url,
-                                              user=security.instance_role_for(instance_id), password=PASSWORD)
+        return psycopg.conninfo.make_conninfo(
+            database_url or self.db_url, user=security.instance_role_for(instance_id), password=PASSWORD
+        )
 
     def connect(self, instance_id: str) -> psycopg.Connection:
         return psycopg.connect(self.url(instance_id), autocommit=True)
@@ -98,8 +99,9 @@ def dagster_db_url(server_admin_url):
     _drop_db(server_admin_url, url)
 
 
-def test_init_creates_the_producer_group_and_closes_dagsters_database(db_url, dagster_db_url, tmp_path,
-                                                                     monkeypatch, capsys):
+def test_init_creates_the_producer_group_and_closes_dagsters_database(
+    db_url, dagster_db_url, tmp_path, monkeypatch, capsys
+):
     monkeypatch.setenv("SHARED_QUEUE_DB_URL", db_url)
     monkeypatch.setenv("DAGSTER_PG_URL", dagster_db_url.replace("postgresql://", "postgresql+psycopg2://", 1))
     monkeypatch.setenv("QUEUE_ASSETS_DATA_DIR", str(tmp_path))
@@ -107,24 +109,35 @@ def test_init_creates_the_producer_group_and_closes_dagsters_database(db_url, da
         # The session database was bootstrapped without the role step: start with no send grants.
         if _role_exists(conn):
             for queue in CONSUMED_QUEUES:
-                conn.execute(sql.SQL("REVOKE ALL ON {} FROM {}").format(
-                    sql.Identifier("pgmq", f"q_{queue}"), sql.Identifier(security.PRODUCER_ROLE)))
+                conn.execute(
+                    sql.SQL("REVOKE ALL ON {} FROM {}").format(
+                        sql.Identifier("pgmq", f"q_{queue}"), sql.Identifier(security.PRODUCER_ROLE)
+                    )
+                )
     assert cli.main(["init"]) == 0
     first = capsys.readouterr().out
-    assert "granted queue_assets_producer send on pattern_messages, learned_patterns, instance_heartbeat" in first
+    assert (
+        "granted queue_assets_producer send on pattern_messages, learned_patterns, instance_heartbeat"
+        in first
+    )
     assert "revoked CONNECT on database qa_dagster_" in first
     with psycopg.connect(db_url) as conn:
-        assert conn.execute("SELECT rolcanlogin FROM pg_roles WHERE rolname = %s",
-                            (security.PRODUCER_ROLE,)).fetchone() == (False,)
+        assert conn.execute(
+            "SELECT rolcanlogin FROM pg_roles WHERE rolname = %s", (security.PRODUCER_ROLE,)
+        ).fetchone() == (False,)
         for queue in CONSUMED_QUEUES:
-            assert conn.execute("SELECT has_table_privilege(%s, %s, 'INSERT')",
-                                (security.PRODUCER_ROLE, f"pgmq.q_{queue}")).fetchone() == (True,)
+            assert conn.execute(
+                "SELECT has_table_privilege(%s, %s, 'INSERT')", (security.PRODUCER_ROLE, f"pgmq.q_{queue}")
+            ).fetchone() == (True,)
     assert cli.main(["init"]) == 0
     assert "nothing to do" in capsys.readouterr().out
 
 
 def _role_exists(conn) -> bool:
-    return conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (security.PRODUCER_ROLE,)).fetchone() is not None
+    return (
+        conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (security.PRODUCER_ROLE,)).fetchone()
+        is not None
+    )
 
 
 def test_the_group_role_cannot_log_in(producers, db_url):
@@ -138,13 +151,17 @@ def test_the_group_role_cannot_log_in(producers, db_url):
 def test_producer_sends_to_all_three_ingest_queues_through_the_sdk(producers, conn):
     me = producers.new()
     with HubClient(producers.url(me), me) as hub:
-        hub.publish_patterns([{"pattern_type": "framework", "name": "phoenix", "confidence": 0.9}],
-                             idempotency_key="scan-1")
+        hub.publish_patterns(
+            [{"pattern_type": "framework", "name": "phoenix", "confidence": 0.9}], idempotency_key="scan-1"
+        )
         hub.publish_code_analysis({"files": 3})
-        hub.publish_learned_patterns([{"artifact_id": "a1", "artifact_type": "template"}],
-                                     usage_count=5, success_rate=0.5)
+        hub.publish_learned_patterns(
+            [{"artifact_id": "a1", "artifact_type": "template"}], usage_count=5, success_rate=0.5
+        )
         hub.heartbeat(version="1.0.0")
-    depths = [count(conn, f"pgmq.q_{q}") for q in ("pattern_messages", "learned_patterns", "instance_heartbeat")]
+    depths = [
+        count(conn, f"pgmq.q_{q}") for q in ("pattern_messages", "learned_patterns", "instance_heartbeat")
+    ]
     assert depths == [2, 1, 1]
 
 
@@ -153,8 +170,14 @@ def test_producer_reads_and_archives_fan_out_copies_in_its_own_inbox(producers, 
     with HubClient(producers.url(me), me) as hub:
         hub.heartbeat()
     assert ingest_queue(conn, "instance_heartbeat", IngestConfig()).stored == 1
-    result = fan_out(conn, hub_message("aggregated_patterns", patterns=[
-        {"pattern_type": "framework", "name": "phoenix", "rank": 1, "score": 2.0}]), 3600)
+    result = fan_out(
+        conn,
+        hub_message(
+            "aggregated_patterns",
+            patterns=[{"pattern_type": "framework", "name": "phoenix", "rank": 1, "score": 2.0}],
+        ),
+        3600,
+    )
     conn.commit()
     assert result.copies == 1
     with HubClient(producers.url(me), me) as hub:
@@ -162,8 +185,9 @@ def test_producer_reads_and_archives_fan_out_copies_in_its_own_inbox(producers, 
         assert [m.type for m in got] == ["aggregated_patterns"]
         assert hub.archive_inbox(got[0].msg_id) is True
     with producers.connect(me) as pc:
-        archived = pc.execute(sql.SQL("SELECT count(*) FROM {}").format(
-            sql.Identifier("pgmq", "a_" + inbox_queue_for(me)))).fetchone()[0]
+        archived = pc.execute(
+            sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier("pgmq", "a_" + inbox_queue_for(me)))
+        ).fetchone()[0]
     assert archived == 1
 
 
@@ -181,8 +205,10 @@ def test_producer_deletes_and_extends_the_lease_in_its_own_inbox(producers, conn
 # --- denied --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("queue", ["template_updates", "llm_requests", "job_results", "pattern_messages_dlq",
-                                   "OWN_INBOX", "OTHER_INBOX"])
+@pytest.mark.parametrize(
+    "queue",
+    ["template_updates", "llm_requests", "job_results", "pattern_messages_dlq", "OWN_INBOX", "OTHER_INBOX"],
+)
 def test_producer_cannot_send_to_any_other_queue(producers, queue):
     me, other = producers.new(), producers.new()
     queue = {"OWN_INBOX": inbox_queue_for(me), "OTHER_INBOX": inbox_queue_for(other)}.get(queue, queue)
@@ -192,15 +218,18 @@ def test_producer_cannot_send_to_any_other_queue(producers, queue):
         denied(pc, "SELECT pgmq.send_batch(%s, ARRAY['{}'::jsonb])", (queue,))
 
 
-@pytest.mark.parametrize("statement", [
-    "SELECT * FROM pgmq.read(%s, 0, 10)",
-    "SELECT * FROM pgmq.pop(%s)",
-    "SELECT message FROM pgmq.{q}",
-    "SELECT pgmq.delete(%s, 1::bigint)",
-    "SELECT pgmq.archive(%s, 1::bigint)",
-    "SELECT * FROM pgmq.set_vt(%s, 1::bigint, 0)",
-    "SELECT pgmq.purge_queue(%s)",
-])
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "SELECT * FROM pgmq.read(%s, 0, 10)",
+        "SELECT * FROM pgmq.pop(%s)",
+        "SELECT message FROM pgmq.{q}",
+        "SELECT pgmq.delete(%s, 1::bigint)",
+        "SELECT pgmq.archive(%s, 1::bigint)",
+        "SELECT * FROM pgmq.set_vt(%s, 1::bigint, 0)",
+        "SELECT pgmq.purge_queue(%s)",
+    ],
+)
 def test_producer_cannot_touch_another_instances_inbox(producers, conn, statement):
     me, other = producers.new(), producers.new()
     inbox = inbox_queue_for(other)
@@ -238,26 +267,35 @@ def test_producer_cannot_read_what_others_sent_to_an_ingest_queue(producers, con
 
 def test_producer_cannot_select_any_hub_table(producers, conn):
     me = producers.new()
-    tables = [r[0] for r in conn.execute(
-        "SELECT tablename FROM pg_tables WHERE schemaname = 'hub' ORDER BY 1").fetchall()]
+    tables = [
+        r[0]
+        for r in conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'hub' ORDER BY 1"
+        ).fetchall()
+    ]
     assert "instances" in tables and "ingest_ledger" in tables
     refusals = []
     with producers.connect(me) as pc:
         for table in tables:
-            refusals.append(denied(pc, sql.SQL("SELECT * FROM {}").format(sql.Identifier("hub", table))).splitlines()[0])
+            refusals.append(
+                denied(pc, sql.SQL("SELECT * FROM {}").format(sql.Identifier("hub", table))).splitlines()[0]
+            )
     assert refusals == ["permission denied for schema hub"] * len(tables)
 
 
-@pytest.mark.parametrize("statement", [
-    "SELECT pgmq.create('evil_queue')",
-    "SELECT pgmq.drop_queue('pattern_messages')",
-    "SELECT pgmq.purge_queue('pattern_messages')",
-    "SELECT pgmq.bind_topic('hub.#', 'pattern_messages')",
-    "SELECT pgmq.send_topic('hub.aggregated_patterns', '{}'::jsonb)",
-    "SELECT * FROM pgmq.list_queues()",
-    "SELECT * FROM pgmq.metrics_all()",
-    "CREATE TABLE public.producer_was_here (x int)",
-])
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "SELECT pgmq.create('evil_queue')",
+        "SELECT pgmq.drop_queue('pattern_messages')",
+        "SELECT pgmq.purge_queue('pattern_messages')",
+        "SELECT pgmq.bind_topic('hub.#', 'pattern_messages')",
+        "SELECT pgmq.send_topic('hub.aggregated_patterns', '{}'::jsonb)",
+        "SELECT * FROM pgmq.list_queues()",
+        "SELECT * FROM pgmq.metrics_all()",
+        "CREATE TABLE public.producer_was_here (x int)",
+    ],
+)
 def test_producer_cannot_administer_queues_topics_or_schemas(producers, statement):
     me = producers.new()
     with producers.connect(me) as pc:
@@ -281,8 +319,11 @@ def test_producer_cannot_connect_to_dagsters_database(producers, dagster_db_url)
 
 def test_sending_needs_select_on_msg_id_because_send_returns_it(producers, conn):
     me = producers.new()
-    conn.execute(sql.SQL("REVOKE SELECT (msg_id) ON pgmq.q_instance_heartbeat FROM {}").format(
-        sql.Identifier(security.PRODUCER_ROLE)))
+    conn.execute(
+        sql.SQL("REVOKE SELECT (msg_id) ON pgmq.q_instance_heartbeat FROM {}").format(
+            sql.Identifier(security.PRODUCER_ROLE)
+        )
+    )
     conn.commit()
     try:
         with producers.connect(me) as pc:
@@ -343,7 +384,9 @@ def test_grant_inbox_access_does_nothing_for_an_instance_without_a_role(conn):
 # --- the CLI -------------------------------------------------------------------------------------
 
 
-def test_grant_instance_cli_sets_a_hashed_password_from_the_environment(producers, db_url, monkeypatch, capsys):
+def test_grant_instance_cli_sets_a_hashed_password_from_the_environment(
+    producers, db_url, monkeypatch, capsys
+):
     instance_id = f"sec-{uuid.uuid4().hex[:10]}"
     producers.ids.append(instance_id)
     monkeypatch.setenv("SHARED_QUEUE_DB_URL", db_url)
@@ -364,7 +407,9 @@ def test_grant_instance_cli_names_a_missing_password_variable(db_url, monkeypatc
     monkeypatch.setenv("SHARED_QUEUE_DB_URL", db_url)
     monkeypatch.delenv("NO_SUCH_PASSWORD_VAR", raising=False)
     assert cli.main(["grant-instance", "sec-x", "--password-env", "NO_SUCH_PASSWORD_VAR"]) == 2
-    assert "--password-env NO_SUCH_PASSWORD_VAR: that environment variable is not set" in capsys.readouterr().err
+    assert (
+        "--password-env NO_SUCH_PASSWORD_VAR: that environment variable is not set" in capsys.readouterr().err
+    )
 
 
 def test_revoke_instance_cli_drops_the_role(producers, db_url, monkeypatch, capsys):
@@ -376,7 +421,9 @@ def test_revoke_instance_cli_drops_the_role(producers, db_url, monkeypatch, caps
         psycopg.connect(producers.url(me)).close()
 
 
-def test_grant_instance_without_admin_option_on_the_group_says_what_is_missing(producers, db_url, server_admin_url):
+def test_grant_instance_without_admin_option_on_the_group_says_what_is_missing(
+    producers, db_url, server_admin_url
+):
     name = f"qa_nonadmin_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(server_admin_url, autocommit=True) as admin:
         if admin.info.server_version < 160000:
@@ -391,7 +438,9 @@ def test_grant_instance_without_admin_option_on_the_group_says_what_is_missing(p
             admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
 
 
-def test_dropping_a_role_that_holds_privileges_in_another_database_says_so(producers, db_url, server_admin_url):
+def test_dropping_a_role_that_holds_privileges_in_another_database_says_so(
+    producers, db_url, server_admin_url
+):
     """`drop_instance_role` caught `psycopg.errors.DependentObjectsStillReferenced`, a name psycopg does not
     have (SQLSTATE 2BP01 is `DependentObjectsStillExist`): the documented `SecurityError` came out as an
     AttributeError. Found by mypy; breaks if the except clause names a missing class again."""
@@ -403,7 +452,9 @@ def test_dropping_a_role_that_holds_privileges_in_another_database_says_so(produ
             admin.execute("CREATE TABLE elsewhere (id int)")
             admin.execute(sql.SQL("GRANT SELECT ON elsewhere TO {}").format(sql.Identifier(role)))
         with psycopg.connect(db_url) as conn:
-            with pytest.raises(security.SecurityError, match=f"role '{role}' still holds privileges elsewhere"):
+            with pytest.raises(
+                security.SecurityError, match=f"role '{role}' still holds privileges elsewhere"
+            ):
                 security.drop_instance_role(conn, me)
     finally:
         _drop_db(server_admin_url, other)  # takes the privilege with it; the fixture then drops the role

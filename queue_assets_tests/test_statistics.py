@@ -34,7 +34,14 @@ def corpus(conn):
     # archived in the window with latencies 1, 2, 3, 4, 100 s (enqueued in the window too)
     for k, (latency, reads) in enumerate([(1, 1), (2, 1), (3, 1), (4, 2), (100, 3)]):
         archived = s(60 * (k + 1))
-        put(conn, q, {"a": k}, enqueued_at=archived - timedelta(seconds=latency), read_ct=reads, archived_at=archived)
+        put(
+            conn,
+            q,
+            {"a": k},
+            enqueued_at=archived - timedelta(seconds=latency),
+            read_ct=reads,
+            archived_at=archived,
+        )
     # archived in the window, enqueued before it: latency 5000 s
     put(conn, q, {"a": "old"}, enqueued_at=s(5100), read_ct=1, archived_at=s(100))
     # archived before the window: counted nowhere
@@ -172,7 +179,8 @@ def test_history_gets_one_row_per_queue(conn, corpus):
     assert save_history(conn, report) == len(report.queues)
     row = conn.execute(
         "SELECT depth, visible, in_window, out_window, read_ct_3_plus FROM hub.queue_statistics"
-        " WHERE queue = 'llm_requests' AND measured_at = %s", (T,)
+        " WHERE queue = 'llm_requests' AND measured_at = %s",
+        (T,),
     ).fetchone()
     assert row == (4, 2, 8, 6, 2)
     assert count(conn, "hub.queue_statistics") == len(report.queues)
@@ -196,8 +204,10 @@ def test_thresholds_resolve_exact_name_over_glob_over_kind(monkeypatch):
 
 
 def test_run_config_thresholds_override_the_environment():
-    t = Thresholds.load('{"llm_requests": {"max_depth": 9}}',
-                        env={"QUEUE_ASSETS_QUEUE_THRESHOLDS": '{"llm_requests": {"max_depth": 1, "severity": "ERROR"}}'})
+    t = Thresholds.load(
+        '{"llm_requests": {"max_depth": 9}}',
+        env={"QUEUE_ASSETS_QUEUE_THRESHOLDS": '{"llm_requests": {"max_depth": 1, "severity": "ERROR"}}'},
+    )
     assert (t.for_queue("llm_requests").max_depth, t.for_queue("llm_requests").severity) == (9, "ERROR")
 
 
@@ -248,7 +258,11 @@ def _checks(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluat
 
 def test_checks_pass_on_an_idle_hub(db_url):
     checks = _checks(_materialize(db_url))
-    assert {name: c.passed for name, c in checks.items()} == {CHECK_DEPTH: True, CHECK_DLQ: True, CHECK_UNANSWERED: True}
+    assert {name: c.passed for name, c in checks.items()} == {
+        CHECK_DEPTH: True,
+        CHECK_DLQ: True,
+        CHECK_UNANSWERED: True,
+    }
 
 
 def test_depth_over_threshold_warns(conn, db_url):
@@ -286,7 +300,12 @@ def test_unanswered_requests_warn_and_answered_ones_do_not(conn, db_url):
     conn.commit()
     old = now - timedelta(hours=1)  # older than the 15-minute LLM reply timeout
     put(conn, "llm_requests", {"request_id": "r-answered", "task": "x"}, enqueued_at=old, archived_at=old)
-    put(conn, "llm_results", {"request_id": "r-answered", "result": "ok"}, enqueued_at=old + timedelta(seconds=3))
+    put(
+        conn,
+        "llm_results",
+        {"request_id": "r-answered", "result": "ok"},
+        enqueued_at=old + timedelta(seconds=3),
+    )
     put(conn, "llm_requests", {"request_id": "r-lost", "agent_id": "agent-7"}, enqueued_at=old)
     put(conn, "llm_requests", {"request_id": "r-recent"}, enqueued_at=now - timedelta(seconds=10))
     c = _checks(_materialize(db_url))[CHECK_UNANSWERED]

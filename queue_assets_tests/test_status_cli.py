@@ -33,8 +33,13 @@ def hub(conn):
     conn.commit()
     for i in range(2):
         put(conn, "pattern_messages", {"i": i}, enqueued_at=now - timedelta(hours=2))
-    put(conn, "pattern_messages_dlq", {"type": "pattern_detection"}, enqueued_at=now,
-        headers=dlq_headers("pattern_messages", 5, kind="invalid_contract"))
+    put(
+        conn,
+        "pattern_messages_dlq",
+        {"type": "pattern_detection"},
+        enqueued_at=now,
+        headers=dlq_headers("pattern_messages", 5, kind="invalid_contract"),
+    )
     for instance, age in (("singularity-1", timedelta(seconds=30)), ("singularity-2", timedelta(hours=3))):
         conn.execute(
             "INSERT INTO hub.instances (instance_id, inbox_queue, first_seen, last_seen, last_heartbeat, version,"
@@ -53,7 +58,9 @@ def test_status_summarises_queues_instances_and_dead_letters(hub, db_url, monkey
     first_queue = out.splitlines()[5]
     assert first_queue.startswith("! pattern_messages ") and " 2.0h " in first_queue
     assert "INSTANCES: 2 known, 1 stale" in out
-    assert any(line.startswith("singularity-2") and line.rstrip().endswith("STALE") for line in out.splitlines())
+    assert any(
+        line.startswith("singularity-2") and line.rstrip().endswith("STALE") for line in out.splitlines()
+    )
     assert "pattern_messages_dlq: 1 (invalid_contract 1)" in out
 
 
@@ -63,13 +70,18 @@ def test_status_says_when_dagster_home_is_not_set(hub, db_url, monkeypatch, caps
     assert "LAST MATERIALIZATIONS: DAGSTER_HOME is not set" in capsys.readouterr().out
 
 
-def test_status_shows_last_materializations_from_the_dagster_instance(hub, db_url, tmp_path, monkeypatch, capsys):
+def test_status_shows_last_materializations_from_the_dagster_instance(
+    hub, db_url, tmp_path, monkeypatch, capsys
+):
     home = tmp_path / "dagster_home"
     home.mkdir()
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     with dg.DagsterInstance.get() as instance:
-        result = dg.materialize([queue_statistics], instance=instance,
-                                resources={"shared_queue": SharedQueueResource(db_url=db_url)})
+        result = dg.materialize(
+            [queue_statistics],
+            instance=instance,
+            resources={"shared_queue": SharedQueueResource(db_url=db_url)},
+        )
     assert _run(monkeypatch, db_url, "status") == 0
     out = capsys.readouterr().out
     assert f"LAST MATERIALIZATIONS: Dagster instance at DAGSTER_HOME={home}" in out
@@ -77,8 +89,9 @@ def test_status_shows_last_materializations_from_the_dagster_instance(hub, db_ur
     assert result.run_id[:8] in line
 
 
-def test_status_reads_a_postgres_dagster_instance_without_importing_dagster(hub, db_url, server_admin_url,
-                                                                           tmp_path, monkeypatch):
+def test_status_reads_a_postgres_dagster_instance_without_importing_dagster(
+    hub, db_url, server_admin_url, tmp_path, monkeypatch
+):
     """The hub's own set-up: dagster.yaml with Postgres storage. Breaks when `status` imports Dagster
     to read it (1-2 s of start-up), or reads Dagster's event log wrongly (not the newest run)."""
     dagster_url = _make_db(server_admin_url, "qa_dagster")
@@ -87,14 +100,23 @@ def test_status_reads_a_postgres_dagster_instance_without_importing_dagster(hub,
         home.mkdir()
         shutil.copyfile(project_root() / "dagster.yaml", home / "dagster.yaml")
         monkeypatch.setenv("DAGSTER_HOME", str(home))
-        monkeypatch.setenv("DAGSTER_PG_URL", dagster_url.replace("postgresql://", "postgresql+psycopg2://", 1))
+        monkeypatch.setenv(
+            "DAGSTER_PG_URL", dagster_url.replace("postgresql://", "postgresql+psycopg2://", 1)
+        )
         monkeypatch.setenv("SHARED_QUEUE_DB_URL", db_url)
         with dg.DagsterInstance.get() as instance:
-            runs = [dg.materialize([queue_statistics], instance=instance,
-                                   resources={"shared_queue": SharedQueueResource(db_url=db_url)}).run_id
-                    for _ in range(2)]
-        code = ("import sys\nfrom queue_assets.cli import main\nrc = main(['status'])\n"
-                "print('dagster imported:', 'dagster' in sys.modules)\nsys.exit(rc)")
+            runs = [
+                dg.materialize(
+                    [queue_statistics],
+                    instance=instance,
+                    resources={"shared_queue": SharedQueueResource(db_url=db_url)},
+                ).run_id
+                for _ in range(2)
+            ]
+        code = (
+            "import sys\nfrom queue_assets.cli import main\nrc = main(['status'])\n"
+            "print('dagster imported:', 'dagster' in sys.modules)\nsys.exit(rc)"
+        )
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr
         out = done.stdout
@@ -106,10 +128,14 @@ def test_status_reads_a_postgres_dagster_instance_without_importing_dagster(hub,
         _drop_db(server_admin_url, dagster_url)
 
 
-def test_status_reports_an_unreadable_dagster_instance_instead_of_failing(hub, db_url, tmp_path, monkeypatch, capsys):
+def test_status_reports_an_unreadable_dagster_instance_instead_of_failing(
+    hub, db_url, tmp_path, monkeypatch, capsys
+):
     home = tmp_path / "broken_home"
     home.mkdir()
-    (home / "dagster.yaml").write_text("storage:\n  postgres:\n    postgres_url: postgresql://u:topsecret@127.0.0.1:1/x\n")
+    (home / "dagster.yaml").write_text(
+        "storage:\n  postgres:\n    postgres_url: postgresql://u:topsecret@127.0.0.1:1/x\n"
+    )
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     assert _run(monkeypatch, db_url, "status") == 0
     out = capsys.readouterr().out
@@ -122,7 +148,13 @@ def test_retention_dry_run_prints_what_would_go_and_deletes_nothing(conn, db_url
     now = conn.execute("SELECT now()").fetchone()[0]
     conn.commit()
     for _ in range(2):
-        put(conn, "llm_requests", {"x": 1}, enqueued_at=now - timedelta(days=100), archived_at=now - timedelta(days=100))
+        put(
+            conn,
+            "llm_requests",
+            {"x": 1},
+            enqueued_at=now - timedelta(days=100),
+            archived_at=now - timedelta(days=100),
+        )
     assert _run(monkeypatch, db_url, "retention", "--dry-run") == 0
     captured = capsys.readouterr()
     assert "pgmq.a_llm_requests: would remove 2 rows" in captured.err  # progress
@@ -134,15 +166,26 @@ def test_retention_removes_old_archive_rows(conn, db_url, monkeypatch, capsys):
     now = conn.execute("SELECT now()").fetchone()[0]
     conn.commit()
     for days in (100, 10):
-        put(conn, "llm_requests", {"x": days}, enqueued_at=now - timedelta(days=days),
-            archived_at=now - timedelta(days=days))
+        put(
+            conn,
+            "llm_requests",
+            {"x": days},
+            enqueued_at=now - timedelta(days=days),
+            archived_at=now - timedelta(days=days),
+        )
     monkeypatch.setenv("SHARED_QUEUE_RETENTION_DAYS", "30")
     assert _run(monkeypatch, db_url, "retention", "--batch-size", "1") == 0
     assert "retention removed 1 rows" in capsys.readouterr().out
     assert count(conn, "pgmq.a_llm_requests") == 1
 
 
-HOSTILE = ["x'; DROP TABLE hub.instances; --", "../../etc/passwd", 'pattern_messages"', "pattern_messages;", "a b"]
+HOSTILE = [
+    "x'; DROP TABLE hub.instances; --",
+    "../../etc/passwd",
+    'pattern_messages"',
+    "pattern_messages;",
+    "a b",
+]
 COMMANDS = [
     ["dlq", "list", "--queue"],
     ["dlq", "show", "1", "--queue"],

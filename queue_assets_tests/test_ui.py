@@ -66,14 +66,18 @@ class UiHub:
     def expected_stored(self) -> dict[AssetPath, int]:
         """What the ingest assets must have stored from the demo, per the simulator's own counts."""
         d = self.demo
-        return {(INGEST_ASSET_FOR[PATTERN_MESSAGES],): d.patterns + d.analyses,
-                (INGEST_ASSET_FOR[LEARNED_PATTERNS],): d.learned,
-                (INGEST_ASSET_FOR[INSTANCE_HEARTBEAT],): d.heartbeats}
+        return {
+            (INGEST_ASSET_FOR[PATTERN_MESSAGES],): d.patterns + d.analyses,
+            (INGEST_ASSET_FOR[LEARNED_PATTERNS],): d.learned,
+            (INGEST_ASSET_FOR[INSTANCE_HEARTBEAT],): d.heartbeats,
+        }
 
     def expected_dead_lettered(self) -> dict[AssetPath, int]:
-        return {(INGEST_ASSET_FOR[PATTERN_MESSAGES],): self.demo.invalid,
-                (INGEST_ASSET_FOR[LEARNED_PATTERNS],): 0,
-                (INGEST_ASSET_FOR[INSTANCE_HEARTBEAT],): 0}
+        return {
+            (INGEST_ASSET_FOR[PATTERN_MESSAGES],): self.demo.invalid,
+            (INGEST_ASSET_FOR[LEARNED_PATTERNS],): 0,
+            (INGEST_ASSET_FOR[INSTANCE_HEARTBEAT],): 0,
+        }
 
 
 @dataclass
@@ -159,18 +163,24 @@ def test_every_declared_asset_and_check_is_loaded(ui_hub: UiHub, declared: Decla
     loaded = ui_hub.gql.loaded()
     assert loaded.assets == declared.assets, _diff("assets", declared.assets, loaded.assets)
     assert loaded.materializable == declared.materializable, _diff(
-        "materializable assets", declared.materializable, loaded.materializable)
-    assert loaded.partitioned == declared.partitioned, _diff("partitioned assets", declared.partitioned,
-                                                             loaded.partitioned)
+        "materializable assets", declared.materializable, loaded.materializable
+    )
+    assert loaded.partitioned == declared.partitioned, _diff(
+        "partitioned assets", declared.partitioned, loaded.partitioned
+    )
     assert loaded.checks == declared.checks, _diff("asset checks", declared.checks, loaded.checks)
 
 
-def test_every_declared_sensor_schedule_and_job_is_loaded_in_its_default_state(ui_hub: UiHub, declared: Declared):
+def test_every_declared_sensor_schedule_and_job_is_loaded_in_its_default_state(
+    ui_hub: UiHub, declared: Declared
+):
     loaded = ui_hub.gql.loaded()
-    assert loaded.sensors == declared.sensor_status, _diff("sensors", set(declared.sensor_status.items()),
-                                                           set(loaded.sensors.items()))
+    assert loaded.sensors == declared.sensor_status, _diff(
+        "sensors", set(declared.sensor_status.items()), set(loaded.sensors.items())
+    )
     assert loaded.schedules == declared.schedule_status, _diff(
-        "schedules", set(declared.schedule_status.items()), set(loaded.schedules.items()))
+        "schedules", set(declared.schedule_status.items()), set(loaded.schedules.items())
+    )
     named = {j for j in loaded.jobs if not j.startswith("__")}
     assert named == declared.jobs, _diff("jobs", declared.jobs, named)
 
@@ -207,8 +217,10 @@ def test_every_materializable_asset_has_a_materialization(materialized: Material
 
 def test_every_asset_check_is_evaluated(materialized: Materialized, declared: Declared):
     gql = materialized.ui.gql
-    outcomes = {(label(k), name): [e["status"] for e in gql.check_executions(k, name)]
-                for k, name in sorted(declared.checks)}
+    outcomes = {
+        (label(k), name): [e["status"] for e in gql.check_executions(k, name)]
+        for k, name in sorted(declared.checks)
+    }
     unevaluated = {c: s for c, s in outcomes.items() if not CHECK_RESULTS & set(s)}
     assert not unevaluated, f"checks without a SUCCEEDED/FAILED evaluation (statuses seen): {unevaluated}"
 
@@ -239,19 +251,24 @@ def test_asset_graph_shows_every_asset(materialized: Materialized, declared: Dec
         expect(page.locator('[class*="AssetNode_assetName"]')).to_have_count(len(declared.assets))
         # Every materializable node shows its status (green, or red/yellow for a failed check), not
         # the gray of "never materialized"; partitioned ones stay gray (one partition of many).
-        gray = page.locator('[class*="AssetNode_minimalAssetNodeBox"][class*="AssetNode_materializable"]'
-                            '[style*="--color-background-gray"]')
+        gray = page.locator(
+            '[class*="AssetNode_minimalAssetNodeBox"][class*="AssetNode_materializable"]'
+            '[style*="--color-background-gray"]'
+        )
         expect(gray).to_have_count(len(declared.partitioned & declared.materializable))
         save(page, "asset-graph.png")
 
 
-def test_asset_page_shows_its_latest_materialization(materialized: Materialized, declared: Declared,
-                                                     browser: Browser):
+def test_asset_page_shows_its_latest_materialization(
+    materialized: Materialized, declared: Declared, browser: Browser
+):
     key = SHOWN_ASSET if SHOWN_ASSET in declared.materializable else sorted(declared.materializable)[0]
     latest = materialized.ui.gql.materializations(key, limit=1)[0]
     with fresh_page(browser, "asset-page") as page:
         page.goto(f"{materialized.ui.hub.url}/assets/{label(key)}?view=events", wait_until="domcontentloaded")
-        expect(page.get_by_text(f"Materialized in run {latest.run_id[:8]}").filter(visible=True).first).to_be_visible()
+        expect(
+            page.get_by_text(f"Materialized in run {latest.run_id[:8]}").filter(visible=True).first
+        ).to_be_visible()
         rows = page.locator("tr").filter(visible=True)
         for name, value in latest.ints.items():
             row = rows.filter(has=page.get_by_text(re.compile(f"^{re.escape(name)}$"))).first
@@ -260,8 +277,9 @@ def test_asset_page_shows_its_latest_materialization(materialized: Materialized,
 
 
 @pytest.mark.parametrize("kind", ["sensors", "schedules"])
-def test_the_sensors_and_schedules_pages_list_every_one_declared(materialized: Materialized, declared: Declared,
-                                                                 browser: Browser, kind: str):
+def test_the_sensors_and_schedules_pages_list_every_one_declared(
+    materialized: Materialized, declared: Declared, browser: Browser, kind: str
+):
     with fresh_page(browser, kind) as page:
         page.goto(f"{materialized.ui.hub.url}/locations/{LOCATION}/{kind}", wait_until="domcontentloaded")
         for name in sorted(getattr(declared, kind)):
@@ -269,15 +287,18 @@ def test_the_sensors_and_schedules_pages_list_every_one_declared(materialized: M
         save(page, f"{kind}.png")
 
 
-def test_a_sensor_and_a_schedule_page_show_their_target_and_state(materialized: Materialized, declared: Declared,
-                                                                  browser: Browser):
+def test_a_sensor_and_a_schedule_page_show_their_target_and_state(
+    materialized: Materialized, declared: Declared, browser: Browser
+):
     sensor = SHOWN_SENSOR if SHOWN_SENSOR in declared.sensors else min(declared.sensors)
     schedule = SHOWN_SCHEDULE if SHOWN_SCHEDULE in declared.schedules else min(declared.schedules)
     url = f"{materialized.ui.hub.url}/locations/{LOCATION}"
     with fresh_page(browser, "sensor-and-schedule") as page:
         page.goto(f"{url}/sensors/{sensor}", wait_until="domcontentloaded")
         expect(page).to_have_title(f"Sensors | {sensor}")
-        expect(page.get_by_text(f"Automation/{sensor}").filter(visible=True).first).to_be_visible()  # the heading
+        expect(
+            page.get_by_text(f"Automation/{sensor}").filter(visible=True).first
+        ).to_be_visible()  # the heading
         for job in sorted(declared.sensor_jobs_of[sensor]):
             expect(shown_name(page, job)).to_be_visible()
         switch = page.locator(SWITCH).first  # the "Running" row's on/off switch
@@ -289,12 +310,15 @@ def test_a_sensor_and_a_schedule_page_show_their_target_and_state(materialized: 
         expect(shown_name(page, declared.schedule_job[schedule])).to_be_visible()
         switch = page.locator(SWITCH).first
         expect(switch).to_be_checked(checked=declared.schedule_status[schedule] == "RUNNING")
-        expect(page.get_by_text(f"({declared.schedule_cron[schedule]})").filter(visible=True).first).to_be_visible()
+        expect(
+            page.get_by_text(f"({declared.schedule_cron[schedule]})").filter(visible=True).first
+        ).to_be_visible()
         save(page, f"schedule-{schedule}.png")
 
 
 def test_automation_page_shows_every_sensor_and_schedule_switched_as_declared(
-        materialized: Materialized, declared: Declared, browser: Browser):
+    materialized: Materialized, declared: Declared, browser: Browser
+):
     statuses = {**declared.sensor_status, **declared.schedule_status}
     with fresh_page(browser, "automation") as page:
         # Dagster 1.13 redirects /overview/sensors and /overview/schedules here.
@@ -303,19 +327,24 @@ def test_automation_page_shows_every_sensor_and_schedule_switched_as_declared(
         for name in sorted(statuses):
             expect(shown_name(page, name)).to_be_visible()
         expect(page.locator(SWITCH)).to_have_count(len(statuses))
-        expect(page.locator(f"{SWITCH}:checked")).to_have_count(sum(s == "RUNNING" for s in statuses.values()))
+        expect(page.locator(f"{SWITCH}:checked")).to_have_count(
+            sum(s == "RUNNING" for s in statuses.values())
+        )
         save(page, "automation.png")
 
 
-def test_checks_tab_shows_every_check_with_its_result(materialized: Materialized, declared: Declared,
-                                                      browser: Browser):
+def test_checks_tab_shows_every_check_with_its_result(
+    materialized: Materialized, declared: Declared, browser: Browser
+):
     by_asset: dict[AssetPath, list[str]] = {}
     for key, name in declared.checks:
         by_asset.setdefault(key, []).append(name)
     shown = SHOWN_CHECKS_ASSET if SHOWN_CHECKS_ASSET in by_asset else min(by_asset, default=None)
     with fresh_page(browser, "checks") as page:
         for key in sorted(by_asset):
-            page.goto(f"{materialized.ui.hub.url}/assets/{label(key)}?view=checks", wait_until="domcontentloaded")
+            page.goto(
+                f"{materialized.ui.hub.url}/assets/{label(key)}?view=checks", wait_until="domcontentloaded"
+            )
             expect(visible_text(page, f"Checks ({len(by_asset[key])})")).to_be_visible()
             for name in sorted(by_asset[key]):
                 expect(shown_name(page, name)).to_be_visible()

@@ -19,7 +19,9 @@ from . import core
 from .checks import AGGREGATION_CHECK_SPECS, check_results
 
 AGGREGATION_GROUP = "aggregation"
-HOURLY_FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=2), warn_window=timedelta(minutes=75))
+HOURLY_FRESHNESS = dg.FreshnessPolicy.time_window(
+    fail_window=timedelta(hours=2), warn_window=timedelta(minutes=75)
+)
 TOP_SHOWN = 10
 
 
@@ -75,8 +77,9 @@ def top_table(top: list[core.RankedPattern], before: dict[tuple[str, str], int])
     ),
     metadata={"table": "hub.aggregated_patterns", "snapshots": "hub.aggregated_pattern_snapshots"},
 )
-def aggregated_patterns(context: dg.AssetExecutionContext, config: AggregationConfig,
-                        shared_queue: SharedQueueResource):
+def aggregated_patterns(
+    context: dg.AssetExecutionContext, config: AggregationConfig, shared_queue: SharedQueueResource
+):
     try:
         core.check_parameters(config.top_indicators, config.work_mem)
     except ValueError as exc:

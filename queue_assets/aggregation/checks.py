@@ -18,12 +18,16 @@ VALUES_CHECK = "aggregated_patterns_values_are_in_range"
 
 AGGREGATION_CHECK_SPECS = [
     dg.AssetCheckSpec(
-        KEYS_CHECK, asset="aggregated_patterns", blocking=True,
+        KEYS_CHECK,
+        asset="aggregated_patterns",
+        blocking=True,
         description="One row per (pattern_type, name), known pattern kinds, ranks exactly 1..n from one run, "
         "and the run's snapshot matches the ranking. Evaluated on the staged ranking before it is published.",
     ),
     dg.AssetCheckSpec(
-        VALUES_CHECK, asset="aggregated_patterns", blocking=True,
+        VALUES_CHECK,
+        asset="aggregated_patterns",
+        blocking=True,
         description="Confidence in [0, 1]; score within [instance_count, instance_count + 0.9]; "
         "observation_count >= instance_count >= 1; first_seen <= last_seen. Evaluated on the staged "
         "ranking before it is published.",

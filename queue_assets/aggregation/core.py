@@ -145,8 +145,10 @@ SELECT run_id, %(snapshot_at)s, pattern_type, name, rank, score, instance_count,
 FROM qa_staged_ranking
 """
 
-_SWAP_SQL = ("DELETE FROM hub.aggregated_patterns",
-             "INSERT INTO hub.aggregated_patterns SELECT * FROM qa_staged_ranking")
+_SWAP_SQL = (
+    "DELETE FROM hub.aggregated_patterns",
+    "INSERT INTO hub.aggregated_patterns SELECT * FROM qa_staged_ranking",
+)
 
 
 @dataclass(frozen=True)
@@ -183,8 +185,18 @@ class RankedPattern:
 
 
 RANKED_COLUMNS = (
-    "rank", "pattern_type", "name", "score", "instance_count", "observation_count", "confidence",
-    "language", "first_seen", "last_seen", "top_indicators", "run_id",
+    "rank",
+    "pattern_type",
+    "name",
+    "score",
+    "instance_count",
+    "observation_count",
+    "confidence",
+    "language",
+    "first_seen",
+    "last_seen",
+    "top_indicators",
+    "run_id",
 )
 _RANKING_SQL = "SELECT " + ", ".join(RANKED_COLUMNS) + " FROM hub.aggregated_patterns ORDER BY rank LIMIT %s"
 
@@ -261,8 +273,14 @@ def aggregate(
     return result
 
 
-def _aggregate(conn: psycopg.Connection, top_indicators: int, retention_days: int | None, work_mem: str,
-               dagster_run_id: str | None, started: float) -> AggregationResult:
+def _aggregate(
+    conn: psycopg.Connection,
+    top_indicators: int,
+    retention_days: int | None,
+    work_mem: str,
+    dagster_run_id: str | None,
+    started: float,
+) -> AggregationResult:
     # Server-side memory for the hash aggregates, for this transaction only.
     conn.execute("SELECT set_config('work_mem', %s, true)", (work_mem,))
     run_id, started_at = conn.execute(
@@ -276,8 +294,13 @@ def _aggregate(conn: psycopg.Connection, top_indicators: int, retention_days: in
     conn.execute(_STAGE_SQL)
     patterns = conn.execute(
         _REPLACE_RANKING_SQL,
-        {"run_id": run_id, "top_indicators": top_indicators, "w_confidence": W_CONFIDENCE,
-         "w_volume": W_VOLUME, "volume_half": VOLUME_HALF},
+        {
+            "run_id": run_id,
+            "top_indicators": top_indicators,
+            "w_confidence": W_CONFIDENCE,
+            "w_volume": W_VOLUME,
+            "volume_half": VOLUME_HALF,
+        },
     ).rowcount
     conn.execute(_SNAPSHOT_SQL, {"snapshot_at": started_at})
     key_problems = check_keys(conn, PATTERN_TYPES, table=STAGED)
@@ -362,7 +385,9 @@ def rank_changes(conn: psycopg.Connection, run_id: int) -> dict[str, int]:
     return dict(zip(("new", "gone", "moved_up", "moved_down"), row, strict=True))
 
 
-def previous_ranks(conn: psycopg.Connection, run_id: int, keys: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
+def previous_ranks(
+    conn: psycopg.Connection, run_id: int, keys: list[tuple[str, str]]
+) -> dict[tuple[str, str], int]:
     """Rank of each (pattern_type, name) in the published snapshot before `run_id` (absent: it was not
     ranked)."""
     if not keys:
@@ -394,20 +419,26 @@ def check_keys(conn: psycopg.Connection, pattern_types: tuple[str, ...], *, tabl
     t = _table(table)
     problems = []
     dups = conn.execute(
-        sql.SQL("SELECT pattern_type, name, count(*) FROM {}"
-                " GROUP BY 1, 2 HAVING count(*) > 1 ORDER BY 3 DESC, 1, 2 LIMIT %s").format(t),
+        sql.SQL(
+            "SELECT pattern_type, name, count(*) FROM {}"
+            " GROUP BY 1, 2 HAVING count(*) > 1 ORDER BY 3 DESC, 1, 2 LIMIT %s"
+        ).format(t),
         (_MAX_EXAMPLES,),
     ).fetchall()
     if dups:
         problems.append("duplicate (pattern_type, name): " + ", ".join(f"{t}/{n} x{c}" for t, n, c in dups))
     kinds = conn.execute(
-        sql.SQL("SELECT DISTINCT pattern_type FROM {} WHERE pattern_type <> ALL(%s) ORDER BY 1 LIMIT %s").format(t),
+        sql.SQL(
+            "SELECT DISTINCT pattern_type FROM {} WHERE pattern_type <> ALL(%s) ORDER BY 1 LIMIT %s"
+        ).format(t),
         (list(pattern_types), _MAX_EXAMPLES),
     ).fetchall()
     if kinds:
         problems.append("unknown pattern_type: " + ", ".join(repr(k) for (k,) in kinds))
     n, distinct_ranks, lo, hi, runs = conn.execute(
-        sql.SQL("SELECT count(*), count(DISTINCT rank), min(rank), max(rank), count(DISTINCT run_id) FROM {}").format(t)
+        sql.SQL(
+            "SELECT count(*), count(DISTINCT rank), min(rank), max(rank), count(DISTINCT run_id) FROM {}"
+        ).format(t)
     ).fetchone()
     if n and (distinct_ranks != n or lo != 1 or hi != n):
         problems.append(f"ranks are not exactly 1..{n}: {distinct_ranks} distinct, from {lo} to {hi}")
@@ -415,8 +446,10 @@ def check_keys(conn: psycopg.Connection, pattern_types: tuple[str, ...], *, tabl
         problems.append(f"the ranking mixes rows of {runs} aggregation runs")
     if n:
         (snap,) = conn.execute(
-            sql.SQL("SELECT count(*) FROM hub.aggregated_pattern_snapshots s JOIN {} p"
-                    " USING (run_id, pattern_type, name, rank)").format(t)
+            sql.SQL(
+                "SELECT count(*) FROM hub.aggregated_pattern_snapshots s JOIN {} p"
+                " USING (run_id, pattern_type, name, rank)"
+            ).format(t)
         ).fetchone()
         if snap != n:
             problems.append(f"the run's snapshot matches {snap} of the {n} ranked patterns")
@@ -428,20 +461,19 @@ def check_values(conn: psycopg.Connection, *, table: str = LIVE) -> list[str]:
     [instance_count, instance_count + 0.9], counts that cannot be, first_seen after last_seen."""
     rules = {
         "confidence outside [0, 1]": "confidence IS NOT NULL AND NOT (confidence BETWEEN 0 AND 1)",
-        f"score outside [instance_count, instance_count + {W_CONFIDENCE + W_VOLUME:g}]":
-            "NOT (score >= instance_count AND score <= instance_count + %(max_tiebreak)s)"
-            " OR score = 'NaN'::float8",
+        f"score outside [instance_count, instance_count + {W_CONFIDENCE + W_VOLUME:g}]": "NOT (score >= instance_count AND score <= instance_count + %(max_tiebreak)s)"
+        " OR score = 'NaN'::float8",
         "instance_count < 1": "instance_count < 1",
         "observation_count < instance_count": "observation_count < instance_count",
-        "confidence_instances outside [0, instance_count]":
-            "confidence_instances < 0 OR confidence_instances > instance_count",
+        "confidence_instances outside [0, instance_count]": "confidence_instances < 0 OR confidence_instances > instance_count",
         "first_seen after last_seen": "first_seen > last_seen",
     }
     problems = []
     for label, where in rules.items():
         rows = conn.execute(
-            sql.SQL("SELECT pattern_type, name, count(*) OVER () FROM {} WHERE {} ORDER BY rank LIMIT %(limit)s")
-            .format(_table(table), sql.SQL(where)),  # the rules are constants above
+            sql.SQL(
+                "SELECT pattern_type, name, count(*) OVER () FROM {} WHERE {} ORDER BY rank LIMIT %(limit)s"
+            ).format(_table(table), sql.SQL(where)),  # the rules are constants above
             {"max_tiebreak": W_CONFIDENCE + W_VOLUME + 1e-9, "limit": _MAX_EXAMPLES},
         ).fetchall()
         if rows:

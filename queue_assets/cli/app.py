@@ -9,11 +9,13 @@ import shutil
 import signal
 import subprocess
 import sys
+import traceback
 from pathlib import Path
 
 from .. import bootstrap, embedded
 from ..db import DatabaseUnavailable, resolve_urls
 from ..names import InvalidNameError
+from ..redact import redact
 from ..settings import Settings, SettingsError, project_root
 from . import ops, patterns, roles
 from .errors import fail
@@ -37,30 +39,43 @@ def write_dotenv(root: Path, settings: Settings, urls: dict[str, str]) -> str | 
             path.unlink()
             return f"removed {path}: it named the embedded server, and SHARED_QUEUE_DB_URL is set"
         return None
-    values = {"DAGSTER_HOME": str(dagster_home(settings)), "DAGSTER_PG_URL": urls["dagster"],
-              "SHARED_QUEUE_DB_URL": urls["shared_queue"]}
+    values = {
+        "DAGSTER_HOME": str(dagster_home(settings)),
+        "DAGSTER_PG_URL": urls["dagster"],
+        "SHARED_QUEUE_DB_URL": urls["shared_queue"],
+    }
     lines = [f"{k}={v}" for k, v in values.items()]
     if not ours:
-        return (f"{path} exists and was not written by queue-assets, so it was left alone; for `dagster dev` "
-                f"there, add: {' '.join(lines)}")
-    path.write_text("\n".join([
-        DOTENV_HEADER,
-        "# `dagster dev` and `dg dev` in this folder read it: they use the embedded PostgreSQL, which must be",
-        "# running (`queue-assets init` starts it; `queue-assets stop` stops it).",
-        *lines, "",
-    ]))
-    return f"wrote {path} for `dagster dev` / `dg dev` here (the embedded server; `queue-assets init` starts it)"
+        return (
+            f"{path} exists and was not written by queue-assets, so it was left alone; for `dagster dev` "
+            f"there, add: {' '.join(lines)}"
+        )
+    path.write_text(
+        "\n".join(
+            [
+                DOTENV_HEADER,
+                "# `dagster dev` and `dg dev` in this folder read it: they use the embedded PostgreSQL, which must be",
+                "# running (`queue-assets init` starts it; `queue-assets stop` stops it).",
+                *lines,
+                "",
+            ]
+        )
+    )
+    return (
+        f"wrote {path} for `dagster dev` / `dg dev` here (the embedded server; `queue-assets init` starts it)"
+    )
 
 
 def initialise(settings: Settings, urls: dict[str, str]) -> None:
     """Everything `queue-assets init` does: pgmq, queues, migrations, roles, the templates remote, `.env`."""
     from .. import security
 
-    report = bootstrap.bootstrap(urls["shared_queue"],
-                                 extra_steps=security.bootstrap_steps(urls.get("dagster") or None))
+    report = bootstrap.bootstrap(
+        urls["shared_queue"], extra_steps=security.bootstrap_steps(urls.get("dagster") or None)
+    )
     print(report.summary())
     if not os.environ.get("TEMPLATES_REPO_URL", "").strip():
-        from ..gitrepo import ensure_embedded_templates_remote
+        from ..git.repo import ensure_embedded_templates_remote
 
         print(f"templates_data remote (embedded): {ensure_embedded_templates_remote(settings.data_dir)}")
     done = write_dotenv(project_root(), settings, urls)
@@ -85,12 +100,21 @@ def cmd_simulate(settings: Settings, args) -> int:
     urls = resolve_urls(settings)
 
     def progress(s):
-        print(f"\rpublished: {s.patterns} pattern, {s.analyses} analysis, {s.learned} learned, "
-              f"{s.heartbeats} heartbeat, {s.invalid} invalid, {s.requests} llm requests, "
-              f"{s.queries} pattern queries ({s.misses} misses)", end="", flush=True)
+        print(
+            f"\rpublished: {s.patterns} pattern, {s.analyses} analysis, {s.learned} learned, "
+            f"{s.heartbeats} heartbeat, {s.invalid} invalid, {s.requests} llm requests, "
+            f"{s.queries} pattern queries ({s.misses} misses)",
+            end="",
+            flush=True,
+        )
 
-    stats = simulate.run(urls["shared_queue"], instances=args.instances, rate=args.rate,
-                         duration_s=args.duration, progress=progress)
+    stats = simulate.run(
+        urls["shared_queue"],
+        instances=args.instances,
+        rate=args.rate,
+        duration_s=args.duration,
+        progress=progress,
+    )
     progress(stats)
     print()
     return 0
@@ -103,17 +127,26 @@ def cmd_ingest(settings: Settings, args) -> int:
     from ..queues import CONSUMED_QUEUES
 
     if args.queue not in CONSUMED_QUEUES:
-        return fail(f"queue {args.queue[:60]!r} is not consumed by the hub; expected one of: "
-                     f"{', '.join(CONSUMED_QUEUES)}")
+        return fail(
+            f"queue {args.queue[:60]!r} is not consumed by the hub; expected one of: "
+            f"{', '.join(CONSUMED_QUEUES)}"
+        )
     urls = resolve_urls(settings)
     with connection(urls["shared_queue"]) as conn:
         # "Drain now": no lingering on an empty queue and no time cap (the message cap still holds).
         cfg = dataclasses.replace(IngestConfig.from_settings(settings), linger_s=0.0, max_seconds=86_400.0)
-        r = ingest_queue(conn, args.queue, cfg, prefetch_url=urls["shared_queue"],
-                         on_batch=lambda r: print(f"\r{r.read} read, {r.stored} stored", end="", flush=True))
-    print(f"\n{args.queue}: {r.read} read, {r.stored} stored, {r.duplicates} duplicates"
-          f" ({r.ledger_conflicts} read again after another consumer took them), "
-          f"{r.dead_lettered} dead-lettered in {r.elapsed_s:.2f}s ({r.rate:.0f} msg/s)")
+        r = ingest_queue(
+            conn,
+            args.queue,
+            cfg,
+            prefetch_url=urls["shared_queue"],
+            on_batch=lambda r: print(f"\r{r.read} read, {r.stored} stored", end="", flush=True),
+        )
+    print(
+        f"\n{args.queue}: {r.read} read, {r.stored} stored, {r.duplicates} duplicates"
+        f" ({r.ledger_conflicts} read again after another consumer took them), "
+        f"{r.dead_lettered} dead-lettered in {r.elapsed_s:.2f}s ({r.rate:.0f} msg/s)"
+    )
     return 0
 
 
@@ -128,7 +161,9 @@ def hub_environment(settings: Settings) -> dict[str, str]:
     """Environment for the Dagster processes: the resolved URLs and DAGSTER_HOME."""
     urls = resolve_urls(settings)
     if not urls.get("dagster"):
-        raise SettingsError(["DAGSTER_PG_URL: must be set when SHARED_QUEUE_DB_URL is (Dagster's own storage)"])
+        raise SettingsError(
+            ["DAGSTER_PG_URL: must be set when SHARED_QUEUE_DB_URL is (Dagster's own storage)"]
+        )
     env = dict(os.environ)
     env["SHARED_QUEUE_DB_URL"] = urls["shared_queue"]
     env["DAGSTER_PG_URL"] = urls["dagster"]
@@ -164,10 +199,31 @@ def cmd_dev(settings: Settings, args) -> int:
     sim = None
     if not args.no_demo:
         sim = subprocess.Popen(
-            [sys.executable, "-m", "queue_assets.cli", "simulate", "--instances", str(args.instances),
-             "--rate", str(args.rate)], env=env, stdout=subprocess.DEVNULL)
-    cmd = [sys.executable, "-m", "dagster", "dev", "-w", str(project_root() / "workspace.yaml"),
-           "-h", args.host, "-p", str(args.port)]
+            [
+                sys.executable,
+                "-m",
+                "queue_assets.cli",
+                "simulate",
+                "--instances",
+                str(args.instances),
+                "--rate",
+                str(args.rate),
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+        )
+    cmd = [
+        sys.executable,
+        "-m",
+        "dagster",
+        "dev",
+        "-w",
+        str(project_root() / "workspace.yaml"),
+        "-h",
+        args.host,
+        "-p",
+        str(args.port),
+    ]
     print(f"starting Dagster at http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
     proc = subprocess.Popen(cmd, env=env, cwd=project_root())
     try:
@@ -187,7 +243,11 @@ def cmd_dev(settings: Settings, args) -> int:
 def cmd_stop(settings: Settings, args) -> int:
     if settings.db_url:
         return fail("SHARED_QUEUE_DB_URL is set: there is no embedded server to stop")
-    print("stopped the embedded PostgreSQL" if embedded.stop(settings.data_dir) else "the embedded PostgreSQL was not running")
+    print(
+        "stopped the embedded PostgreSQL"
+        if embedded.stop(settings.data_dir)
+        else "the embedded PostgreSQL was not running"
+    )
     return 0
 
 
@@ -215,8 +275,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-COMMANDS = {"init": cmd_init, "settings": cmd_settings, "simulate": cmd_simulate, "ingest": cmd_ingest,
-            "dev": cmd_dev, "stop": cmd_stop}
+COMMANDS = {
+    "init": cmd_init,
+    "settings": cmd_settings,
+    "simulate": cmd_simulate,
+    "ingest": cmd_ingest,
+    "dev": cmd_dev,
+    "stop": cmd_stop,
+}
 COMMANDS.update(ops.COMMANDS)
 COMMANDS.update(roles.COMMANDS)
 COMMANDS.update(patterns.COMMANDS)
@@ -231,3 +297,6 @@ def main(argv: list[str] | None = None) -> int:
         return fail(str(exc))
     except (DatabaseUnavailable, bootstrap.BootstrapError, InvalidNameError) as exc:
         return fail(str(exc))
+    except Exception:  # a bug or an error nobody foresaw: the traceback helps, but only redacted
+        print(redact(traceback.format_exc()), file=sys.stderr, end="")
+        return 1

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import sys
 
+from ..redact import redact
+
 
 def fail(message: str, code: int = 2) -> int:
-    """Print `queue-assets: error: <message>` on stderr; returns `code` for the command to return."""
-    print(f"queue-assets: error: {message}", file=sys.stderr)
+    """Print `queue-assets: error: <message>` (redacted) on stderr; returns `code` for the command to return."""
+    print(f"queue-assets: error: {redact(message)}", file=sys.stderr)
     return code

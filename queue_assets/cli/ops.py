@@ -93,24 +93,43 @@ def _type(text: str) -> str:
 
 def _filter_options() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
-    p.add_argument("--queue", type=_arg(_queue), help="a dead-letter queue or its source queue (e.g. pattern_messages)")
-    p.add_argument("--reason", type=_arg(_reason), help="error kind (e.g. invalid_json) or a piece of the reason text")
-    p.add_argument("--type", dest="message_type", type=_arg(_type), help="message type (e.g. pattern_detection)")
-    p.add_argument("--older-than", type=_arg(_duration), help="dead-lettered at least this long ago (30m, 2h, 7d)")
+    p.add_argument(
+        "--queue", type=_arg(_queue), help="a dead-letter queue or its source queue (e.g. pattern_messages)"
+    )
+    p.add_argument(
+        "--reason", type=_arg(_reason), help="error kind (e.g. invalid_json) or a piece of the reason text"
+    )
+    p.add_argument(
+        "--type", dest="message_type", type=_arg(_type), help="message type (e.g. pattern_detection)"
+    )
+    p.add_argument(
+        "--older-than", type=_arg(_duration), help="dead-lettered at least this long ago (30m, 2h, 7d)"
+    )
     p.add_argument("--newer-than", type=_arg(_duration), help="dead-lettered less than this long ago")
     return p
 
 
 def add_subcommands(sub) -> None:
     """Add `status`, `retention` and `dlq` to the `queue-assets` subparsers."""
-    s = sub.add_parser("status", help="terminal summary: queues, instances, dead letters, last materializations")
+    s = sub.add_parser(
+        "status", help="terminal summary: queues, instances, dead letters, last materializations"
+    )
     s.add_argument("--queues", type=_arg(_positive), default=20, help="show this many queues, worst first")
-    s.add_argument("--no-dagster", action="store_true", help="skip the Dagster instance (last materializations)")
+    s.add_argument(
+        "--no-dagster", action="store_true", help="skip the Dagster instance (last materializations)"
+    )
 
-    r = sub.add_parser("retention", help="delete archived messages and hub ingest rows older than their retention (bounded batches)")
+    r = sub.add_parser(
+        "retention",
+        help="delete archived messages and hub ingest rows older than their retention (bounded batches)",
+    )
     r.add_argument("--dry-run", action="store_true", help="count what would go; delete nothing")
-    r.add_argument("--batch-size", type=_arg(_retention_batch), default=RETENTION_BATCH,
-                   help="rows per DELETE, each its own short transaction")
+    r.add_argument(
+        "--batch-size",
+        type=_arg(_retention_batch),
+        default=RETENTION_BATCH,
+        help="rows per DELETE, each its own short transaction",
+    )
 
     d = sub.add_parser("dlq", help="dead letters: list, show, redrive, purge")
     dsub = d.add_subparsers(dest="dlq_command", required=True)
@@ -120,13 +139,21 @@ def add_subcommands(sub) -> None:
     show = dsub.add_parser("show", help="one dead letter in full: reason, headers, message")
     show.add_argument("id", type=_arg(_positive), help="its msg_id in the dead-letter queue")
     show.add_argument("--queue", type=_arg(_queue), help="the dead-letter queue (msg_ids are per queue)")
-    for name, text in (("redrive", "put dead letters back on their source queue, exactly once"),
-                       ("purge", "archive dead letters out of their queue (needs --yes)")):
+    for name, text in (
+        ("redrive", "put dead letters back on their source queue, exactly once"),
+        ("purge", "archive dead letters out of their queue (needs --yes)"),
+    ):
         p = dsub.add_parser(name, parents=[filters], help=text)
         p.add_argument("--all", action="store_true", help="act on every dead letter when no filter is given")
-        p.add_argument("--dry-run", action="store_true", help="show how many would be acted on; change nothing")
-        p.add_argument("--batch-size", type=_arg(_positive), default=dlq_ops.DEFAULT_BATCH,
-                       help="messages per transaction")
+        p.add_argument(
+            "--dry-run", action="store_true", help="show how many would be acted on; change nothing"
+        )
+        p.add_argument(
+            "--batch-size",
+            type=_arg(_positive),
+            default=dlq_ops.DEFAULT_BATCH,
+            help="messages per transaction",
+        )
         p.add_argument("--limit", type=_arg(_positive), default=None, help="stop after this many")
         if name == "purge":
             p.add_argument("--yes", action="store_true", help="really purge")
@@ -154,8 +181,13 @@ def cmd_status(settings: Settings, args) -> int:
     # Beside `make demo` (the embedded server, no DAGSTER_HOME) this reads `queue-assets dev`'s instance.
     home = settings.dagster_home if settings.embedded else None
     with connect_with_backoff(urls["shared_queue"]) as conn:
-        report = gather(conn, stale_after_s=settings.stale_after_s, include_dagster=not args.no_dagster,
-                        project_home=home, dagster_url=urls.get("dagster") or None)
+        report = gather(
+            conn,
+            stale_after_s=settings.stale_after_s,
+            include_dagster=not args.no_dagster,
+            project_home=home,
+            dagster_url=urls.get("dagster") or None,
+        )
     print(render(report, thresholds, max_queues=args.queues))
     return 0
 
@@ -185,8 +217,11 @@ def cmd_retention(settings: Settings, args) -> int:
 
 def _filter_from(args) -> dlq_ops.DlqFilter:
     return dlq_ops.DlqFilter.from_options(
-        queue=args.queue, reason=args.reason, message_type=args.message_type,
-        older_than=args.older_than, newer_than=args.newer_than,
+        queue=args.queue,
+        reason=args.reason,
+        message_type=args.message_type,
+        older_than=args.older_than,
+        newer_than=args.newer_than,
     )
 
 
@@ -211,12 +246,16 @@ def _dlq_list(conn, args) -> int:
         print("no dead letters match" + ("" if f.empty else " these filters"))
         return 0
     print()
-    print(f"{'dlq':26} {'msg_id':>7}  {'dead-lettered':20} {'age':>6}  {'kind':18} {'type':20} {'instance':16} reason")
+    print(
+        f"{'dlq':26} {'msg_id':>7}  {'dead-lettered':20} {'age':>6}  {'kind':18} {'type':20} {'instance':16} reason"
+    )
     for d in letters:
         age = format_seconds((now - d.dead_lettered_at).total_seconds())
         reason = (d.reason or "-").replace("\n", " ")
-        print(f"{d.dlq:26} {d.msg_id:>7}  {d.dead_lettered_at:%Y-%m-%d %H:%M:%S}Z {age:>6}  {(d.kind or '-'):18} "
-              f"{(d.message_type or '-')[:20]:20} {_instance_of(d.message)[:16]:16} {reason[:100]}")
+        print(
+            f"{d.dlq:26} {d.msg_id:>7}  {d.dead_lettered_at:%Y-%m-%d %H:%M:%S}Z {age:>6}  {(d.kind or '-'):18} "
+            f"{(d.message_type or '-')[:20]:20} {_instance_of(d.message)[:16]:16} {reason[:100]}"
+        )
     if total > len(letters):
         print(f"... {total - len(letters)} more (raise --limit or narrow the filters)")
     return 0
@@ -225,7 +264,9 @@ def _dlq_list(conn, args) -> int:
 def _dlq_show(conn, args) -> int:
     found = dlq_ops.get_dead_letter(conn, args.id, queue=args.queue)
     if not found:
-        where = f"dead-letter queue {dlq_ops.dlq_name(args.queue)!r}" if args.queue else "any dead-letter queue"
+        where = (
+            f"dead-letter queue {dlq_ops.dlq_name(args.queue)!r}" if args.queue else "any dead-letter queue"
+        )
         return fail(f"no dead letter with msg_id {args.id} in {where}", code=1)
     for i, d in enumerate(found):
         if i:
@@ -248,29 +289,43 @@ def _dlq_show(conn, args) -> int:
 def _dlq_act(conn, args, action: str) -> int:
     f = _filter_from(args)
     if f.empty and not args.all:
-        return fail(f"dlq {action} needs a filter (--queue, --reason, --type, --older-than, --newer-than) "
-                     "or --all to act on every dead letter")
+        return fail(
+            f"dlq {action} needs a filter (--queue, --reason, --type, --older-than, --newer-than) "
+            "or --all to act on every dead letter"
+        )
     counts = dlq_ops.count_dead_letters(conn, f)
     matching = sum(sum(k.values()) for k in counts.values())
     if args.limit:
         matching = min(matching, args.limit)
     if action == "purge" and not args.yes and not args.dry_run:
-        print(f"{matching} dead letters match; nothing purged. Re-run with --yes to archive them out of their queues.")
+        print(
+            f"{matching} dead letters match; nothing purged. Re-run with --yes to archive them out of their queues."
+        )
         return 1
 
     def progress(report) -> None:
         _progress(f"{action}: {report.total}/{matching} messages, {report.batches} batches")
 
     fn = dlq_ops.redrive if action == "redrive" else dlq_ops.purge
-    report = fn(conn, f, actor=_actor(), batch_size=args.batch_size, limit=args.limit, dry_run=args.dry_run,
-                progress=progress)
+    report = fn(
+        conn,
+        f,
+        actor=_actor(),
+        batch_size=args.batch_size,
+        limit=args.limit,
+        dry_run=args.dry_run,
+        progress=progress,
+    )
     if report.batches:
         _end_progress()
     verb = {"redrive": "redriven", "purge": "purged"}[action]
     prefix = "would be " if args.dry_run else ""
     for dlq, n in report.moved.items():
         if n:
-            print(f"  {dlq}: {n} {prefix}{verb}" + (f" to {dlq_ops.source_of(dlq)}" if action == "redrive" else ""))
+            print(
+                f"  {dlq}: {n} {prefix}{verb}"
+                + (f" to {dlq_ops.source_of(dlq)}" if action == "redrive" else "")
+            )
     for dlq, why in report.skipped.items():
         print(f"  {dlq}: skipped: {why}")
     print(f"{report.total} dead letters {prefix}{verb}")

@@ -10,17 +10,26 @@ import os
 from ..db import connection, resolve_urls
 from ..names import inbox_queue_for
 from ..queues import CONSUMED_QUEUES
+from ..redact import register_secret
 from ..security import PRODUCER_ROLE, SecurityError, drop_instance_role, grant_instance, instance_role_for
 from .errors import fail
 
 
 def add_subcommands(sub) -> None:
-    g = sub.add_parser("grant-instance", help="create an instance's least-privilege login role (member of "
-                       f"{PRODUCER_ROLE}, its own inbox only)")
+    g = sub.add_parser(
+        "grant-instance",
+        help="create an instance's least-privilege login role (member of "
+        f"{PRODUCER_ROLE}, its own inbox only)",
+    )
     g.add_argument("instance_id")
-    g.add_argument("--password-env", metavar="VAR",
-                   help="set the role's password from this environment variable (never from the command line)")
-    g.add_argument("--no-login", action="store_true", help="create the role NOLOGIN (e.g. for certificate mapping)")
+    g.add_argument(
+        "--password-env",
+        metavar="VAR",
+        help="set the role's password from this environment variable (never from the command line)",
+    )
+    g.add_argument(
+        "--no-login", action="store_true", help="create the role NOLOGIN (e.g. for certificate mapping)"
+    )
     r = sub.add_parser("revoke-instance", help="drop an instance's login role (its inbox queue stays)")
     r.add_argument("instance_id")
 
@@ -29,6 +38,7 @@ def cmd_grant_instance(settings, args) -> int:
     password = None
     if args.password_env:
         password = os.environ.get(args.password_env)
+        register_secret(password)
         if not password:
             return fail(f"--password-env {args.password_env}: that environment variable is not set or empty")
     urls = resolve_urls(settings)
@@ -40,8 +50,10 @@ def cmd_grant_instance(settings, args) -> int:
         return fail(str(exc))
     role = instance_role_for(args.instance_id)
     print("\n".join(f"  + {a}" for a in report.actions) or f"role {role}: nothing to do")
-    print(f"instance {args.instance_id} connects as {role!r}: sends to {', '.join(CONSUMED_QUEUES)}; "
-          f"reads {inbox_queue_for(args.instance_id)} only")
+    print(
+        f"instance {args.instance_id} connects as {role!r}: sends to {', '.join(CONSUMED_QUEUES)}; "
+        f"reads {inbox_queue_for(args.instance_id)} only"
+    )
     return 0
 
 

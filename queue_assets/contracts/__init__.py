@@ -60,6 +60,7 @@ from .parse import (
     nesting_depth,
     parse_for_queue,
     parse_ingest,
+    parse_ingest_as,
     parse_message,
 )
 from .requests import (
@@ -130,6 +131,7 @@ __all__ = [
     "nesting_depth",
     "parse_for_queue",
     "parse_ingest",
+    "parse_ingest_as",
     "parse_message",
     "parse_timestamp",
 ]

@@ -7,5 +7,5 @@
   `template_updates` queue;
 - `assets`, `schedules`, `defs`: the Dagster layer.
 
-Git goes through `queue_assets.gitrepo` work copies; fan-out through `queue_assets.fanout`.
+Git goes through `queue_assets.git.repo` work copies (`queue_assets.git`); fan-out through `queue_assets.fanout`.
 """

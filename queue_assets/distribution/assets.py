@@ -10,8 +10,9 @@ from datetime import timedelta
 import dagster as dg
 
 from ..aggregation.assets import aggregated_patterns
-from ..export.resources import GitHubResource, TemplatesRepoResource
-from ..gitrepo import GitAuth, redact, split_credentials
+from ..git.repo import GitAuth, split_credentials
+from ..git.resources import GitHubResource, TemplatesRepoResource
+from ..redact import redact
 from ..resources import SharedQueueResource
 from ..retries import retry_policy
 from . import patterns, templates
@@ -19,8 +20,12 @@ from .patterns import DistributionRefused, PatternDistribution, distribute_patte
 from .templates import TemplateDistribution, distribute_templates
 
 DISTRIBUTION_GROUP = "distribution"
-HOURLY_FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=2), warn_window=timedelta(minutes=75))
-FOUR_HOURLY_FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=9), warn_window=timedelta(hours=5))
+HOURLY_FRESHNESS = dg.FreshnessPolicy.time_window(
+    fail_window=timedelta(hours=2), warn_window=timedelta(minutes=75)
+)
+FOUR_HOURLY_FRESHNESS = dg.FreshnessPolicy.time_window(
+    fail_window=timedelta(hours=9), warn_window=timedelta(hours=5)
+)
 
 # "Hourly, after aggregation": run once each time aggregated_patterns is materialized, and only
 # when its blocking checks passed, so a bad ranking never reaches Git or the instances.
@@ -110,14 +115,19 @@ def pattern_distribution(
     with shared_queue.connection() as conn:
         try:
             result = distribute_patterns(
-                conn, lambda: templates_repo.work_copy("patterns", auth), git_url=url,
-                stale_after_s=shared_queue.settings.stale_after_s, dagster_run_id=context.run.run_id,
+                conn,
+                lambda: templates_repo.work_copy("patterns", auth),
+                git_url=url,
+                stale_after_s=shared_queue.settings.stale_after_s,
+                dagster_run_id=context.run.run_id,
                 max_patterns=config.max_patterns,
             )
         except DistributionRefused as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from None
     if result.patterns == 0:
-        context.log.info("the ranking is empty (no aggregation run yet, or no observations): nothing distributed")
+        context.log.info(
+            "the ranking is empty (no aggregation run yet, or no observations): nothing distributed"
+        )
     else:
         context.log.info(
             f"{result.patterns} patterns: {'committed ' + (result.commit or '')[:12] if result.committed else 'Git unchanged'}; "
@@ -127,7 +137,9 @@ def pattern_distribution(
 
 
 def template_metadata(r: TemplateDistribution, url: str) -> dict:
-    shown = "\n".join(f"- `{f}`" for f in r.files[:20]) + (f"\n- … {len(r.files) - 20} more" if len(r.files) > 20 else "")
+    shown = "\n".join(f"- `{f}`" for f in r.files[:20]) + (
+        f"\n- … {len(r.files) - 20} more" if len(r.files) > 20 else ""
+    )
     return {
         "outcome": dg.MetadataValue.text(r.outcome),
         "published": dg.MetadataValue.bool(r.published),
@@ -168,8 +180,11 @@ def template_updates(
     auth = git_auth(github, remote)
     with shared_queue.connection() as conn:
         result = distribute_templates(
-            conn, lambda: templates_repo.work_copy("templates", auth), git_url=url,
-            stale_after_s=shared_queue.settings.stale_after_s, dagster_run_id=context.run.run_id,
+            conn,
+            lambda: templates_repo.work_copy("templates", auth),
+            git_url=url,
+            stale_after_s=shared_queue.settings.stale_after_s,
+            dagster_run_id=context.run.run_id,
         )
     context.log.info(
         f"template_updates: {result.outcome}; {len(result.files)} files changed since "

@@ -22,7 +22,7 @@ import psycopg
 from .. import contracts
 from ..aggregation import core as aggregation
 from ..fanout import InboxSync, hub_message, publish, sync_inboxes, validate_hub_message
-from ..gitrepo import GitPushRejected, WorkCopy
+from ..git.repo import GitPushRejected, WorkCopy
 
 PATTERNS_FOLDER = "patterns"
 JSON_FILE = "aggregated_patterns.json"
@@ -94,8 +94,10 @@ def render_files(ranking: Sequence[aggregation.RankedPattern]) -> dict[str, str]
     records = [pattern_record(p) for p in ranking]
     document = {
         "format": FORMAT_VERSION,
-        "score": (f"instance_count + {aggregation.W_CONFIDENCE} * confidence + {aggregation.W_VOLUME} * "
-                  f"observations / (observations + {aggregation.VOLUME_HALF:g})"),
+        "score": (
+            f"instance_count + {aggregation.W_CONFIDENCE} * confidence + {aggregation.W_VOLUME} * "
+            f"observations / (observations + {aggregation.VOLUME_HALF:g})"
+        ),
         "pattern_count": len(records),
         "patterns": records,
     }
@@ -138,8 +140,13 @@ def fit_records(records: Sequence[dict], max_items: int, max_bytes: int) -> list
 
 
 def patterns_message(
-    ranking: Sequence[aggregation.RankedPattern], *, run_id: int, git_url: str, commit: str | None,
-    max_patterns: int = MESSAGE_MAX_PATTERNS, max_bytes: int = contracts.MAX_BYTES,
+    ranking: Sequence[aggregation.RankedPattern],
+    *,
+    run_id: int,
+    git_url: str,
+    commit: str | None,
+    max_patterns: int = MESSAGE_MAX_PATTERNS,
+    max_bytes: int = contracts.MAX_BYTES,
 ) -> dict:
     """The `aggregated_patterns` message: the top of the ranking that fits, and stats about all of it."""
     records = [pattern_record(p) for p in ranking]
@@ -218,8 +225,9 @@ def distribute_patterns(
         result.commit, result.committed, result.push_attempts = _commit_ranking(wc, files, run_id)
     if result.committed:
         result.files = [f"{PATTERNS_FOLDER}/{name}" for name in sorted(files)]
-    message = patterns_message(ranking, run_id=run_id, git_url=git_url, commit=result.commit,
-                               max_patterns=max_patterns)
+    message = patterns_message(
+        ranking, run_id=run_id, git_url=git_url, commit=result.commit, max_patterns=max_patterns
+    )
     result.sent_patterns = message["stats"]["patterns_sent"]
     result.truncated = message["stats"]["truncated"]
     validate_hub_message(message)

@@ -21,7 +21,7 @@ import psycopg
 
 from .. import contracts
 from ..fanout import InboxSync, hub_message, publish, sync_inboxes, validate_hub_message
-from ..gitrepo import GitError, WorkCopy
+from ..git.repo import GitError, WorkCopy
 from ..queues import TEMPLATE_UPDATES
 from .patterns import PATTERNS_FOLDER
 
@@ -82,14 +82,26 @@ def fit_paths(paths: list[str], max_bytes: int) -> list[str]:
     return out
 
 
-def templates_message(git_url: str, commit: str, previous: str | None, files: list[str], *,
-                      full_tree: bool, max_bytes: int = contracts.MAX_BYTES) -> dict:
+def templates_message(
+    git_url: str,
+    commit: str,
+    previous: str | None,
+    files: list[str],
+    *,
+    full_tree: bool,
+    max_bytes: int = contracts.MAX_BYTES,
+) -> dict:
     """The `templates_updated` message; a file list too long for one message is cut and says so."""
     sent = fit_paths(files, max_bytes - _MESSAGE_OVERHEAD)
     return hub_message(
-        KIND, git_url=git_url, commit=commit, updated_files=sent,
-        previous_commit=previous, full_tree=full_tree,
-        files_changed=len(files), files_truncated=len(sent) < len(files),
+        KIND,
+        git_url=git_url,
+        commit=commit,
+        updated_files=sent,
+        previous_commit=previous,
+        full_tree=full_tree,
+        files_changed=len(files),
+        files_truncated=len(sent) < len(files),
     )
 
 
@@ -122,8 +134,9 @@ def distribute_templates(
             # at the same URL): announce the whole tree rather than guess.
             changed, full_tree = wc.changed_files(None, head), True
     files = [f for f in changed if not f.startswith(EXCLUDED_PREFIXES)]
-    result = TemplateDistribution(commit=head, previous_commit=previous, outcome="published",
-                                  files=files, full_tree=full_tree)
+    result = TemplateDistribution(
+        commit=head, previous_commit=previous, outcome="published", files=files, full_tree=full_tree
+    )
     message = templates_message(git_url, head, previous, files, full_tree=full_tree) if files else None
     if message is not None:
         validate_hub_message(message)
@@ -147,15 +160,24 @@ def distribute_templates(
         result.files_sent = len(message["updated_files"])
         result.copies = publish(conn, message, sync=False)
         body = contracts.parse_for_queue(TEMPLATE_UPDATES, json.dumps(message)).model_dump(
-            mode="json", exclude_unset=True)
+            mode="json", exclude_unset=True
+        )
         (result.queue_msg_id,) = conn.execute(
             "SELECT * FROM pgmq.send(%s, %s::jsonb)", (TEMPLATE_UPDATES, json.dumps(body))
         ).fetchone()
         conn.execute(
             "INSERT INTO hub.distributions (kind, git_url, commit, previous_commit, files, inbox_copies,"
             " queue_msg_id, dagster_run_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-            (KIND, git_url, head, previous, result.files[: result.files_sent], result.copies,
-             result.queue_msg_id, dagster_run_id),
+            (
+                KIND,
+                git_url,
+                head,
+                previous,
+                result.files[: result.files_sent],
+                result.copies,
+                result.queue_msg_id,
+                dagster_run_id,
+            ),
         )
         _record_state(conn, git_url, head)
     return result

@@ -15,22 +15,27 @@ import dagster as dg
 from pydantic import Field
 
 from ..fanout import publish
+from ..git.resources import GitHubResource, TemplatesRepoResource
 from ..resources import SharedQueueResource
 from .checks import evaluate_learning_checks, learning_check_specs
 from .core import ExportResult, run_export
 from .learning import LearningSummary, aggregate_learning
 from .render import md_text
-from .resources import GitHubResource, TemplatesRepoResource
 from .settings import EXPORT_FOLDER, ExportSettings, export_start_date
 
 EXPORT_GROUP = "export"
 # The first cycle is a setting (QUEUE_ASSETS_EXPORT_START_DATE, default 2026-11-01), read once here
 # because Dagster fixes a partitions definition when the definitions load.
 EXPORT_PARTITIONS = dg.DailyPartitionsDefinition(
-    start_date=export_start_date().isoformat(), timezone="UTC", hour_offset=1, end_offset=1,
+    start_date=export_start_date().isoformat(),
+    timezone="UTC",
+    hour_offset=1,
+    end_offset=1,
 )
 ANNOUNCED_CHECK = "learning_exported_announced"
-DAILY_FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=26), warn_window=timedelta(hours=25))
+DAILY_FRESHNESS = dg.FreshnessPolicy.time_window(
+    fail_window=timedelta(hours=26), warn_window=timedelta(hours=25)
+)
 
 
 class LearningConfig(dg.Config):
@@ -87,20 +92,28 @@ def learning_metadata(s: LearningSummary, settings: ExportSettings) -> dict:
     ),
 )
 def aggregated_learning(
-    context: dg.AssetExecutionContext, config: LearningConfig, shared_queue: SharedQueueResource,
+    context: dg.AssetExecutionContext,
+    config: LearningConfig,
+    shared_queue: SharedQueueResource,
 ):
     settings = ExportSettings.from_env()
     factor = settings.max_growth_factor if config.max_growth_factor is None else config.max_growth_factor
     if not factor >= 1.0:
-        raise dg.Failure(f"config max_growth_factor={config.max_growth_factor!r}: must be a number of at least 1",
-                         allow_retries=False)
+        raise dg.Failure(
+            f"config max_growth_factor={config.max_growth_factor!r}: must be a number of at least 1",
+            allow_retries=False,
+        )
     cycle = _cycle(context)
     cutoff = context.partition_time_window.end
     with shared_queue.connection(autocommit=True) as conn:
-        summary = aggregate_learning(conn, cycle, cutoff, settings, keep_days=shared_queue.settings.retention_days)
+        summary = aggregate_learning(
+            conn, cycle, cutoff, settings, keep_days=shared_queue.settings.retention_days
+        )
         checks = evaluate_learning_checks(conn, cycle, summary.selected, factor)
-    context.log.info(f"cycle {cycle}: {summary.artifacts} artifacts combined from {summary.reports} reports, "
-                     f"{summary.selected} selected for the export")
+    context.log.info(
+        f"cycle {cycle}: {summary.artifacts} artifacts combined from {summary.reports} reports, "
+        f"{summary.selected} selected for the export"
+    )
     yield dg.MaterializeResult(metadata=learning_metadata(summary, settings))
     yield from checks
 
@@ -155,11 +168,14 @@ def export_metadata(r: ExportResult, provider_name: str | None) -> dict:
     deps=[aggregated_learning],
     kinds={"git", "github", "python"},
     freshness_policy=DAILY_FRESHNESS,
-    check_specs=[dg.AssetCheckSpec(
-        ANNOUNCED_CHECK, asset="learned_pattern_export",
-        description="`learning_exported` reached the instances' inboxes (a failure here never fails the "
-        "export: the branch and PR are made; re-run the cycle to send the announcement).",
-    )],
+    check_specs=[
+        dg.AssetCheckSpec(
+            ANNOUNCED_CHECK,
+            asset="learned_pattern_export",
+            description="`learning_exported` reached the instances' inboxes (a failure here never fails the "
+            "export: the branch and PR are made; re-run the cycle to send the announcement).",
+        )
+    ],
     description=(
         "The cycle's selected artifacts and a markdown summary, written to the one branch "
         "feature/learned-patterns-YYYYMMDD of the templates repository (updated in place on re-run, "
@@ -180,18 +196,28 @@ def learned_pattern_export(
     auth = provider.settings.git_auth_for(remote) if provider else None
     with shared_queue.connection(autocommit=True) as conn:
         result = run_export(
-            conn, cycle=_cycle(context), cutoff=context.partition_time_window.end, settings=settings,
-            work_copy=lambda: templates_repo.work_copy("export", auth), remote_url=remote,
-            provider=provider, publish=publish, run_id=context.run.run_id, log=context.log.info,
+            conn,
+            cycle=_cycle(context),
+            cutoff=context.partition_time_window.end,
+            settings=settings,
+            work_copy=lambda: templates_repo.work_copy("export", auth),
+            remote_url=remote,
+            provider=provider,
+            publish=publish,
+            run_id=context.run.run_id,
+            log=context.log.info,
             stale_after_s=shared_queue.settings.stale_after_s,
         )
     if result.notify_error is not None:
         context.log.warning(f"learning_exported not announced: {result.notify_error}")
     return dg.MaterializeResult(
         metadata=export_metadata(result, provider.name if provider else None),
-        check_results=[dg.AssetCheckResult(
-            check_name=ANNOUNCED_CHECK, passed=result.notify_error is None,
-            severity=dg.AssetCheckSeverity.WARN,
-            description=result.notify_error or "learning_exported sent, or nothing new to announce",
-        )],
+        check_results=[
+            dg.AssetCheckResult(
+                check_name=ANNOUNCED_CHECK,
+                passed=result.notify_error is None,
+                severity=dg.AssetCheckSeverity.WARN,
+                description=result.notify_error or "learning_exported sent, or nothing new to announce",
+            )
+        ],
     )

@@ -17,16 +17,18 @@ from . import learning
 LEARNING_CHECKS: dict[str, str] = {
     "success_rates_in_unit_interval": "Every usage-weighted success rate is a number in [0, 1].",
     "unique_export_keys": "No artifact id appears twice, and no two exported artifacts share a file name "
-                          "(compared without case, as on case-insensitive file systems).",
+    "(compared without case, as on case-insensitive file systems).",
     "export_not_empty": "At least one artifact passed the thresholds: an empty export is never pushed.",
     "export_growth_within_limit": "The export holds at most QUEUE_ASSETS_EXPORT_MAX_GROWTH times the "
-                                  "artifacts of the previous exported cycle.",
+    "artifacts of the previous exported cycle.",
 }
 
 
 def learning_check_specs(asset: str) -> list[dg.AssetCheckSpec]:
-    return [dg.AssetCheckSpec(name, asset=asset, description=text, blocking=True)
-            for name, text in LEARNING_CHECKS.items()]
+    return [
+        dg.AssetCheckSpec(name, asset=asset, description=text, blocking=True)
+        for name, text in LEARNING_CHECKS.items()
+    ]
 
 
 def _result(name: str, outcome: learning.CheckOutcome) -> dg.AssetCheckResult:
@@ -40,12 +42,17 @@ def _result(name: str, outcome: learning.CheckOutcome) -> dg.AssetCheckResult:
 
 
 def evaluate_learning_checks(
-    conn: psycopg.Connection, cycle: date, selected: int, max_growth_factor: float,
+    conn: psycopg.Connection,
+    cycle: date,
+    selected: int,
+    max_growth_factor: float,
 ) -> list[dg.AssetCheckResult]:
     return [
         _result("success_rates_in_unit_interval", learning.check_success_rates(conn, cycle)),
         _result("unique_export_keys", learning.check_unique_keys(conn, cycle)),
         _result("export_not_empty", learning.check_not_empty(selected)),
-        _result("export_growth_within_limit",
-                learning.check_growth(selected, learning.previous_export(conn, cycle), max_growth_factor)),
+        _result(
+            "export_growth_within_limit",
+            learning.check_growth(selected, learning.previous_export(conn, cycle), max_growth_factor),
+        ),
     ]

@@ -100,8 +100,13 @@ class LearningSummary:
 
 
 def aggregate_learning(
-    conn: psycopg.Connection, cycle: date, cutoff: datetime, settings: ExportSettings, *,
-    keep_days: int | None = None, top: int = 10,
+    conn: psycopg.Connection,
+    cycle: date,
+    cutoff: datetime,
+    settings: ExportSettings,
+    *,
+    keep_days: int | None = None,
+    top: int = 10,
 ) -> LearningSummary:
     """Replace cycle `cycle`'s snapshot with the reports stored before `cutoff`, in one transaction.
 
@@ -109,36 +114,62 @@ def aggregate_learning(
     (hub.exports keeps each cycle's record).
     """
     if not conn.autocommit:
-        raise ValueError("aggregate_learning needs an autocommit connection (the snapshot commits on its own)")
+        raise ValueError(
+            "aggregate_learning needs an autocommit connection (the snapshot commits on its own)"
+        )
     out = LearningSummary(cycle=cycle, cutoff=cutoff)
     with conn.transaction():
         # Two runs of one cycle at once would interleave DELETE and INSERT; serialise them per cycle.
-        conn.execute("SELECT pg_advisory_xact_lock(hashtext('hub.aggregated_learning'), %s)",
-                     (cycle.toordinal(),))
+        conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtext('hub.aggregated_learning'), %s)", (cycle.toordinal(),)
+        )
         conn.execute("DELETE FROM hub.aggregated_learning WHERE cycle_date = %s", (cycle,))
-        conn.execute(_AGGREGATE_SQL, {
-            "cycle": cycle, "cutoff": cutoff, "min_usage": settings.min_usage,
-            "min_rate": settings.min_success_rate, "min_instances": settings.min_instances,
-        })
+        conn.execute(
+            _AGGREGATE_SQL,
+            {
+                "cycle": cycle,
+                "cutoff": cutoff,
+                "min_usage": settings.min_usage,
+                "min_rate": settings.min_success_rate,
+                "min_instances": settings.min_instances,
+            },
+        )
         if keep_days is not None:
             out.pruned_rows = conn.execute(
-                "DELETE FROM hub.aggregated_learning WHERE cycle_date < %s", (cycle - timedelta(days=keep_days),)
+                "DELETE FROM hub.aggregated_learning WHERE cycle_date < %s",
+                (cycle - timedelta(days=keep_days),),
             ).rowcount
-        (out.artifacts, out.selected, out.selected_usage, out.reports, out.selected_instances,
-         out.instances) = conn.execute(_SUMMARY_SQL, {"cycle": cycle}).fetchone()
+        (
+            out.artifacts,
+            out.selected,
+            out.selected_usage,
+            out.reports,
+            out.selected_instances,
+            out.instances,
+        ) = conn.execute(_SUMMARY_SQL, {"cycle": cycle}).fetchone()
     out.top = list(selected_artifacts(conn, cycle, limit=top))
     return out
 
 
 def _row(r: tuple) -> ArtifactRow:
     return ArtifactRow(
-        artifact_id=r[0], artifact_type=r[1], name=r[2], content=r[3], total_usage=int(r[4]),
-        success_rate=float(r[5]), report_count=int(r[6]), instance_count=int(r[7]),
-        instances=tuple(r[8]), first_seen=r[9], last_seen=r[10],
+        artifact_id=r[0],
+        artifact_type=r[1],
+        name=r[2],
+        content=r[3],
+        total_usage=int(r[4]),
+        success_rate=float(r[5]),
+        report_count=int(r[6]),
+        instance_count=int(r[7]),
+        instances=tuple(r[8]),
+        first_seen=r[9],
+        last_seen=r[10],
     )
 
 
-def selected_artifacts(conn: psycopg.Connection, cycle: date, *, limit: int | None = None) -> Iterator[ArtifactRow]:
+def selected_artifacts(
+    conn: psycopg.Connection, cycle: date, *, limit: int | None = None
+) -> Iterator[ArtifactRow]:
     """The cycle's selected artifacts, most used first, streamed (server-side cursor, 500 at a time)."""
     query = (
         f"SELECT {_ROW_COLUMNS} FROM hub.aggregated_learning WHERE cycle_date = %s AND selected"
@@ -167,6 +198,7 @@ def export_totals(conn: psycopg.Connection, cycle: date) -> ExportTotals:
 
 # --- check evaluations (plain results; the Dagster layer turns them into AssetCheckResults) ------
 
+
 @dataclass(frozen=True)
 class CheckOutcome:
     passed: bool
@@ -183,8 +215,11 @@ def check_success_rates(conn: psycopg.Connection, cycle: date) -> CheckOutcome:
         (cycle,),
     ).fetchone()
     if bad:
-        return CheckOutcome(False, f"{bad} artifact(s) have a success rate outside [0, 1], e.g. "
-                                   + ", ".join(examples or []), {"out_of_range": bad})
+        return CheckOutcome(
+            False,
+            f"{bad} artifact(s) have a success rate outside [0, 1], e.g. " + ", ".join(examples or []),
+            {"out_of_range": bad},
+        )
     return CheckOutcome(True, "all success rates are in [0, 1]", {"out_of_range": 0})
 
 
@@ -199,7 +234,9 @@ def check_unique_keys(conn: psycopg.Connection, cycle: date) -> CheckOutcome:
     clashes: list[str] = []
     with conn.transaction(), conn.cursor(name=f"export_keys_{cycle:%Y%m%d}") as cur:
         cur.itersize = 5000
-        cur.execute("SELECT artifact_id FROM hub.aggregated_learning WHERE cycle_date = %s AND selected", (cycle,))
+        cur.execute(
+            "SELECT artifact_id FROM hub.aggregated_learning WHERE cycle_date = %s AND selected", (cycle,)
+        )
         for (artifact_id,) in cur:
             name = artifact_file_name(artifact_id).lower()
             if name in seen:

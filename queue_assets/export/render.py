@@ -102,7 +102,11 @@ def md_text(value: object, limit: int = 80) -> str:
 
 
 def summary_markdown(
-    cycle: date, cutoff: datetime, settings: ExportSettings, totals: ExportTotals, top: Sequence[ArtifactRow],
+    cycle: date,
+    cutoff: datetime,
+    settings: ExportSettings,
+    totals: ExportTotals,
+    top: Sequence[ArtifactRow],
 ) -> str:
     """The readable summary written as `learned_patterns/README.md` and used as the PR body."""
     lines = [
@@ -135,7 +139,10 @@ def summary_markdown(
                 f"{r.total_usage} | {r.success_rate:.3f} | {r.instance_count} | [{file_name}]({file_name}) |"
             )
         if totals.artifacts > len(top):
-            lines += ["", f"_…and {totals.artifacts - len(top)} more: one JSON file per artifact in this folder._"]
+            lines += [
+                "",
+                f"_…and {totals.artifacts - len(top)} more: one JSON file per artifact in this folder._",
+            ]
     else:
         lines.append("_No artifact passed the thresholds this cycle._")
     return "\n".join(lines) + "\n"

@@ -53,10 +53,15 @@ class ExportSettings:
 
         settings = cls(
             min_usage=get("QUEUE_ASSETS_EXPORT_MIN_USAGE", _int_range(0, 10**15), cls.min_usage),
-            min_success_rate=get("QUEUE_ASSETS_EXPORT_MIN_SUCCESS_RATE", _float_range(0.0, 1.0),
-                                 cls.min_success_rate),
-            min_instances=get("QUEUE_ASSETS_EXPORT_MIN_INSTANCES", _int_range(1, 1_000_000), cls.min_instances),
-            max_growth_factor=get("QUEUE_ASSETS_EXPORT_MAX_GROWTH", _float_range(1.0, 1e6), cls.max_growth_factor),
+            min_success_rate=get(
+                "QUEUE_ASSETS_EXPORT_MIN_SUCCESS_RATE", _float_range(0.0, 1.0), cls.min_success_rate
+            ),
+            min_instances=get(
+                "QUEUE_ASSETS_EXPORT_MIN_INSTANCES", _int_range(1, 1_000_000), cls.min_instances
+            ),
+            max_growth_factor=get(
+                "QUEUE_ASSETS_EXPORT_MAX_GROWTH", _float_range(1.0, 1e6), cls.max_growth_factor
+            ),
             base_branch=get("QUEUE_ASSETS_EXPORT_BASE_BRANCH", _branch, cls.base_branch),
         )
         if problems:
@@ -82,10 +87,12 @@ def export_start_date(env: Mapping[str, str] | None = None, *, today: date | Non
     except ValueError:
         raise SettingsError([f"{START_DATE_VAR}={raw[:80]!r}: expected a date as YYYY-MM-DD"]) from None
     if start > today:
-        raise SettingsError([
-            f"{START_DATE_VAR}={raw!r}: must not be after today ({today.isoformat()}, UTC); "
-            "the export would have no cycle to run"
-        ])
+        raise SettingsError(
+            [
+                f"{START_DATE_VAR}={raw!r}: must not be after today ({today.isoformat()}, UTC); "
+                "the export would have no cycle to run"
+            ]
+        )
     return start
 
 

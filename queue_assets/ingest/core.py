@@ -35,18 +35,23 @@ from ..queues import HUB_LLM_RESULTS
 from . import rows as row_builders
 
 MAX_IDEMPOTENCY_KEY = 200
+# The queue's incarnation (`pgmq.meta.created_at`) comes with every row of the read, from the
+# statement's own snapshot: one statement, one round trip.
 READ_SQL = (
-    "SELECT msg_id, read_ct, enqueued_at, message::text, headers::text "
-    "FROM pgmq.read(queue_name => %s::text, vt => %s::integer, qty => %s::integer)"
+    "SELECT r.msg_id, r.read_ct, r.enqueued_at, r.message::text, r.headers::text,"
+    " (SELECT m.created_at FROM pgmq.meta m WHERE m.queue_name = %(queue)s) "
+    "FROM pgmq.read(queue_name => %(queue)s::text, vt => %(vt)s::integer, qty => %(qty)s::integer) r"
 )
-# While lingering on an empty queue, pgmq polls server-side instead of us spinning.
+# While lingering on an empty queue, pgmq polls server-side instead of us spinning. The poll runs up
+# to a second, longer than its statement's snapshot should stand for the incarnation: that is looked
+# up after it (INCARNATION_SQL, a fresh snapshot), as before.
 READ_WITH_POLL_SQL = (
-    "SELECT msg_id, read_ct, enqueued_at, message::text, headers::text "
-    "FROM pgmq.read_with_poll(queue_name => %s::text, vt => %s::integer, qty => %s::integer,"
+    "SELECT msg_id, read_ct, enqueued_at, message::text, headers::text, NULL::timestamptz "
+    "FROM pgmq.read_with_poll(queue_name => %(queue)s::text, vt => %(vt)s::integer, qty => %(qty)s::integer,"
     " max_poll_seconds => 1, poll_interval_ms => 100)"
 )
-
 INCARNATION_SQL = "SELECT created_at FROM pgmq.meta WHERE queue_name = %s"
+
 # Archive only while the queue is still the incarnation the batch was read from: archiving the same
 # msg_ids in a re-created queue would take its (unread) messages away.
 ARCHIVE_SQL = (
@@ -127,8 +132,15 @@ class IngestResult:
         return self.read / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
     def add(self, other: IngestResult) -> None:
-        for name in ("read", "stored", "duplicates", "ledger_conflicts", "dead_lettered", "batches",
-                     "vt_extensions"):
+        for name in (
+            "read",
+            "stored",
+            "duplicates",
+            "ledger_conflicts",
+            "dead_lettered",
+            "batches",
+            "vt_extensions",
+        ):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.per_instance.update(other.per_instance)
         self.dlq_reasons.update(other.dlq_reasons)
@@ -140,19 +152,31 @@ def read_batch(
     """Lease up to `batch_size` messages and commit the lease (so read_ct counts this attempt).
 
     With `poll`, wait up to a second server-side for messages to arrive. Every delivery carries the
-    queue's incarnation (`pgmq.meta.created_at`), looked up once per batch in the read's transaction:
+    queue's incarnation (`pgmq.meta.created_at`), looked up in the read's statement (after a poll: in
+    its transaction):
     a dropped and re-created queue numbers its messages from 1 again, and the ledger keeps the two
     queues' msg_ids apart by it.
     """
     # A lease lost in a server crash only makes read_ct one lower: no need to wait for the WAL flush.
-    conn.execute("SET LOCAL synchronous_commit = off")
-    stmt = READ_WITH_POLL_SQL if poll else READ_SQL
-    rows = conn.execute(stmt, (queue, cfg.visibility_timeout_s, cfg.batch_size)).fetchall()
-    created_at = conn.execute(INCARNATION_SQL, (queue,)).fetchone() if rows else None
-    conn.commit()
-    if rows and created_at is None:
-        raise IngestError(f"queue {queue!r} is not in pgmq.meta (dropped while it was read?); run the ingest again")
-    return [Delivery(*r, queue_created_at=created_at[0]) for r in rows]
+    # Pipelined: BEGIN, SET, read and COMMIT cost one round trip, not four.
+    params = {"queue": queue, "vt": cfg.visibility_timeout_s, "qty": cfg.batch_size}
+    with conn.pipeline():
+        conn.execute("SET LOCAL synchronous_commit = off")
+        if poll:
+            rows = conn.execute(READ_WITH_POLL_SQL, params).fetchall()
+            meta = conn.execute(INCARNATION_SQL, (queue,)).fetchone() if rows else None
+            rows = [(*r[:5], meta[0] if meta else None) for r in rows]
+            conn.commit()
+        else:
+            cur = conn.execute(READ_SQL, params)
+            conn.commit()
+    if not poll:
+        rows = cur.fetchall()
+    if rows and rows[0][5] is None:
+        raise IngestError(
+            f"queue {queue!r} is not in pgmq.meta (dropped while it was read?); run the ingest again"
+        )
+    return [Delivery(*r[:5], queue_created_at=r[5]) for r in rows]
 
 
 def validate(queue: str, d: Delivery, cfg: IngestConfig) -> None:
@@ -250,7 +274,9 @@ def store_batch(conn: psycopg.Connection, queue: str, batch: list[Delivery], res
     ids = [d.msg_id for d in batch]
     created_at = batch[0].queue_created_at
     if created_at is None or any(d.queue_created_at != created_at for d in batch):
-        raise IngestError(f"queue {queue!r}: a batch to store must come from one read (one queue incarnation)")
+        raise IngestError(
+            f"queue {queue!r}: a batch to store must come from one read (one queue incarnation)"
+        )
     if queue == HUB_LLM_RESULTS:
         enrichment.screen_replies(conn, [d for d in batch if d.error is None])
     valid = [d for d in batch if d.error is None]
@@ -274,8 +300,11 @@ def store_batch(conn: psycopg.Connection, queue: str, batch: list[Delivery], res
     row_sources = [] if queue == HUB_LLM_RESULTS else valid  # replies have no hub.* data rows of their own
     params.update({t: _dumps(rows) for t, rows in row_builders.build_rows(queue, created_at, row_sources).items()})
     won = {r[0] for r in conn.execute(STORE_SQL, params)}
-    lost = [row for row, d in zip(ledger, batch, strict=True)
-            if d.msg_id not in won and d.error is None and d.idempotency_key]
+    lost = [
+        row
+        for row, d in zip(ledger, batch, strict=True)
+        if d.msg_id not in won and d.error is None and d.idempotency_key
+    ]
     if len(won) < len(batch):
         _refuse_reused_msg_ids(conn, queue, created_at, [d for d in batch if d.msg_id not in won])
     fresh = [d for d in valid if d.msg_id in won]
@@ -331,8 +360,9 @@ def _stale_after_s() -> int:
     return Settings.from_env().stale_after_s
 
 
-def _refuse_reused_msg_ids(conn: psycopg.Connection, queue: str, created_at: datetime,
-                           lost: list[Delivery]) -> None:
+def _refuse_reused_msg_ids(
+    conn: psycopg.Connection, queue: str, created_at: datetime, lost: list[Delivery]
+) -> None:
     """Of the messages whose ledger insert lost, one whose msg_id is in the ledger with another
     enqueued_at is not a re-read of the same message (another consumer took it) but a msg_id the
     queue handed out again without a new incarnation (its identity restarted by hand): storing
@@ -354,7 +384,9 @@ def _refuse_reused_msg_ids(conn: psycopg.Connection, queue: str, created_at: dat
         )
 
 
-def _store_one_by_one(conn: psycopg.Connection, queue: str, batch: list[Delivery], result: IngestResult) -> None:
+def _store_one_by_one(
+    conn: psycopg.Connection, queue: str, batch: list[Delivery], result: IngestResult
+) -> None:
     """The batch was refused as a whole: store each message alone, dead-letter the ones refused."""
     with conn.transaction():
         for d in batch:
@@ -414,8 +446,12 @@ class _Prefetcher:
             while not self.stop.is_set():
                 read_at = time.monotonic()
                 batch = read_batch(self.conn, self.queue, self.cfg, poll=poll)
-                for d in batch:
+                for i, d in enumerate(batch):
                     validate(self.queue, d, self.cfg)
+                    if i % 16 == 15:
+                        # Hand the GIL over: the storing thread, back from a round trip, would
+                        # otherwise wait out the interpreter's 5 ms switch interval each time.
+                        time.sleep(0)
                 self.out.put((batch, read_at))
                 if not batch and not self.cfg.linger_s:
                     return
@@ -505,7 +541,8 @@ def ingest_queue(
             last_data, poll = time.monotonic(), False
             extend_if_slow(conn, queue, batch, read_at, cfg, result)
             try:
-                with conn.transaction():
+                # Pipelined: BEGIN, SET and the store statement go out in one round trip.
+                with conn.pipeline(), conn.transaction():
                     store_batch(conn, queue, batch, result)
             except psycopg.OperationalError:
                 raise

@@ -1,6 +1,5 @@
 """The ingest domain's Dagster definitions."""
 
-
 import dagster as dg
 
 from ..settings import Settings

@@ -27,6 +27,8 @@ TABLES = {
     " observed_at timestamptz",
     "heartbeats": "queue text, queue_created_at timestamptz, msg_id bigint, instance_id text, version text, status text, observed_at timestamptz",
 }
+
+
 def _pattern_attributes(p) -> dict:
     attrs = dict(p.model_extra or {})
     if p.examples:
@@ -44,28 +46,63 @@ def build_rows(queue: str, created_at: datetime, valid: list) -> dict[str, list[
         inst, ts, kind = d.instance_id, m.timestamp.isoformat(), m.type
         if kind == "pattern_detection":
             for i, p in enumerate(m.patterns):
-                observations.append({
-                    "queue": queue, "queue_created_at": qc, "msg_id": d.msg_id, "ordinal": i, "instance_id": inst,
-                    "pattern_type": p.pattern_type, "name": p.name, "confidence": p.confidence,
-                    "language": p.language, "indicators": p.indicators,
-                    "attributes": _pattern_attributes(p), "observed_at": ts,
-                })
+                observations.append(
+                    {
+                        "queue": queue,
+                        "queue_created_at": qc,
+                        "msg_id": d.msg_id,
+                        "ordinal": i,
+                        "instance_id": inst,
+                        "pattern_type": p.pattern_type,
+                        "name": p.name,
+                        "confidence": p.confidence,
+                        "language": p.language,
+                        "indicators": p.indicators,
+                        "attributes": _pattern_attributes(p),
+                        "observed_at": ts,
+                    }
+                )
         elif kind == "code_analysis":
-            analyses.append({"queue": queue, "queue_created_at": qc, "msg_id": d.msg_id, "instance_id": inst,
-                             "analysis": m.analysis, "observed_at": ts})
+            analyses.append(
+                {
+                    "queue": queue,
+                    "queue_created_at": qc,
+                    "msg_id": d.msg_id,
+                    "instance_id": inst,
+                    "analysis": m.analysis,
+                    "observed_at": ts,
+                }
+            )
         elif kind in ("learned_patterns", "learned_artifacts"):
             for i, a in enumerate(m.artifacts):
-                artifacts.append({
-                    "queue": queue, "queue_created_at": qc, "msg_id": d.msg_id, "ordinal": i, "instance_id": inst,
-                    "artifact_id": a.artifact_id, "artifact_type": a.artifact_type, "name": a.name,
-                    "content": a.content,
-                    "usage_count": a.usage_count if a.usage_count is not None else m.usage_count,
-                    "success_rate": a.success_rate if a.success_rate is not None else m.success_rate,
-                    "observed_at": ts,
-                })
+                artifacts.append(
+                    {
+                        "queue": queue,
+                        "queue_created_at": qc,
+                        "msg_id": d.msg_id,
+                        "ordinal": i,
+                        "instance_id": inst,
+                        "artifact_id": a.artifact_id,
+                        "artifact_type": a.artifact_type,
+                        "name": a.name,
+                        "content": a.content,
+                        "usage_count": a.usage_count if a.usage_count is not None else m.usage_count,
+                        "success_rate": a.success_rate if a.success_rate is not None else m.success_rate,
+                        "observed_at": ts,
+                    }
+                )
         elif kind == "heartbeat":
-            heartbeats.append({"queue": queue, "queue_created_at": qc, "msg_id": d.msg_id, "instance_id": inst,
-                               "version": m.version, "status": m.status, "observed_at": ts})
+            heartbeats.append(
+                {
+                    "queue": queue,
+                    "queue_created_at": qc,
+                    "msg_id": d.msg_id,
+                    "instance_id": inst,
+                    "version": m.version,
+                    "status": m.status,
+                    "observed_at": ts,
+                }
+            )
     return out
 
 

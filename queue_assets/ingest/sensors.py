@@ -30,6 +30,7 @@ import dagster as dg
 from ..backoff import SENSOR_BACKOFF, retry_db
 from ..db import DatabaseUnavailable
 from ..queues import INGEST_ASSET_FOR, REPLY_INGEST_ASSET_FOR
+from ..redact import redact
 from ..resources import SharedQueueResource
 from ..settings import Settings
 from .assets import SUCCESSOR_OF_TAG
@@ -192,7 +193,7 @@ def build_ingest_sensor(queue: str, job, interval_s: int, clock=time.time) -> dg
                 policy=SENSOR_BACKOFF,
             )
         except DatabaseUnavailable as exc:
-            return dg.SkipReason(f"{exc}; will try again next tick")
+            return dg.SkipReason(redact(f"{exc}; will try again next tick"))
         state = json.loads(context.cursor) if context.cursor else {}
         # Messages sent since the last tick, even if a running run stored them already.
         arrived = probe.sent > state["sent"] if "sent" in state else probe.visible > 0

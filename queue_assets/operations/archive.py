@@ -81,7 +81,9 @@ def _typed(rows: list[tuple], columns: dict[str, str]) -> pd.DataFrame:
 
 def _aware(name: str, value: datetime | None) -> datetime | None:
     if value is not None and (not isinstance(value, datetime) or value.tzinfo is None):
-        raise ArchiveQueryError(f"{name} = {value!r}: expected a timezone-aware datetime (e.g. with tzinfo=UTC)")
+        raise ArchiveQueryError(
+            f"{name} = {value!r}: expected a timezone-aware datetime (e.g. with tzinfo=UTC)"
+        )
     return value
 
 
@@ -141,15 +143,21 @@ def read_messages(
     parts = []
     if include_archived:
         parts.append(
-            head.format(live=sql.SQL("false"), archived_at=sql.SQL("archived_at"),
-                        table=sql.Identifier("pgmq", "a_" + queue))
+            head.format(
+                live=sql.SQL("false"),
+                archived_at=sql.SQL("archived_at"),
+                table=sql.Identifier("pgmq", "a_" + queue),
+            )
             + where
             + sql.SQL(" AND (%(since)s::timestamptz IS NULL OR archived_at >= %(since)s)")
         )
     if include_live:
         parts.append(
-            head.format(live=sql.SQL("true"), archived_at=sql.SQL("NULL::timestamptz"),
-                        table=sql.Identifier("pgmq", "q_" + queue))
+            head.format(
+                live=sql.SQL("true"),
+                archived_at=sql.SQL("NULL::timestamptz"),
+                table=sql.Identifier("pgmq", "q_" + queue),
+            )
             + where
         )
     if not parts:
@@ -329,7 +337,12 @@ def count_unanswered(
     )
     rows = conn.execute(
         stmt,
-        {"since": as_of - lookback, "cutoff": as_of - timeout, "queue": request_queue, "sample": max(sample, 1)},
+        {
+            "since": as_of - lookback,
+            "cutoff": as_of - timeout,
+            "queue": request_queue,
+            "sample": max(sample, 1),
+        },
     ).fetchall()
     total = rows[0][0] if rows else 0
     return total, _typed([r[1:] for r in rows[:sample]], UNANSWERED_COLUMNS)

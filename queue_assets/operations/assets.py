@@ -78,7 +78,9 @@ def _depth_check(report: StatisticsReport, thresholds: Thresholds) -> dg.AssetCh
         description=(f"{len(found)} queue limits exceeded" if found else "every queue within its limits"),
         metadata={
             "breaches": dg.MetadataValue.int(len(found)),
-            "details": dg.MetadataValue.md("\n".join(f"- {b.severity}: {b.describe()}" for b in found[:50]) or "_none_"),
+            "details": dg.MetadataValue.md(
+                "\n".join(f"- {b.severity}: {b.describe()}" for b in found[:50]) or "_none_"
+            ),
         },
     )
 
@@ -93,16 +95,21 @@ def _dlq_check(report: StatisticsReport, thresholds: Thresholds) -> dg.AssetChec
         severity=SEVERITY[worst],
         description=(
             f"{dead} dead letters wait in {len(found)} dead-letter queues: `queue-assets dlq list`"
-            if found else "no dead letters over the limits"
+            if found
+            else "no dead letters over the limits"
         ),
         metadata={
             "dead_letters": dg.MetadataValue.int(dead),
-            "details": dg.MetadataValue.md("\n".join(f"- {b.severity}: {b.describe()}" for b in found) or "_none_"),
+            "details": dg.MetadataValue.md(
+                "\n".join(f"- {b.severity}: {b.describe()}" for b in found) or "_none_"
+            ),
         },
     )
 
 
-def _unanswered_check(conn, report: StatisticsReport, thresholds: Thresholds, lookback: timedelta) -> dg.AssetCheckResult:
+def _unanswered_check(
+    conn, report: StatisticsReport, thresholds: Thresholds, lookback: timedelta
+) -> dg.AssetCheckResult:
     counts: dict[str, int] = {}
     rows = []
     severity = "WARN"
@@ -113,15 +120,22 @@ def _unanswered_check(conn, report: StatisticsReport, thresholds: Thresholds, lo
             continue
         if request_queue not in known or REPLY_QUEUE_FOR[request_queue] not in known:
             continue  # the service's queues were never created (or were dropped) here
-        n, oldest = count_unanswered(conn, request_queue, timeout=timedelta(seconds=t.reply_timeout_s),
-                                     lookback=lookback, as_of=report.measured_at)
+        n, oldest = count_unanswered(
+            conn,
+            request_queue,
+            timeout=timedelta(seconds=t.reply_timeout_s),
+            lookback=lookback,
+            as_of=report.measured_at,
+        )
         conn.commit()
         counts[request_queue] = n
         if n and t.severity == "ERROR":
             severity = "ERROR"
         for r in oldest.itertuples():
             age = (report.measured_at - r.requested_at.to_pydatetime()).total_seconds()
-            rows.append(f"| `{request_queue}` | `{r.request_id}` | {r.instance_id or '–'} | {format_seconds(age)} |")
+            rows.append(
+                f"| `{request_queue}` | `{r.request_id}` | {r.instance_id or '–'} | {format_seconds(age)} |"
+            )
     total = sum(counts.values())
     md = {f"unanswered.{q}": dg.MetadataValue.int(n) for q, n in counts.items()}
     md["unanswered"] = dg.MetadataValue.int(total)
@@ -132,7 +146,9 @@ def _unanswered_check(conn, report: StatisticsReport, thresholds: Thresholds, lo
         check_name=CHECK_UNANSWERED,
         passed=total == 0,
         severity=SEVERITY[severity],
-        description=f"{total} requests without a reply in time" if total else "every request answered in time",
+        description=f"{total} requests without a reply in time"
+        if total
+        else "every request answered in time",
         metadata=md,
     )
 
@@ -148,12 +164,24 @@ def _unanswered_check(conn, report: StatisticsReport, thresholds: Thresholds, lo
         "p50/p95/p99, redeliveries, DLQ size. History in hub.queue_statistics."
     ),
     check_specs=[
-        dg.AssetCheckSpec(CHECK_DEPTH, asset="queue_statistics", blocking=False,
-                          description="Queue depth and oldest-message age within each queue's thresholds."),
-        dg.AssetCheckSpec(CHECK_DLQ, asset="queue_statistics", blocking=False,
-                          description="Dead-letter queues hold no more than their limit (default: empty)."),
-        dg.AssetCheckSpec(CHECK_UNANSWERED, asset="queue_statistics", blocking=False,
-                          description="Every request (llm, approval, question, job) got a reply within its timeout."),
+        dg.AssetCheckSpec(
+            CHECK_DEPTH,
+            asset="queue_statistics",
+            blocking=False,
+            description="Queue depth and oldest-message age within each queue's thresholds.",
+        ),
+        dg.AssetCheckSpec(
+            CHECK_DLQ,
+            asset="queue_statistics",
+            blocking=False,
+            description="Dead-letter queues hold no more than their limit (default: empty).",
+        ),
+        dg.AssetCheckSpec(
+            CHECK_UNANSWERED,
+            asset="queue_statistics",
+            blocking=False,
+            description="Every request (llm, approval, question, job) got a reply within its timeout.",
+        ),
     ],
 )
 def queue_statistics(
@@ -181,7 +209,9 @@ def queue_statistics(
     context.log.info(
         f"{len(report.queues)} queues measured in {report.elapsed_s:.2f}s; {alerts} checks failing"
     )
-    return dg.MaterializeResult(metadata=statistics_metadata(report, thresholds, alerts), check_results=checks)
+    return dg.MaterializeResult(
+        metadata=statistics_metadata(report, thresholds, alerts), check_results=checks
+    )
 
 
 statistics_job = dg.define_asset_job(

@@ -1,6 +1,5 @@
 """`queue-assets init` as a Dagster job, for people who work from the UI."""
 
-
 import dagster as dg
 
 from ..bootstrap import bootstrap
@@ -21,6 +20,8 @@ def bootstrap_shared_queue(context: dg.OpExecutionContext, shared_queue: SharedQ
     )
 
 
-@dg.job(description="Bootstrap the shared_queue database: pgmq, queues, hub schema. Same as `queue-assets init`.")
+@dg.job(
+    description="Bootstrap the shared_queue database: pgmq, queues, hub schema. Same as `queue-assets init`."
+)
 def bootstrap_job():
     bootstrap_shared_queue()

@@ -50,7 +50,9 @@ def parse_duration(text: str, *, option: str | None = None) -> timedelta:
         raise DlqError(f"{prefix}{text!r}: expected a duration such as 30m, 2h or 7d")
     m = _DURATION_RE.match(text)
     if not m:
-        raise DlqError(f"{prefix}{text[:40]!r} is not a duration: use a number and a unit s, m, h, d or w (e.g. 7d)")
+        raise DlqError(
+            f"{prefix}{text[:40]!r} is not a duration: use a number and a unit s, m, h, d or w (e.g. 7d)"
+        )
     return timedelta(seconds=int(m.group(1)) * _UNITS[m.group(2)])
 
 
@@ -114,7 +116,12 @@ class DlqFilter:
                 " AND (%(older)s::interval IS NULL OR enqueued_at <= now() - %(older)s)"
                 " AND (%(newer)s::interval IS NULL OR enqueued_at > now() - %(newer)s)"
             ),
-            {"kind": self.reason, "type": self.message_type, "older": self.older_than, "newer": self.newer_than},
+            {
+                "kind": self.reason,
+                "type": self.message_type,
+                "older": self.older_than,
+                "newer": self.newer_than,
+            },
         )
 
 
@@ -313,8 +320,9 @@ def _process(
     return report
 
 
-def _apply(conn, dlq: str, source: str, letters: list[DeadLetter], action: str, actor: str,
-           report: DlqActionReport) -> None:
+def _apply(
+    conn, dlq: str, source: str, letters: list[DeadLetter], action: str, actor: str, report: DlqActionReport
+) -> None:
     """Inside the caller's transaction: move `letters` (locked) and record the move."""
     ids = [d.msg_id for d in letters]
     new_ids: list[int | None] = [None] * len(letters)
@@ -357,8 +365,16 @@ def redrive(
     progress: Callable[[DlqActionReport], None] | None = None,
 ) -> DlqActionReport:
     """Put the dead letters matching `f` back on their source queues, exactly once (see module doc)."""
-    return _process(conn, f, "redrive", actor=actor, batch_size=batch_size, limit=limit, dry_run=dry_run,
-                    progress=progress)
+    return _process(
+        conn,
+        f,
+        "redrive",
+        actor=actor,
+        batch_size=batch_size,
+        limit=limit,
+        dry_run=dry_run,
+        progress=progress,
+    )
 
 
 def purge(
@@ -372,5 +388,6 @@ def purge(
     progress: Callable[[DlqActionReport], None] | None = None,
 ) -> DlqActionReport:
     """Archive the dead letters matching `f` out of their DLQs (see module doc)."""
-    return _process(conn, f, "purge", actor=actor, batch_size=batch_size, limit=limit, dry_run=dry_run,
-                    progress=progress)
+    return _process(
+        conn, f, "purge", actor=actor, batch_size=batch_size, limit=limit, dry_run=dry_run, progress=progress
+    )

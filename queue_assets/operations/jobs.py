@@ -20,10 +20,14 @@ class RetentionConfig(dg.Config):
     """Rows per DELETE (one short transaction each)."""
 
 
-@dg.op(description="Delete archive rows older than SHARED_QUEUE_RETENTION_DAYS (DLQs: SHARED_QUEUE_DLQ_RETENTION_DAYS) "
-       "and hub ingest rows older than their QUEUE_ASSETS_RETENTION_*_DAYS, in bounded batches; live messages "
-       "of other queues and the aggregated results are never touched.")
-def apply_retention(context: dg.OpExecutionContext, config: RetentionConfig, shared_queue: SharedQueueResource) -> None:
+@dg.op(
+    description="Delete archive rows older than SHARED_QUEUE_RETENTION_DAYS (DLQs: SHARED_QUEUE_DLQ_RETENTION_DAYS) "
+    "and hub ingest rows older than their QUEUE_ASSETS_RETENTION_*_DAYS, in bounded batches; live messages "
+    "of other queues and the aggregated results are never touched."
+)
+def apply_retention(
+    context: dg.OpExecutionContext, config: RetentionConfig, shared_queue: SharedQueueResource
+) -> None:
     settings = shared_queue.settings
     last_logged: dict[str, int] = {}
 
@@ -34,41 +38,60 @@ def apply_retention(context: dg.OpExecutionContext, config: RetentionConfig, sha
 
     with shared_queue.connection() as conn:
         try:
-            report = run_retention(conn, retention_days=settings.retention_days,
-                                   dlq_retention_days=settings.dlq_retention_days, batch_size=config.batch_size,
-                                   dry_run=config.dry_run, progress=progress,
-                                   hub=HubRetention.from_settings(settings))
+            report = run_retention(
+                conn,
+                retention_days=settings.retention_days,
+                dlq_retention_days=settings.dlq_retention_days,
+                batch_size=config.batch_size,
+                dry_run=config.dry_run,
+                progress=progress,
+                hub=HubRetention.from_settings(settings),
+            )
         except ValueError as exc:
             raise dg.Failure(str(exc), allow_retries=False) from None
     context.log.info(report.summary())
     table = "| table | rows |\n|---|---|\n" + "\n".join(
         f"| `{label}` | {n} |" for label, n in sorted(report.removed.items(), key=lambda kv: -kv[1]) if n
     )
-    context.add_output_metadata({
-        "dry_run": dg.MetadataValue.bool(report.dry_run),
-        "removed_total": dg.MetadataValue.int(report.total),
-        "removed_archived_messages": dg.MetadataValue.int(report.archive_rows),
-        "removed_dead_letters": dg.MetadataValue.int(report.dlq_live_rows),
-        "retention_days": dg.MetadataValue.int(settings.retention_days),
-        "dlq_retention_days": dg.MetadataValue.int(settings.dlq_retention_days),
-        "archive_cutoff": dg.MetadataValue.text(report.archive_cutoff.isoformat()),
-        "dlq_cutoff": dg.MetadataValue.text(report.dlq_cutoff.isoformat()),
-        "batches": dg.MetadataValue.int(report.batches),
-        "elapsed_seconds": dg.MetadataValue.float(round(report.elapsed_s, 3)),
-        "removed": dg.MetadataValue.md(table if report.total else "_nothing to remove_"),
-        "removed_hub_rows": dg.MetadataValue.int(report.hub_rows),
-        # One number per hub table, so the UI plots each over runs; the cutoff says which window applied.
-        **{f"removed.{label}": dg.MetadataValue.int(report.removed.get(label, 0)) for label in report.cutoffs},
-        **{f"cutoff.{label}": dg.MetadataValue.text(cutoff.isoformat()) for label, cutoff in report.cutoffs.items()},
-        "ledger_kept_for_live_queues": dg.MetadataValue.md(
-            "| queue | ledger rows kept from (enqueued_at) |\n|---|---|\n" + "\n".join(
-                f"| `{q}` | {t.isoformat()} |" for q, t in sorted(report.ledger_protected.items()))
-            if report.ledger_protected else "_no queue has live messages_"),
-    })
+    context.add_output_metadata(
+        {
+            "dry_run": dg.MetadataValue.bool(report.dry_run),
+            "removed_total": dg.MetadataValue.int(report.total),
+            "removed_archived_messages": dg.MetadataValue.int(report.archive_rows),
+            "removed_dead_letters": dg.MetadataValue.int(report.dlq_live_rows),
+            "retention_days": dg.MetadataValue.int(settings.retention_days),
+            "dlq_retention_days": dg.MetadataValue.int(settings.dlq_retention_days),
+            "archive_cutoff": dg.MetadataValue.text(report.archive_cutoff.isoformat()),
+            "dlq_cutoff": dg.MetadataValue.text(report.dlq_cutoff.isoformat()),
+            "batches": dg.MetadataValue.int(report.batches),
+            "elapsed_seconds": dg.MetadataValue.float(round(report.elapsed_s, 3)),
+            "removed": dg.MetadataValue.md(table if report.total else "_nothing to remove_"),
+            "removed_hub_rows": dg.MetadataValue.int(report.hub_rows),
+            # One number per hub table, so the UI plots each over runs; the cutoff says which window applied.
+            **{
+                f"removed.{label}": dg.MetadataValue.int(report.removed.get(label, 0))
+                for label in report.cutoffs
+            },
+            **{
+                f"cutoff.{label}": dg.MetadataValue.text(cutoff.isoformat())
+                for label, cutoff in report.cutoffs.items()
+            },
+            "ledger_kept_for_live_queues": dg.MetadataValue.md(
+                "| queue | ledger rows kept from (enqueued_at) |\n|---|---|\n"
+                + "\n".join(
+                    f"| `{q}` | {t.isoformat()} |" for q, t in sorted(report.ledger_protected.items())
+                )
+                if report.ledger_protected
+                else "_no queue has live messages_"
+            ),
+        }
+    )
 
 
-@dg.job(description="Archive retention (seed 002's pg_cron job): trims every pgmq archive in bounded batches.",
-        op_retry_policy=retry_policy("retention_job"))
+@dg.job(
+    description="Archive retention (seed 002's pg_cron job): trims every pgmq archive in bounded batches.",
+    op_retry_policy=retry_policy("retention_job"),
+)
 def retention_job():
     apply_retention()
 
@@ -100,17 +123,24 @@ class DlqRedriveConfig(dg.Config):
 
 
 @dg.op(description="Put dead letters back on their source queues with their original headers, exactly once.")
-def redrive_dead_letters(context: dg.OpExecutionContext, config: DlqRedriveConfig,
-                         shared_queue: SharedQueueResource) -> None:
+def redrive_dead_letters(
+    context: dg.OpExecutionContext, config: DlqRedriveConfig, shared_queue: SharedQueueResource
+) -> None:
     try:
-        f = dlq_ops.DlqFilter.from_options(queue=config.queue, reason=config.reason,
-                                           message_type=config.message_type, older_than=config.older_than,
-                                           newer_than=config.newer_than)
+        f = dlq_ops.DlqFilter.from_options(
+            queue=config.queue,
+            reason=config.reason,
+            message_type=config.message_type,
+            older_than=config.older_than,
+            newer_than=config.newer_than,
+        )
     except ValueError as exc:  # DlqError, InvalidNameError: checked before any SQL
         raise dg.Failure(f"bad dlq_redrive_job config: {exc}") from None
     if f.empty and not config.all:
-        raise dg.Failure("dlq_redrive_job needs a filter (queue, reason, message_type, older_than, newer_than) "
-                         "or all: true to redrive every dead letter")
+        raise dg.Failure(
+            "dlq_redrive_job needs a filter (queue, reason, message_type, older_than, newer_than) "
+            "or all: true to redrive every dead letter"
+        )
 
     def progress(report: dlq_ops.DlqActionReport) -> None:
         if report.batches % 10 == 1:
@@ -118,25 +148,40 @@ def redrive_dead_letters(context: dg.OpExecutionContext, config: DlqRedriveConfi
 
     with shared_queue.connection() as conn:
         try:
-            report = dlq_ops.redrive(conn, f, actor=f"dagster:{context.run.run_id}", batch_size=config.batch_size,
-                                     limit=config.limit, dry_run=config.dry_run, progress=progress)
+            report = dlq_ops.redrive(
+                conn,
+                f,
+                actor=f"dagster:{context.run.run_id}",
+                batch_size=config.batch_size,
+                limit=config.limit,
+                dry_run=config.dry_run,
+                progress=progress,
+            )
         except dlq_ops.DlqError as exc:
             raise dg.Failure(str(exc)) from None
     rows = [f"| `{q}` | {n} |" for q, n in report.moved.items() if n]
     rows += [f"| `{q}` | skipped: {why} |" for q, why in report.skipped.items()]
     context.log.info(f"{'would redrive' if report.dry_run else 'redrove'} {report.total} dead letters")
-    context.add_output_metadata({
-        "dry_run": dg.MetadataValue.bool(report.dry_run),
-        "redriven": dg.MetadataValue.int(report.total),
-        "skipped_queues": dg.MetadataValue.int(len(report.skipped)),
-        "batches": dg.MetadataValue.int(report.batches),
-        "per_queue": dg.MetadataValue.md("| dlq | messages |\n|---|---|\n" + "\n".join(rows) if rows else "_none_"),
-    })
+    context.add_output_metadata(
+        {
+            "dry_run": dg.MetadataValue.bool(report.dry_run),
+            "redriven": dg.MetadataValue.int(report.total),
+            "skipped_queues": dg.MetadataValue.int(len(report.skipped)),
+            "batches": dg.MetadataValue.int(report.batches),
+            "per_queue": dg.MetadataValue.md(
+                "| dlq | messages |\n|---|---|\n" + "\n".join(rows) if rows else "_none_"
+            ),
+        }
+    )
     if report.skipped:
-        raise dg.Failure("some dead-letter queues were skipped: " + "; ".join(
-            f"{q}: {why}" for q, why in report.skipped.items()))
+        raise dg.Failure(
+            "some dead-letter queues were skipped: "
+            + "; ".join(f"{q}: {why}" for q, why in report.skipped.items())
+        )
 
 
-@dg.job(description="Redrive dead letters (same as `queue-assets dlq redrive`); set the filters in the launchpad.")
+@dg.job(
+    description="Redrive dead letters (same as `queue-assets dlq redrive`); set the filters in the launchpad."
+)
 def dlq_redrive_job():
     redrive_dead_letters()

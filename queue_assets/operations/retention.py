@@ -60,15 +60,24 @@ class HubRetention:
 
     @classmethod
     def from_settings(cls, s) -> HubRetention:
-        return cls(ledger_days=s.ledger_retention_days, observations_days=s.observations_retention_days,
-                   artifacts_days=s.artifacts_retention_days, code_analyses_days=s.code_analyses_retention_days,
-                   heartbeats_days=s.heartbeats_retention_days, visibility_timeout_s=s.visibility_timeout_s)
+        return cls(
+            ledger_days=s.ledger_retention_days,
+            observations_days=s.observations_retention_days,
+            artifacts_days=s.artifacts_retention_days,
+            code_analyses_days=s.code_analyses_retention_days,
+            heartbeats_days=s.heartbeats_retention_days,
+            visibility_timeout_s=s.visibility_timeout_s,
+        )
 
     def tables(self) -> dict[str, int]:
         """`hub.<table>` -> days, the ledger last (its floor depends on the live queues)."""
-        return {"hub.pattern_observations": self.observations_days, "hub.learned_artifacts": self.artifacts_days,
-                "hub.code_analyses": self.code_analyses_days, "hub.heartbeats": self.heartbeats_days,
-                "hub.ingest_ledger": self.ledger_days}
+        return {
+            "hub.pattern_observations": self.observations_days,
+            "hub.learned_artifacts": self.artifacts_days,
+            "hub.code_analyses": self.code_analyses_days,
+            "hub.heartbeats": self.heartbeats_days,
+            "hub.ingest_ledger": self.ledger_days,
+        }
 
     def check(self) -> None:
         for label, days in self.tables().items():
@@ -94,7 +103,9 @@ class Target:
     cutoff: datetime
     queue: str | None = None
     live: bool = False  # a DLQ's live messages
-    extra: sql.Composable = field(default_factory=lambda: sql.SQL(""))  # more conditions, `AND ...`, bound by `params`
+    extra: sql.Composable = field(
+        default_factory=lambda: sql.SQL("")
+    )  # more conditions, `AND ...`, bound by `params`
     params: tuple = ()
 
 
@@ -106,7 +117,9 @@ class RetentionReport:
     dry_run: bool
     removed: dict[str, int] = field(default_factory=dict)  # label -> rows (or rows that would go)
     cutoffs: dict[str, datetime] = field(default_factory=dict)  # hub tables: label -> stored_at cutoff
-    ledger_protected: dict[str, datetime] = field(default_factory=dict)  # queue -> ledger kept from (enqueued_at)
+    ledger_protected: dict[str, datetime] = field(
+        default_factory=dict
+    )  # queue -> ledger kept from (enqueued_at)
     batches: int = 0
     elapsed_s: float = 0.0
 
@@ -136,8 +149,9 @@ class RetentionReport:
         )
 
 
-def plan(conn: psycopg.Connection, *, retention_days: int, dlq_retention_days: int,
-         as_of: datetime | None = None) -> tuple[datetime, list[Target]]:
+def plan(
+    conn: psycopg.Connection, *, retention_days: int, dlq_retention_days: int, as_of: datetime | None = None
+) -> tuple[datetime, list[Target]]:
     """The tables to trim and their cutoffs (reads pgmq.meta; changes nothing)."""
     for name, days in (("retention_days", retention_days), ("dlq_retention_days", dlq_retention_days)):
         if not isinstance(days, int) or days < 1:
@@ -152,16 +166,40 @@ def plan(conn: psycopg.Connection, *, retention_days: int, dlq_retention_days: i
     for queue in existing_queues(conn):
         is_dlq = queue_kind(queue) == "dlq"
         cutoff = dlq_cutoff if is_dlq else archive_cutoff
-        targets.append(Target(f"pgmq.a_{queue}", sql.Identifier("pgmq", "a_" + queue), "archived_at", msg,
-                              cutoff, queue))
+        targets.append(
+            Target(f"pgmq.a_{queue}", sql.Identifier("pgmq", "a_" + queue), "archived_at", msg, cutoff, queue)
+        )
         if is_dlq:
-            targets.append(Target(f"pgmq.q_{queue}", sql.Identifier("pgmq", "q_" + queue), "enqueued_at", msg,
-                                  cutoff, queue, live=True))
+            targets.append(
+                Target(
+                    f"pgmq.q_{queue}",
+                    sql.Identifier("pgmq", "q_" + queue),
+                    "enqueued_at",
+                    msg,
+                    cutoff,
+                    queue,
+                    live=True,
+                )
+            )
     conn.commit()
-    targets.append(Target("hub.queue_statistics", sql.Identifier("hub", "queue_statistics"), "measured_at",
-                          sql.SQL("ctid"), archive_cutoff))
-    targets.append(Target("hub.dlq_actions", sql.Identifier("hub", "dlq_actions"), "acted_at",
-                          sql.Identifier("id"), dlq_cutoff))
+    targets.append(
+        Target(
+            "hub.queue_statistics",
+            sql.Identifier("hub", "queue_statistics"),
+            "measured_at",
+            sql.SQL("ctid"),
+            archive_cutoff,
+        )
+    )
+    targets.append(
+        Target(
+            "hub.dlq_actions",
+            sql.Identifier("hub", "dlq_actions"),
+            "acted_at",
+            sql.Identifier("id"),
+            dlq_cutoff,
+        )
+    )
     return as_of, targets
 
 
@@ -197,8 +235,9 @@ def ledger_keep_from(conn: psycopg.Connection) -> dict[str, datetime]:
     return keep
 
 
-def hub_targets(conn: psycopg.Connection, hub: HubRetention, as_of: datetime,
-                report: RetentionReport) -> list[Target]:
+def hub_targets(
+    conn: psycopg.Connection, hub: HubRetention, as_of: datetime, report: RetentionReport
+) -> list[Target]:
     """The hub's ingest tables, by `stored_at`; the ledger also spares what its live queues may need."""
     hub.check()
     targets = []
@@ -210,10 +249,18 @@ def hub_targets(conn: psycopg.Connection, hub: HubRetention, as_of: datetime,
         if name == "ingest_ledger":
             report.ledger_protected = ledger_keep_from(conn)
             queues, keep_from = list(report.ledger_protected), list(report.ledger_protected.values())
-            t = Target(label, t.table, t.column, t.key, cutoff, extra=sql.SQL(
-                " AND NOT EXISTS (SELECT 1 FROM unnest(%s::text[], %s::timestamptz[]) AS k(queue, keep_from)"
-                " WHERE k.queue = {table}.queue AND {table}.enqueued_at >= k.keep_from)"
-            ).format(table=t.table), params=(queues, keep_from))
+            t = Target(
+                label,
+                t.table,
+                t.column,
+                t.key,
+                cutoff,
+                extra=sql.SQL(
+                    " AND NOT EXISTS (SELECT 1 FROM unnest(%s::text[], %s::timestamptz[]) AS k(queue, keep_from)"
+                    " WHERE k.queue = {table}.queue AND {table}.enqueued_at >= k.keep_from)"
+                ).format(table=t.table),
+                params=(queues, keep_from),
+            )
         targets.append(t)
     return targets
 
@@ -263,7 +310,9 @@ def run_retention(
     if hub is not None:
         hub.check()
     started = time.monotonic()
-    as_of, targets = plan(conn, retention_days=retention_days, dlq_retention_days=dlq_retention_days, as_of=as_of)
+    as_of, targets = plan(
+        conn, retention_days=retention_days, dlq_retention_days=dlq_retention_days, as_of=as_of
+    )
     report = RetentionReport(
         as_of=as_of,
         archive_cutoff=as_of - timedelta(days=retention_days),

@@ -138,8 +138,14 @@ class StatisticsReport:
             t = thresholds.for_queue(q.queue)
             if t.max_depth is not None and q.depth > t.max_depth:
                 out.append(Breach(q.queue, "depth", q.depth, t.max_depth, t.severity))
-            if t.max_oldest_age_s is not None and q.oldest_age_s is not None and q.oldest_age_s > t.max_oldest_age_s:
-                out.append(Breach(q.queue, "oldest_age", round(q.oldest_age_s, 1), t.max_oldest_age_s, t.severity))
+            if (
+                t.max_oldest_age_s is not None
+                and q.oldest_age_s is not None
+                and q.oldest_age_s > t.max_oldest_age_s
+            ):
+                out.append(
+                    Breach(q.queue, "oldest_age", round(q.oldest_age_s, 1), t.max_oldest_age_s, t.severity)
+                )
             if t.max_dlq_depth is not None and q.dlq_depth is not None and q.dlq_depth > t.max_dlq_depth:
                 out.append(Breach(q.queue, "dlq", q.dlq_depth, t.max_dlq_depth, t.dlq_severity))
         return out
@@ -151,7 +157,13 @@ class StatisticsReport:
             breached[b.queue] = breached.get(b.queue, 0) + 1
         return sorted(
             self.queues,
-            key=lambda q: (-breached.get(q.queue, 0), -(q.oldest_age_s or 0.0), -q.depth, -(q.dlq_depth or 0), q.queue),
+            key=lambda q: (
+                -breached.get(q.queue, 0),
+                -(q.oldest_age_s or 0.0),
+                -q.depth,
+                -(q.dlq_depth or 0),
+                q.queue,
+            ),
         )
 
 
@@ -233,7 +245,10 @@ def collect_statistics(
         for s in stats
     ]
     return StatisticsReport(
-        measured_at=as_of, window_s=int(window.total_seconds()), queues=stats, elapsed_s=time.monotonic() - started
+        measured_at=as_of,
+        window_s=int(window.total_seconds()),
+        queues=stats,
+        elapsed_s=time.monotonic() - started,
     )
 
 
@@ -251,7 +266,10 @@ def save_history(conn: psycopg.Connection, report: StatisticsReport) -> int:
     with conn.transaction(), conn.cursor() as cur:
         cur.executemany(
             stmt,
-            [(report.measured_at, *[getattr(q, c) for c in _HISTORY_COLUMNS], report.window_s) for q in report.queues],
+            [
+                (report.measured_at, *[getattr(q, c) for c in _HISTORY_COLUMNS], report.window_s)
+                for q in report.queues
+            ],
         )
     return len(report.queues)
 

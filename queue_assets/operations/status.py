@@ -127,7 +127,10 @@ def read_materializations(
     elif project_home is not None and (project_home / "dagster.yaml").exists():
         home, where = str(project_home), f"{project_home} (queue-assets dev's; DAGSTER_HOME is not set)"
     else:
-        return [], "DAGSTER_HOME is not set: last materializations are not shown (set it to the hub's Dagster home)"
+        return (
+            [],
+            "DAGSTER_HOME is not set: last materializations are not shown (set it to the hub's Dagster home)",
+        )
     url = dagster_storage_url(home, {"DAGSTER_PG_URL": dagster_url} if dagster_url else None)
     if url:
         try:
@@ -163,9 +166,9 @@ def read_materializations(
 
 
 def _unreadable(where: str, exc: BaseException) -> str:
-    from ..db import scrub
+    from ..redact import redact
 
-    reason = scrub(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+    reason = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
     return f"the Dagster instance at {where} could not be read: {reason[:300]}"
 
 
@@ -184,7 +187,9 @@ def gather(
         conn.rollback()
         instances = []
     dead = count_dead_letters(conn, DlqFilter())
-    mats, note = read_materializations(project_home, dagster_url) if include_dagster else ([], "not requested")
+    mats, note = (
+        read_materializations(project_home, dagster_url) if include_dagster else ([], "not requested")
+    )
     return StatusReport(stats.measured_at, stats, instances, dead, mats, note, _pattern_queries(conn),
                         _enrichment(conn))
 
@@ -232,12 +237,23 @@ def render(report: StatusReport, thresholds: Thresholds, *, max_queues: int = 20
     rows = []
     worst = s.worst_first(thresholds)
     for q in worst[:max_queues]:
-        rows.append([
-            ("! " if q.queue in flagged else "  ") + q.queue, q.kind, str(q.depth), str(q.visible),
-            format_seconds(q.oldest_age_s), str(q.in_window), str(q.out_window), format_seconds(q.latency_p95_s),
-            str(q.redelivered), "-" if q.dlq_depth is None else str(q.dlq_depth),
-        ])
-    lines += _table(["  queue", "kind", "depth", "visible", "oldest", "in/h", "out/h", "p95", "redeliv", "DLQ"], rows)
+        rows.append(
+            [
+                ("! " if q.queue in flagged else "  ") + q.queue,
+                q.kind,
+                str(q.depth),
+                str(q.visible),
+                format_seconds(q.oldest_age_s),
+                str(q.in_window),
+                str(q.out_window),
+                format_seconds(q.latency_p95_s),
+                str(q.redelivered),
+                "-" if q.dlq_depth is None else str(q.dlq_depth),
+            ]
+        )
+    lines += _table(
+        ["  queue", "kind", "depth", "visible", "oldest", "in/h", "out/h", "p95", "redeliv", "DLQ"], rows
+    )
     if len(worst) > max_queues:
         lines.append(f"  ... {len(worst) - max_queues} more queues, all quiet or less bad")
     for b in breaches[:20]:
@@ -249,8 +265,14 @@ def render(report: StatusReport, thresholds: Thresholds, *, max_queues: int = 20
         lines += _table(
             ["instance", "last heartbeat", "age", "status", "version", "stale"],
             [
-                [i.instance_id, f"{i.last_heartbeat:%Y-%m-%d %H:%M:%S}Z" if i.last_heartbeat else "never",
-                 format_seconds(i.age_s), i.status or "-", i.version or "-", "STALE" if i.stale else "ok"]
+                [
+                    i.instance_id,
+                    f"{i.last_heartbeat:%Y-%m-%d %H:%M:%S}Z" if i.last_heartbeat else "never",
+                    format_seconds(i.age_s),
+                    i.status or "-",
+                    i.version or "-",
+                    "STALE" if i.stale else "ok",
+                ]
                 for i in report.instances
             ],
         )
@@ -263,12 +285,21 @@ def render(report: StatusReport, thresholds: Thresholds, *, max_queues: int = 20
     if dead_total:
         lines.append("  inspect: queue-assets dlq list; replay: queue-assets dlq redrive --queue <queue>")
 
-    lines += ["", "PATTERN QUERIES (hub_api, per UTC hour): "
-              + (f"{sum(q for _, q, _ in report.pattern_queries)} queries, "
-                 f"{sum(m for _, _, m in report.pattern_queries)} misses" if report.pattern_queries else "none yet")]
+    lines += [
+        "",
+        "PATTERN QUERIES (hub_api, per UTC hour): "
+        + (
+            f"{sum(q for _, q, _ in report.pattern_queries)} queries, "
+            f"{sum(m for _, _, m in report.pattern_queries)} misses"
+            if report.pattern_queries
+            else "none yet"
+        ),
+    ]
     if report.pattern_queries:
-        lines += _table(["hour", "queries", "misses"],
-                        [[f"{h.astimezone(UTC):%Y-%m-%d %H}:00Z", str(q), str(m)] for h, q, m in report.pattern_queries])
+        lines += _table(
+            ["hour", "queries", "misses"],
+            [[f"{h.astimezone(UTC):%Y-%m-%d %H}:00Z", str(q), str(m)] for h, q, m in report.pattern_queries],
+        )
 
     e = report.enrichment
     if e is not None:
@@ -284,8 +315,12 @@ def render(report: StatusReport, thresholds: Thresholds, *, max_queues: int = 20
         lines += _table(
             ["asset", "last materialized", "age", "run"],
             [
-                [m.asset, f"{m.at:%Y-%m-%d %H:%M:%S}Z" if m.at else "never",
-                 format_seconds((report.now - m.at).total_seconds()) if m.at else "-", (m.run_id or "-")[:8]]
+                [
+                    m.asset,
+                    f"{m.at:%Y-%m-%d %H:%M:%S}Z" if m.at else "never",
+                    format_seconds((report.now - m.at).total_seconds()) if m.at else "-",
+                    (m.run_id or "-")[:8],
+                ]
                 for m in report.materializations
             ],
         )

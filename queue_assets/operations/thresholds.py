@@ -82,9 +82,15 @@ def _check_fields(key: str, values: object) -> dict:
             )
         if name in ("severity", "dlq_severity"):
             if value not in SEVERITIES:
-                raise ThresholdError(f"thresholds[{key!r}].{name} = {value!r}: expected one of {', '.join(SEVERITIES)}")
-        elif value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or value < 0):
-            raise ThresholdError(f"thresholds[{key!r}].{name} = {value!r}: expected a number >= 0, or null for no limit")
+                raise ThresholdError(
+                    f"thresholds[{key!r}].{name} = {value!r}: expected one of {', '.join(SEVERITIES)}"
+                )
+        elif value is not None and (
+            isinstance(value, bool) or not isinstance(value, int | float) or value < 0
+        ):
+            raise ThresholdError(
+                f"thresholds[{key!r}].{name} = {value!r}: expected a number >= 0, or null for no limit"
+            )
         out[name] = value
     return out
 
@@ -125,8 +131,9 @@ class Thresholds:
         kind = queue_kind(queue)
         result = replace(KIND_DEFAULTS[kind], **QUEUE_DEFAULTS.get(queue, {}))
         layers = [self.overrides.get(f"kind:{kind}")]
-        globs = sorted((k for k in self.overrides if any(c in k for c in "*?[") and not k.startswith("kind:")),
-                       key=len)
+        globs = sorted(
+            (k for k in self.overrides if any(c in k for c in "*?[") and not k.startswith("kind:")), key=len
+        )
         layers += [self.overrides[g] for g in globs if fnmatch.fnmatchcase(queue, g)]
         layers.append(self.overrides.get(queue))
         for layer in layers:

@@ -32,8 +32,12 @@ from queue_assets.queues import CONSUMED_QUEUES
 
 from .publisher import Record
 
-TABLE_OF_KIND = {"pattern_detection": "pattern_observations", "code_analysis": "code_analyses",
-                 "learned_patterns": "learned_artifacts", "heartbeat": "heartbeats"}
+TABLE_OF_KIND = {
+    "pattern_detection": "pattern_observations",
+    "code_analysis": "code_analyses",
+    "learned_patterns": "learned_artifacts",
+    "heartbeat": "heartbeats",
+}
 
 
 @dataclass(frozen=True)
@@ -79,30 +83,45 @@ class Accounting:
         if self.unsent:
             out.append(f"{self.unsent} messages were never sent")
         if self.missing:
-            out.append(f"{len(self.missing)} published messages are neither stored, dead-lettered nor queued: "
-                       f"lost (e.g. {self.missing[:5]})")
+            out.append(
+                f"{len(self.missing)} published messages are neither stored, dead-lettered nor queued: "
+                f"lost (e.g. {self.missing[:5]})"
+            )
         if self.duplicates_never_stored:
-            out.append(f"{len(self.duplicates_never_stored)} messages taken for duplicates of a key that is not "
-                       f"stored: their data was dropped (e.g. {self.duplicates_never_stored[:5]})")
+            out.append(
+                f"{len(self.duplicates_never_stored)} messages taken for duplicates of a key that is not "
+                f"stored: their data was dropped (e.g. {self.duplicates_never_stored[:5]})"
+            )
         if self.stored_and_dead_lettered:
             out.append(f"{self.stored_and_dead_lettered} keys both stored and dead-lettered")
         if self.stored_unpublished:
             out.append(f"{self.stored_unpublished} stored keys that no instance published")
         if self.published != self.stored + self.dead_lettered_valid + self.pending:
-            out.append(f"published {self.published} != stored {self.stored} + dead-lettered "
-                       f"{self.dead_lettered_valid} + still queued {self.pending}")
+            out.append(
+                f"published {self.published} != stored {self.stored} + dead-lettered "
+                f"{self.dead_lettered_valid} + still queued {self.pending}"
+            )
         if self.bad_in_dlq != self.bad_sent or self.bad_in_dlq_twice or self.bad_stored:
-            out.append(f"malformed: {self.bad_sent} sent, {self.bad_in_dlq} in the DLQs "
-                       f"({self.bad_in_dlq_twice} twice), {self.bad_stored} stored")
+            out.append(
+                f"malformed: {self.bad_sent} sent, {self.bad_in_dlq} in the DLQs "
+                f"({self.bad_in_dlq_twice} twice), {self.bad_stored} stored"
+            )
         for table, n in self.rows_expected.items():
             if self.rows_actual.get(table) != n:
                 out.append(f"hub.{table} holds {self.rows_actual.get(table)} rows, expected {n}")
-        wrong = {i: (self.heartbeats_counted.get(i, 0), n) for i, n in self.heartbeats_expected.items()
-                 if self.heartbeats_counted.get(i, 0) != n}
-        wrong |= {i: (n, 0) for i, n in self.heartbeats_counted.items() if n and i not in self.heartbeats_expected}
+        wrong = {
+            i: (self.heartbeats_counted.get(i, 0), n)
+            for i, n in self.heartbeats_expected.items()
+            if self.heartbeats_counted.get(i, 0) != n
+        }
+        wrong |= {
+            i: (n, 0) for i, n in self.heartbeats_counted.items() if n and i not in self.heartbeats_expected
+        }
         if wrong:
-            out.append("hub.instances.heartbeat_count differs from the stored heartbeats (counted, stored): "
-                       + ", ".join(f"{i} {c}" for i, c in sorted(wrong.items())[:5]))
+            out.append(
+                "hub.instances.heartbeat_count differs from the stored heartbeats (counted, stored): "
+                + ", ".join(f"{i} {c}" for i, c in sorted(wrong.items())[:5])
+            )
         return out
 
     def final_problems(self) -> list[str]:
@@ -118,14 +137,22 @@ class Accounting:
 
     def summary(self) -> dict:
         return {
-            "published": self.published, "unsent": self.unsent, "stored": self.stored,
-            "dead_lettered_valid": self.dead_lettered_valid, "missing": len(self.missing), "pending": self.pending,
+            "published": self.published,
+            "unsent": self.unsent,
+            "stored": self.stored,
+            "dead_lettered_valid": self.dead_lettered_valid,
+            "missing": len(self.missing),
+            "pending": self.pending,
             "duplicate_deliveries_dropped": self.duplicate_deliveries,
             "duplicates_never_stored": len(self.duplicates_never_stored),
             "heartbeats_stored": sum(self.heartbeats_expected.values()),
-            "heartbeats_counted": sum(self.heartbeats_counted.values()), "malformed_sent": self.bad_sent,
-            "malformed_in_dlq": self.bad_in_dlq, "rows_expected": self.rows_expected,
-            "rows_actual": self.rows_actual, "problems": self.problems, "final_problems": self.final_problems(),
+            "heartbeats_counted": sum(self.heartbeats_counted.values()),
+            "malformed_sent": self.bad_sent,
+            "malformed_in_dlq": self.bad_in_dlq,
+            "rows_expected": self.rows_expected,
+            "rows_actual": self.rows_actual,
+            "problems": self.problems,
+            "final_problems": self.final_problems(),
         }
 
 
@@ -166,7 +193,8 @@ def dead_letter_headers_in_tx(conn: psycopg.Connection) -> tuple[collections.Cou
         for prefix in ("q_", "a_"):
             rows = conn.execute(
                 sql.SQL("SELECT headers->>'idempotency_key', headers->>'soak_bad_id' FROM pgmq.{}").format(
-                    sql.Identifier(prefix + dlq))
+                    sql.Identifier(prefix + dlq)
+                )
             ).fetchall()
             for key, bad_id in rows:
                 if bad_id:
@@ -179,7 +207,9 @@ def dead_letter_headers_in_tx(conn: psycopg.Connection) -> tuple[collections.Cou
 def table_rows_in_tx(conn: psycopg.Connection) -> dict[str, int]:
     out = {}
     for table in TABLE_OF_KIND.values():
-        out[table] = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier("hub", table))).fetchone()[0]
+        out[table] = conn.execute(
+            sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier("hub", table))
+        ).fetchone()[0]
     return out
 
 
@@ -198,7 +228,9 @@ class HubState:
     """`hub.instances.heartbeat_count` per instance."""
 
 
-def account(conn: psycopg.Connection, records: list[Record], bad_sent: int, *, upto: float | None = None) -> Accounting:
+def account(
+    conn: psycopg.Connection, records: list[Record], bad_sent: int, *, upto: float | None = None
+) -> Accounting:
     """The accounting of the records made up to `upto` (default: all of them).
 
     Everything is read in one REPEATABLE READ snapshot, so the ledger, the dead-letter queues, the
@@ -208,10 +240,16 @@ def account(conn: psycopg.Connection, records: list[Record], bad_sent: int, *, u
     conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
     try:
         dlq_keys, bad = dead_letter_headers_in_tx(conn)
-        state = HubState(ledger=fetch_ledger_in_tx(conn), dlq_keys=dlq_keys, bad_in_dlq=bad,
-                         rows_actual=table_rows_in_tx(conn), queued=queued_ids_in_tx(conn),
-                         heartbeat_counts=dict(conn.execute(
-                             "SELECT instance_id, heartbeat_count FROM hub.instances").fetchall()))
+        state = HubState(
+            ledger=fetch_ledger_in_tx(conn),
+            dlq_keys=dlq_keys,
+            bad_in_dlq=bad,
+            rows_actual=table_rows_in_tx(conn),
+            queued=queued_ids_in_tx(conn),
+            heartbeat_counts=dict(
+                conn.execute("SELECT instance_id, heartbeat_count FROM hub.instances").fetchall()
+            ),
+        )
     finally:
         conn.commit()
         conn.isolation_level = None
@@ -262,7 +300,9 @@ def queued_ids_in_tx(conn: psycopg.Connection) -> set[tuple[str, int]]:
     """(queue, msg_id) of every message still in a consumed queue."""
     out = set()
     for queue in CONSUMED_QUEUES:
-        rows = conn.execute(sql.SQL("SELECT msg_id FROM pgmq.{}").format(sql.Identifier("q_" + queue))).fetchall()
+        rows = conn.execute(
+            sql.SQL("SELECT msg_id FROM pgmq.{}").format(sql.Identifier("q_" + queue))
+        ).fetchall()
         out.update((queue, r[0]) for r in rows)
     return out
 

@@ -42,6 +42,7 @@ class FaultResult:
 
 # --- 1. malformed burst ------------------------------------------------------------------------
 
+
 def malformed_burst(soak, n: int = 10_000) -> FaultResult:
     """`n` malformed messages in the middle of the valid ones: every one must end in a DLQ."""
     res = FaultResult("malformed_burst", time.time())
@@ -53,8 +54,10 @@ def malformed_burst(soak, n: int = 10_000) -> FaultResult:
 
 # --- 2. SIGKILL an ingest run -------------------------------------------------------------------
 
-def sigkill_ingest_run(soak, queue: str = "pattern_messages", burst: int = 10_000,
-                       find_timeout_s: float = 240.0) -> FaultResult:
+
+def sigkill_ingest_run(
+    soak, queue: str = "pattern_messages", burst: int = 10_000, find_timeout_s: float = 240.0
+) -> FaultResult:
     """SIGKILL the process tree of an ingest run while it holds leased messages.
 
     A burst of valid messages gives the run something to chew on; the kill comes when the run is
@@ -69,7 +72,9 @@ def sigkill_ingest_run(soak, queue: str = "pattern_messages", burst: int = 10_00
     run: RunInfo | None = None
     with psycopg.connect(soak.db_url, autocommit=True) as conn:
         while time.monotonic() < deadline and not killed:
-            started = [r for r in soak.gql.runs(created_after=res.started - 60, job=job) if r.status == "STARTED"]
+            started = [
+                r for r in soak.gql.runs(created_after=res.started - 60, job=job) if r.status == "STARTED"
+            ]
             for run in started:
                 procs = run_processes(soak.hub, run.run_id)
                 if procs and leased(conn, queue) > 0:
@@ -92,7 +97,8 @@ def sigkill_ingest_run(soak, queue: str = "pattern_messages", burst: int = 10_00
         res.problems.append(f"the killed run {run.run_id} ended {final.status}, expected FAILURE")
     with psycopg.connect(soak.db_url) as conn:
         res.details["redelivered_messages"] = conn.execute(
-            "SELECT count(*) FROM hub.ingest_ledger WHERE queue = %s AND read_ct > 1", (queue,)).fetchone()[0]
+            "SELECT count(*) FROM hub.ingest_ledger WHERE queue = %s AND read_ct > 1", (queue,)
+        ).fetchone()[0]
     return res
 
 
@@ -102,7 +108,8 @@ def leased(conn: psycopg.Connection, queue: str) -> int:
 
     return conn.execute(
         sql.SQL("SELECT count(*) FROM pgmq.{} WHERE read_ct > 0 AND vt > clock_timestamp()").format(
-            sql.Identifier("q_" + queue))
+            sql.Identifier("q_" + queue)
+        )
     ).fetchone()[0]
 
 
@@ -148,6 +155,7 @@ def kill_tree(procs: list[psutil.Process]) -> list[int]:
 
 # --- 3. PostgreSQL stopped ----------------------------------------------------------------------
 
+
 def database_restart(soak, down_s: float = 20.0) -> FaultResult:
     """Stop the server (from another process), keep it down `down_s` seconds, start it again."""
     res = FaultResult("postgres_restart", time.time())
@@ -177,6 +185,7 @@ def database_restart(soak, down_s: float = 20.0) -> FaultResult:
 
 # --- 4. daemon killed and restarted -------------------------------------------------------------
 
+
 def daemon_restart(soak, down_s: float = 5.0) -> FaultResult:
     res = FaultResult("daemon_kill_restart", time.time())
     res.details["killed_pid"] = soak.hub.kill_daemon()
@@ -191,6 +200,7 @@ def daemon_restart(soak, down_s: float = 5.0) -> FaultResult:
 
 # --- 5. Git remote unavailable during an export --------------------------------------------------
 
+
 def git_remote_outage(soak, run_timeout_s: float = 600.0) -> FaultResult:
     """The templates_data remote disappears for one export run of today's cycle (the run must fail
     with the reason), then comes back: the next run exports, a re-run of the same cycle updates in
@@ -198,8 +208,10 @@ def git_remote_outage(soak, run_timeout_s: float = 600.0) -> FaultResult:
     res = FaultResult("git_remote_outage", time.time())
     jobs = soak.gql.job_names()
     if EXPORT_JOB not in jobs or EXPORT_ASSET not in soak.gql.asset_jobs():
-        res.problems.append(f"the Git outage did not happen: the code location has no {EXPORT_JOB} / "
-                            f"{EXPORT_ASSET} to run during it")
+        res.problems.append(
+            f"the Git outage did not happen: the code location has no {EXPORT_JOB} / "
+            f"{EXPORT_ASSET} to run during it"
+        )
         res.ended = time.time()
         return res
     from queue_assets.export.assets import EXPORT_PARTITIONS
@@ -218,8 +230,12 @@ def git_remote_outage(soak, run_timeout_s: float = 600.0) -> FaultResult:
     finally:
         shutil.move(offline, remote)
     error = soak.gql.failure_text(failed.run_id)
-    res.details["outage_run"] = {"run_id": failed.run_id, "status": failed.status, "launches": launches,
-                                 "error": _first_line(error, prefer=(remote.name,))}
+    res.details["outage_run"] = {
+        "run_id": failed.run_id,
+        "status": failed.status,
+        "launches": launches,
+        "error": _first_line(error, prefer=(remote.name,)),
+    }
     res.problems += outage_run_problems(failed.status, error, remote)
     res.details["branches_after_outage"] = branches(remote, BRANCH_PREFIX)
     res.details["prs_after_outage"] = len(fake.pulls)
@@ -229,25 +245,40 @@ def git_remote_outage(soak, run_timeout_s: float = 600.0) -> FaultResult:
     runs = []
     for _ in range(2):  # back online, then a re-run of the same cycle
         info, launches = soak.gql.run_to_end(EXPORT_JOB, run_timeout_s, tags=tags)
-        runs.append({"run_id": info.run_id, "status": info.status, "launches": launches,
-                     "error": _first_line(soak.gql.failure_text(info.run_id)) if info.status != "SUCCESS" else None})
+        runs.append(
+            {
+                "run_id": info.run_id,
+                "status": info.status,
+                "launches": launches,
+                "error": _first_line(soak.gql.failure_text(info.run_id))
+                if info.status != "SUCCESS"
+                else None,
+            }
+        )
         if info.status != "SUCCESS":
             res.problems.append(f"export run {info.run_id} after the outage ended {info.status}")
     res.ended = time.time()
     res.details["runs_after_outage"] = runs
     found = branches(remote, BRANCH_PREFIX)
     prs = [{"number": p["number"], "head": p["head"]["ref"], "state": p["state"]} for p in fake.pulls]
-    res.details.update(cycle=cycle, branches=found, pull_requests=prs,
-                       pr_calls={m: len(fake.calls(m)) for m in ("GET", "POST", "PATCH")})
+    res.details.update(
+        cycle=cycle,
+        branches=found,
+        pull_requests=prs,
+        pr_calls={m: len(fake.calls(m)) for m in ("GET", "POST", "PATCH")},
+    )
     if found != [branch]:
         res.problems.append(f"remote branches for the cycle: {found}, expected exactly [{branch!r}]")
     if len(prs) != 1 or prs[0]["head"] != branch or prs[0]["state"] != "open":
         res.problems.append(f"pull requests: {prs}, expected exactly one open PR for {branch}")
     with psycopg.connect(soak.db_url) as conn:
-        row = conn.execute("SELECT status, attempts, error FROM hub.exports WHERE cycle_date = %s",
-                           (datetime.fromisoformat(cycle).replace(tzinfo=UTC).date(),)).fetchone()
-    res.details["hub_exports_row"] = {"status": row[0], "attempts": row[1], "error": _first_line(row[2] or "")} \
-        if row else None
+        row = conn.execute(
+            "SELECT status, attempts, error FROM hub.exports WHERE cycle_date = %s",
+            (datetime.fromisoformat(cycle).replace(tzinfo=UTC).date(),),
+        ).fetchone()
+    res.details["hub_exports_row"] = (
+        {"status": row[0], "attempts": row[1], "error": _first_line(row[2] or "")} if row else None
+    )
     # Publishing went on through the export runs: the ingest checkpoint holds here too.
     soak.settle(res)
     return res
@@ -258,17 +289,25 @@ def outage_run_problems(status: str, error: str, remote: Path) -> list[str]:
     reason it gives names the missing remote. A run that succeeded, or failed for another reason
     (the code location could not load, a GitHub call failed), proves nothing about the remote."""
     if status != "FAILURE":
-        return [f"the export run during the Git outage ended {status}, expected FAILURE: the outage did "
-                "not reach the export"]
+        return [
+            f"the export run during the Git outage ended {status}, expected FAILURE: the outage did "
+            "not reach the export"
+        ]
     if remote.name not in error:
-        return [f"the export run during the Git outage failed without naming the remote {remote.name} as "
-                f"the reason: {_first_line(error) or '(no error text)'}"]
+        return [
+            f"the export run during the Git outage failed without naming the remote {remote.name} as "
+            f"the reason: {_first_line(error) or '(no error text)'}"
+        ]
     return []
 
 
 def branches(remote: Path, prefix: str) -> list[str]:
-    out = subprocess.run(["git", "-C", str(remote), "for-each-ref", "--format=%(refname:short)", "refs/heads"],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["git", "-C", str(remote), "for-each-ref", "--format=%(refname:short)", "refs/heads"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return sorted(b for b in out.split() if b.startswith(prefix))
 
 

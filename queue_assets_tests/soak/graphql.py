@@ -47,7 +47,9 @@ class HubGraphQL:
         the webserver's first request fails once on a stale pooled connection of Dagster's storage
         (`psycopg2.OperationalError: server closed the connection unexpectedly`), the next succeeds."""
         for attempt in range(1, attempts + 1):
-            r = requests.post(self.url, json={"query": text, "variables": variables or {}}, timeout=self.timeout_s)
+            r = requests.post(
+                self.url, json={"query": text, "variables": variables or {}}, timeout=self.timeout_s
+            )
             if r.status_code < 500 or attempt == attempts:
                 break
             time.sleep(1)
@@ -74,9 +76,14 @@ class HubGraphQL:
         return False
 
     def daemon_statuses(self) -> dict[str, bool]:
-        data = self.query("{ instance { daemonHealth { allDaemonStatuses { daemonType healthy required } } } }")
-        return {d["daemonType"]: bool(d["healthy"]) for d in data["instance"]["daemonHealth"]["allDaemonStatuses"]
-                if d["required"]}
+        data = self.query(
+            "{ instance { daemonHealth { allDaemonStatuses { daemonType healthy required } } } }"
+        )
+        return {
+            d["daemonType"]: bool(d["healthy"])
+            for d in data["instance"]["daemonHealth"]["allDaemonStatuses"]
+            if d["required"]
+        }
 
     def daemons_healthy(self, types: tuple[str, ...]) -> bool:
         statuses = self.daemon_statuses()
@@ -105,7 +112,9 @@ class HubGraphQL:
 
     # --- runs -----------------------------------------------------------------------------------
 
-    def runs(self, *, created_after: float | None = None, job: str | None = None, limit: int = 5000) -> list[RunInfo]:
+    def runs(
+        self, *, created_after: float | None = None, job: str | None = None, limit: int = 5000
+    ) -> list[RunInfo]:
         flt: dict = {}
         if created_after is not None:
             flt["createdAfter"] = created_after
@@ -119,20 +128,37 @@ class HubGraphQL:
         )
         out = []
         for r in data["runsOrError"].get("results", []):
-            out.append(RunInfo(r["runId"], r["jobName"], r["status"], r["creationTime"], r["startTime"],
-                               r["endTime"], {t["key"]: t["value"] for t in r["tags"]}))
+            out.append(
+                RunInfo(
+                    r["runId"],
+                    r["jobName"],
+                    r["status"],
+                    r["creationTime"],
+                    r["startTime"],
+                    r["endTime"],
+                    {t["key"]: t["value"] for t in r["tags"]},
+                )
+            )
         return out
 
     def run(self, run_id: str) -> RunInfo:
         runs = self.query(
             "query($id: [String]) { runsOrError(filter: {runIds: $id}) { ... on Runs { results { runId jobName"
-            " status creationTime startTime endTime tags { key value } } } } }", {"id": [run_id]},
+            " status creationTime startTime endTime tags { key value } } } } }",
+            {"id": [run_id]},
         )["runsOrError"]["results"]
         if not runs:
             raise KeyError(run_id)
         r = runs[0]
-        return RunInfo(r["runId"], r["jobName"], r["status"], r["creationTime"], r["startTime"], r["endTime"],
-                       {t["key"]: t["value"] for t in r["tags"]})
+        return RunInfo(
+            r["runId"],
+            r["jobName"],
+            r["status"],
+            r["creationTime"],
+            r["startTime"],
+            r["endTime"],
+            {t["key"]: t["value"] for t in r["tags"]},
+        )
 
     def failure_text(self, run_id: str) -> str:
         """The error messages a failed run logged (step failures and the run failure)."""
@@ -146,7 +172,8 @@ class HubGraphQL:
         texts = []
         for e in data["logsForRun"].get("events", []):
             if e["__typename"] in ("ExecutionStepFailureEvent", "RunFailureEvent") or (
-                    e["__typename"] == "EngineEvent" and e.get("error")):
+                e["__typename"] == "EngineEvent" and e.get("error")
+            ):
                 texts.append(e.get("message") or "")
                 error = e.get("error")
                 while error:  # Dagster's wrapper first, then what it wraps (the reason)
@@ -154,13 +181,20 @@ class HubGraphQL:
                     error = error.get("cause")
         return "\n".join(texts)
 
-    def launch_run(self, job: str, *, tags: dict[str, str] | None = None, run_config: dict | None = None) -> str:
+    def launch_run(
+        self, job: str, *, tags: dict[str, str] | None = None, run_config: dict | None = None
+    ) -> str:
         data = self.query(
             "mutation($p: ExecutionParams!) { launchRun(executionParams: $p) { __typename"
             " ... on LaunchRunSuccess { run { runId } } ... on PythonError { message }"
             " ... on RunConfigValidationInvalid { errors { message } } ... on InvalidSubsetError { message } } }",
-            {"p": {"selector": {**_SELECTOR, "jobName": job}, "runConfigData": run_config or {},
-                   "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in (tags or {}).items()]}}},
+            {
+                "p": {
+                    "selector": {**_SELECTOR, "jobName": job},
+                    "runConfigData": run_config or {},
+                    "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in (tags or {}).items()]},
+                }
+            },
         )
         result = data["launchRun"]
         if result["__typename"] != "LaunchRunSuccess":
@@ -177,8 +211,9 @@ class HubGraphQL:
                 raise TimeoutError(f"run {run_id} still {info.status} after {timeout_s:.0f}s")
             time.sleep(1)
 
-    def run_to_end(self, job: str, timeout_s: float, *, tags: dict[str, str] | None = None,
-                   attempts: int = 3) -> tuple[RunInfo, int]:
+    def run_to_end(
+        self, job: str, timeout_s: float, *, tags: dict[str, str] | None = None, attempts: int = 3
+    ) -> tuple[RunInfo, int]:
         """Launch `job` and wait for it; launch again (up to `attempts` in all) when run monitoring
         failed it for not starting in time (a CPU-starved machine). Returns the last run and the
         number of launches."""
@@ -202,8 +237,10 @@ class HubGraphQL:
         s = data["sensorOrError"]
         if s["__typename"] != "Sensor":
             raise RuntimeError(f"sensor {sensor} not found: {s}")
-        return [Tick(t["timestamp"], t["status"], tuple(t["runIds"]), t["skipReason"])
-                for t in s["sensorState"]["ticks"]]
+        return [
+            Tick(t["timestamp"], t["status"], tuple(t["runIds"]), t["skipReason"])
+            for t in s["sensorState"]["ticks"]
+        ]
 
 
 def _metadata_value(entry: dict):

@@ -57,7 +57,7 @@ class Hub:
 
     def start_database(self) -> dict[str, str]:
         """Start this hub's embedded server, bootstrap it and create the templates_data remote."""
-        from queue_assets.gitrepo import ensure_embedded_templates_remote
+        from queue_assets.git.repo import ensure_embedded_templates_remote
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.urls = embedded.ensure_running(self.data_dir)
@@ -107,18 +107,36 @@ class Hub:
         n = sum(1 for p in logs.glob(f"{role}*.log"))
         log_path = logs / f"{role}{'-' + str(n) if n else ''}.log"
         log = open(log_path, "w")  # noqa: SIM115 - kept open for the child's lifetime
-        popen = subprocess.Popen(cmd, env=self.env, cwd=project_root(), stdout=log, stderr=subprocess.STDOUT,
-                                 start_new_session=True)
+        popen = subprocess.Popen(
+            cmd,
+            env=self.env,
+            cwd=project_root(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         proc = HubProcess(role, popen, log_path)
         self.procs[role] = proc
         return proc
 
     def start_daemon(self) -> HubProcess:
-        return self._spawn("daemon", [_bin("dagster-daemon"), "run", "-w", str(project_root() / "workspace.yaml")])
+        return self._spawn(
+            "daemon", [_bin("dagster-daemon"), "run", "-w", str(project_root() / "workspace.yaml")]
+        )
 
     def start_webserver(self) -> HubProcess:
-        return self._spawn("webserver", [_bin("dagster-webserver"), "-w", str(project_root() / "workspace.yaml"),
-                                         "-h", "127.0.0.1", "-p", str(self.port)])
+        return self._spawn(
+            "webserver",
+            [
+                _bin("dagster-webserver"),
+                "-w",
+                str(project_root() / "workspace.yaml"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+            ],
+        )
 
     def start(self, timeout_s: float = 240) -> HubGraphQL:
         """Webserver and daemon, then wait until the code location is loaded and the daemons are healthy."""
@@ -145,8 +163,10 @@ class Hub:
             except (requests.RequestException, RuntimeError) as exc:
                 last = str(exc)[:200]
             time.sleep(1)
-        raise TimeoutError(f"the hub on port {self.port} was not ready after {timeout_s:.0f}s ({last}); "
-                           f"logs in {self.data_dir / 'logs'}")
+        raise TimeoutError(
+            f"the hub on port {self.port} was not ready after {timeout_s:.0f}s ({last}); "
+            f"logs in {self.data_dir / 'logs'}"
+        )
 
     def check_alive(self) -> None:
         for role, p in self.procs.items():
@@ -188,7 +208,12 @@ class Hub:
 
     def roles(self) -> dict[str, list[psutil.Process]]:
         """`webserver`, `daemon`, `code_server` (one per webserver/daemon) and `run_worker` processes."""
-        out: dict[str, list[psutil.Process]] = {"webserver": [], "daemon": [], "code_server": [], "run_worker": []}
+        out: dict[str, list[psutil.Process]] = {
+            "webserver": [],
+            "daemon": [],
+            "code_server": [],
+            "run_worker": [],
+        }
         pids = {p.popen.pid: role for role, p in self.procs.items()}
         for proc in self.hub_processes():
             try:
@@ -272,5 +297,10 @@ def _run_embedded(data_dir: Path, action: str) -> None:
         "import sys; from pathlib import Path; from queue_assets import embedded; "
         f"embedded.{action}(Path(sys.argv[1]))"
     )
-    subprocess.run([sys.executable, "-c", code, str(data_dir)], check=True, cwd=project_root(),
-                   capture_output=True, timeout=120)
+    subprocess.run(
+        [sys.executable, "-c", code, str(data_dir)],
+        check=True,
+        cwd=project_root(),
+        capture_output=True,
+        timeout=120,
+    )

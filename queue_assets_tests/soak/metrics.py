@@ -85,9 +85,11 @@ def queue_lag(db_url: str) -> dict[str, dict]:
     with psycopg.connect(db_url, connect_timeout=3, autocommit=True) as conn:
         for q in CONSUMED_QUEUES:
             depth, visible, age = conn.execute(
-                sql.SQL("SELECT count(*), count(*) FILTER (WHERE vt <= clock_timestamp()),"
-                        " coalesce(extract(epoch FROM clock_timestamp() - min(enqueued_at)), 0)::float8"
-                        " FROM pgmq.{}").format(sql.Identifier("q_" + q))
+                sql.SQL(
+                    "SELECT count(*), count(*) FILTER (WHERE vt <= clock_timestamp()),"
+                    " coalesce(extract(epoch FROM clock_timestamp() - min(enqueued_at)), 0)::float8"
+                    " FROM pgmq.{}"
+                ).format(sql.Identifier("q_" + q))
             ).fetchone()
             out[q] = {"depth": depth, "visible": visible, "oldest_age_s": round(age, 2)}
     return out
@@ -105,8 +107,14 @@ def pct(values: list[float], p: float) -> float | None:
 def summary(values: list[float]) -> dict:
     if not values:
         return {"n": 0}
-    return {"n": len(values), "p50": pct(values, 50), "p95": pct(values, 95), "p99": pct(values, 99),
-            "max": round(max(values), 3), "mean": round(statistics.fmean(values), 3)}
+    return {
+        "n": len(values),
+        "p50": pct(values, 50),
+        "p95": pct(values, 95),
+        "p99": pct(values, 99),
+        "max": round(max(values), 3),
+        "mean": round(statistics.fmean(values), 3),
+    }
 
 
 def latency(rows: list[LedgerRow], keys: set[str] | None = None) -> dict:
@@ -123,8 +131,12 @@ def lag_summary(samples: list[Sample], phases: set[str] | None = None) -> dict:
         ages = [s.queues[q]["oldest_age_s"] for s in chosen]
         depths = [s.queues[q]["depth"] for s in chosen]
         if ages:
-            out[q] = {"max_oldest_age_s": round(max(ages), 1), "mean_oldest_age_s": round(statistics.fmean(ages), 1),
-                      "max_depth": max(depths), "samples": len(ages)}
+            out[q] = {
+                "max_oldest_age_s": round(max(ages), 1),
+                "mean_oldest_age_s": round(statistics.fmean(ages), 1),
+                "max_depth": max(depths),
+                "samples": len(ages),
+            }
     return out
 
 
@@ -135,8 +147,11 @@ class Components:
     in_run_s: list[float] = field(default_factory=list)
 
     def summary(self) -> dict:
-        return {"wait_for_run_request": summary(self.wait_for_run_s), "run_launch": summary(self.launch_s),
-                "inside_run": summary(self.in_run_s)}
+        return {
+            "wait_for_run_request": summary(self.wait_for_run_s),
+            "run_launch": summary(self.launch_s),
+            "inside_run": summary(self.in_run_s),
+        }
 
 
 def decompose(rows: list[LedgerRow], runs: list[RunInfo], keys: set[str] | None = None) -> Components:
@@ -193,8 +208,11 @@ def run_overheads(runs: list[RunInfo], rows: list[LedgerRow]) -> dict:
             i = bisect.bisect_left(ts, r.started)
             if i < len(ts) and ts[i] <= r.ended:
                 start_to_first.append(ts[i] - r.started)
-    return {"created_to_started": summary(created_to_start), "started_to_first_stored": summary(start_to_first),
-            "run_duration": summary(duration)}
+    return {
+        "created_to_started": summary(created_to_start),
+        "started_to_first_stored": summary(start_to_first),
+        "run_duration": summary(duration),
+    }
 
 
 def tick_intervals(timestamps: list[float]) -> dict:

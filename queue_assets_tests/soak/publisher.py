@@ -32,8 +32,14 @@ from queue_assets.queues import CONSUMED_QUEUES, INSTANCE_HEARTBEAT, LEARNED_PAT
 from queue_assets.sdk import HubClient
 from queue_assets.simulate import random_pattern
 
-ARTIFACTS = ["tmpl-genserver-cache", "tmpl-circuit-breaker", "tmpl-retry-backoff", "tmpl-axum-service",
-             "tmpl-phoenix-live", "tmpl-supervisor-tree"]
+ARTIFACTS = [
+    "tmpl-genserver-cache",
+    "tmpl-circuit-breaker",
+    "tmpl-retry-backoff",
+    "tmpl-axum-service",
+    "tmpl-phoenix-live",
+    "tmpl-supervisor-tree",
+]
 
 
 @dataclass
@@ -59,10 +65,20 @@ class Fleet:
     """`instances` simulated instances publishing about `rate` messages per second in all, plus a
     heartbeat from every instance each `heartbeat_every_s` seconds."""
 
-    def __init__(self, db_url: str, *, instances: int = 20, rate: float = 25.0, heartbeat_every_s: float = 10.0,
-                 prefix: str = "soak", seed: int = 5):
+    def __init__(
+        self,
+        db_url: str,
+        *,
+        instances: int = 20,
+        rate: float = 25.0,
+        heartbeat_every_s: float = 10.0,
+        prefix: str = "soak",
+        seed: int = 5,
+    ):
         if instances < 1 or rate < 0:
-            raise ValueError(f"instances={instances}, rate={rate}: need at least one instance and a rate >= 0")
+            raise ValueError(
+                f"instances={instances}, rate={rate}: need at least one instance and a rate >= 0"
+            )
         self.db_url = db_url
         self.instance_ids = [f"singularity-{i + 1}" for i in range(instances)]
         self.rate = rate
@@ -101,10 +117,20 @@ class Fleet:
             payload = {"analysis": {"files": self.rng.randint(10, 500), "dead_code": self.rng.randint(0, 20)}}
             queue, rows = PATTERN_MESSAGES, 1
         elif kind == "learned_patterns":
-            arts = [{"artifact_id": a, "artifact_type": "template", "name": a.removeprefix("tmpl-"),
-                     "content": {"template": f"# {a}\n"}} for a in self.rng.sample(ARTIFACTS, self.rng.randint(1, 2))]
-            payload = {"artifacts": arts, "usage_count": self.rng.randint(20, 400),
-                       "success_rate": round(self.rng.uniform(0.85, 0.99), 3)}
+            arts = [
+                {
+                    "artifact_id": a,
+                    "artifact_type": "template",
+                    "name": a.removeprefix("tmpl-"),
+                    "content": {"template": f"# {a}\n"},
+                }
+                for a in self.rng.sample(ARTIFACTS, self.rng.randint(1, 2))
+            ]
+            payload = {
+                "artifacts": arts,
+                "usage_count": self.rng.randint(20, 400),
+                "success_rate": round(self.rng.uniform(0.85, 0.99), 3),
+            }
             queue, rows = LEARNED_PATTERNS, len(arts)
         elif kind == "heartbeat":
             payload = {"version": "1.4.0", "status": "ok"}
@@ -123,8 +149,12 @@ class Fleet:
         if rec.kind == "code_analysis":
             return client.publish_code_analysis(p["analysis"], idempotency_key=rec.key)
         if rec.kind == "learned_patterns":
-            return client.publish_learned_patterns(p["artifacts"], usage_count=p["usage_count"],
-                                                   success_rate=p["success_rate"], idempotency_key=rec.key)
+            return client.publish_learned_patterns(
+                p["artifacts"],
+                usage_count=p["usage_count"],
+                success_rate=p["success_rate"],
+                idempotency_key=rec.key,
+            )
         return client.heartbeat(version=p["version"], status=p["status"], idempotency_key=rec.key)
 
     # --- threads -----------------------------------------------------------------------------
@@ -229,9 +259,11 @@ class Fleet:
         with psycopg.connect(self.db_url) as conn:
             for queue, items in per_queue.items():
                 for start in range(0, len(items), 1000):
-                    part = items[start:start + 1000]
-                    conn.execute("SELECT pgmq.send_batch(%s, %s::jsonb[], %s::jsonb[])",
-                                 (queue, [b for b, _ in part], [h for _, h in part]))
+                    part = items[start : start + 1000]
+                    conn.execute(
+                        "SELECT pgmq.send_batch(%s, %s::jsonb[], %s::jsonb[])",
+                        (queue, [b for b, _ in part], [h for _, h in part]),
+                    )
             conn.commit()
         counts = {q: len(v) for q, v in per_queue.items()}
         for q, c in counts.items():
@@ -247,7 +279,7 @@ def send_checked_batch(client, recs: list[Record], *, chunk: int = 500) -> None:
         by_queue[r.queue].append(r)
     for queue, items in by_queue.items():
         for start in range(0, len(items), chunk):
-            part = items[start:start + chunk]
+            part = items[start : start + chunk]
             messages = [full_message(r) for r in part]
             for m in messages:
                 contracts.parse_ingest(queue, json.dumps(m, allow_nan=False))
@@ -266,8 +298,14 @@ def full_message(r: Record) -> dict:
     if r.kind == "code_analysis":
         return {"type": "code_analysis", "analysis": p["analysis"], **base}
     if r.kind == "learned_patterns":
-        return {"type": "learned_patterns", "source": r.instance, "usage_count": p["usage_count"],
-                "success_rate": p["success_rate"], "artifacts": p["artifacts"], **base}
+        return {
+            "type": "learned_patterns",
+            "source": r.instance,
+            "usage_count": p["usage_count"],
+            "success_rate": p["success_rate"],
+            "artifacts": p["artifacts"],
+            **base,
+        }
     return {"type": "heartbeat", "version": p["version"], "status": p["status"], **base}
 
 
@@ -279,20 +317,46 @@ def _iso(t: float) -> str:
 
 # Bodies every consumed queue must refuse: broken shapes, wrong types, bad values, wrong queue.
 MALFORMED: list[str] = [
-    json.dumps({"type": "pattern_detection", "instance_id": "singularity-1", "timestamp": "not a time",
-                "patterns": []}),
+    json.dumps(
+        {
+            "type": "pattern_detection",
+            "instance_id": "singularity-1",
+            "timestamp": "not a time",
+            "patterns": [],
+        }
+    ),
     json.dumps({"type": "no_such_type", "instance_id": "singularity-1"}),
     json.dumps("just a string"),
     json.dumps([1, 2, 3]),
     json.dumps({"instance_id": "singularity-1", "timestamp": "2025-10-25T12:00:00Z"}),
-    json.dumps({"type": "pattern_detection", "instance_id": "singularity-1", "timestamp": "2025-10-25T12:00:00Z",
-                "patterns": [{"pattern_type": "framework", "name": "phoenix", "confidence": 3.5}]}),
-    json.dumps({"type": "learned_patterns", "source": "singularity-1", "timestamp": "2025-10-25T12:00:00Z",
-                "usage_count": -5, "success_rate": 7, "artifacts": []}),
+    json.dumps(
+        {
+            "type": "pattern_detection",
+            "instance_id": "singularity-1",
+            "timestamp": "2025-10-25T12:00:00Z",
+            "patterns": [{"pattern_type": "framework", "name": "phoenix", "confidence": 3.5}],
+        }
+    ),
+    json.dumps(
+        {
+            "type": "learned_patterns",
+            "source": "singularity-1",
+            "timestamp": "2025-10-25T12:00:00Z",
+            "usage_count": -5,
+            "success_rate": 7,
+            "artifacts": [],
+        }
+    ),
     json.dumps({"type": "heartbeat", "timestamp": "2025-10-25T12:00:00Z", "status": "ok"}),
     json.dumps({"type": "llm_request", "request_id": "r-1", "timestamp": "2025-10-25T12:00:00Z"}),
-    json.dumps({"type": "pattern_detection", "instance_id": "../../etc/passwd",
-                "timestamp": "2025-10-25T12:00:00Z", "patterns": []}),
+    json.dumps(
+        {
+            "type": "pattern_detection",
+            "instance_id": "../../etc/passwd",
+            "timestamp": "2025-10-25T12:00:00Z",
+            "patterns": [],
+        }
+    ),
 ]
 
 

@@ -83,7 +83,11 @@ class Soak:
     # --- helpers used by the faults ---------------------------------------------------------------
 
     def hub_alive_note(self) -> str:
-        dead = [f"{role} exited {p.popen.returncode}" for role, p in self.hub.procs.items() if p.popen.poll() is not None]
+        dead = [
+            f"{role} exited {p.popen.returncode}"
+            for role, p in self.hub.procs.items()
+            if p.popen.poll() is not None
+        ]
         return ", ".join(dead) or "webserver and daemon kept running"
 
     def supervise(self) -> None:
@@ -94,8 +98,14 @@ class Soak:
         for role in list(self.hub.procs):
             p = self.hub.procs[role]
             if p.popen.poll() is not None:
-                self.restarts.append({"role": role, "exit_code": p.popen.returncode, "at": time.strftime("%H:%M:%S"),
-                                      "phase": self.sampler.phase if self.sampler else "startup"})
+                self.restarts.append(
+                    {
+                        "role": role,
+                        "exit_code": p.popen.returncode,
+                        "at": time.strftime("%H:%M:%S"),
+                        "phase": self.sampler.phase if self.sampler else "startup",
+                    }
+                )
                 self.log(f"  ! {restart_text(self.restarts[-1])}: restarting it")
                 (self.hub.start_daemon if role == "daemon" else self.hub.start_webserver)()
 
@@ -121,11 +131,14 @@ class Soak:
             if time.monotonic() > deadline:
                 # Not a failure by itself: what is still queued is checked below (not lost, not
                 # doubled) and must be stored by the end (the final drain is strict).
-                res.details["not_settled"] = (f"{left} messages still queued {self.opts.settle_timeout_s:.0f}s "
-                                              "after the fault")
+                res.details["not_settled"] = (
+                    f"{left} messages still queued {self.opts.settle_timeout_s:.0f}s after the fault"
+                )
                 if res.name == "final_drain":
-                    res.problems.append(f"not drained {self.opts.settle_timeout_s:.0f}s after publishing "
-                                        f"stopped: {left} messages not yet stored or dead-lettered")
+                    res.problems.append(
+                        f"not drained {self.opts.settle_timeout_s:.0f}s after publishing "
+                        f"stopped: {left} messages not yet stored or dead-lettered"
+                    )
                 break
             time.sleep(2)
         res.recovered_s = None if "not_settled" in res.details else round(time.time() - res.ended, 1)
@@ -133,10 +146,12 @@ class Soak:
             acc = accounting.account(conn, self.fleet.snapshot(), bad_sent, upto=cutoff)
         res.details["accounting"] = acc.summary()
         res.problems += acc.final_problems() if res.name == "final_drain" else acc.problems
-        self.log(f"  {res.name}: {res.details.get('not_settled') or f'settled in {res.recovered_s}s'}; "
-                 f"{acc.published} published = {acc.stored} stored + {acc.dead_lettered_valid} dead-lettered; "
-                 f"{acc.bad_in_dlq}/{acc.bad_sent} malformed in the DLQs"
-                 + (f"; PROBLEMS: {acc.problems}" if acc.problems else ""))
+        self.log(
+            f"  {res.name}: {res.details.get('not_settled') or f'settled in {res.recovered_s}s'}; "
+            f"{acc.published} published = {acc.stored} stored + {acc.dead_lettered_valid} dead-lettered; "
+            f"{acc.bad_in_dlq}/{acc.bad_sent} malformed in the DLQs"
+            + (f"; PROBLEMS: {acc.problems}" if acc.problems else "")
+        )
 
     # --- the run ------------------------------------------------------------------------------
 
@@ -145,13 +160,20 @@ class Soak:
         check_malformed_corpus()
         t0 = time.time()
         load_start = os.getloadavg()
-        report: dict = {"options": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()}}
+        report: dict = {
+            "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()}
+        }
         with serve_fake_github() as fake:
             self.fake_github = fake
             # Retries at once (no backoff): the Git-outage fault's run must end FAILURE while the
             # remote is gone, not wait minutes in its backoff (queue_assets/retries.py).
-            env = {"GITHUB_REPOSITORY": f"{fake.owner}/{fake.repo}", "GITHUB_TOKEN": fake.token,
-                   "GITHUB_API_URL": fake.url, "QUEUE_ASSETS_RETRY_DELAY_S": "0", **opts.extra_env}
+            env = {
+                "GITHUB_REPOSITORY": f"{fake.owner}/{fake.repo}",
+                "GITHUB_TOKEN": fake.token,
+                "GITHUB_API_URL": fake.url,
+                "QUEUE_ASSETS_RETRY_DELAY_S": "0",
+                **opts.extra_env,
+            }
             if opts.visibility_timeout_s:
                 env["QUEUE_ASSETS_VISIBILITY_TIMEOUT_S"] = str(opts.visibility_timeout_s)
             self.hub = Hub(self.data_dir, port=opts.port, extra_env=env)
@@ -171,8 +193,11 @@ class Soak:
                 self.hub.stop()
                 if not opts.keep:
                     self.hub.remove()
-        report["machine"] = {"cpus": os.cpu_count(), "loadavg_start": [round(x, 2) for x in load_start],
-                             "loadavg_end": [round(x, 2) for x in os.getloadavg()]}
+        report["machine"] = {
+            "cpus": os.cpu_count(),
+            "loadavg_start": [round(x, 2) for x in load_start],
+            "loadavg_end": [round(x, 2) for x in os.getloadavg()],
+        }
         report["timeline"]["total_s"] = round(time.time() - t0, 1)
         report["problems"] = problems(report, opts)
         report["passed"] = not report["problems"]
@@ -180,17 +205,21 @@ class Soak:
 
     def _run_phases(self, t0: float, t_ready: float) -> dict:
         opts = self.opts
-        fleet = self.fleet = Fleet(self.db_url, instances=opts.instances, rate=opts.rate,
-                                   heartbeat_every_s=opts.heartbeat_every_s)
-        self.sampler = metrics.Sampler(self.db_url, rss=self.hub.rss_mb, backlog=lambda: len(fleet.pending),
-                                       every_s=opts.sample_every_s)
+        fleet = self.fleet = Fleet(
+            self.db_url, instances=opts.instances, rate=opts.rate, heartbeat_every_s=opts.heartbeat_every_s
+        )
+        self.sampler = metrics.Sampler(
+            self.db_url, rss=self.hub.rss_mb, backlog=lambda: len(fleet.pending), every_s=opts.sample_every_s
+        )
         self.sampler.phase = "soak"
         rss_start = self.hub.rss_mb()
         soak_start = time.time()
         fleet.start()
         self.sampler.start()
-        self.log(f"soak: {opts.instances} instances, {opts.rate:g} msg/s + heartbeats every "
-                 f"{opts.heartbeat_every_s:g}s, for {opts.minutes:g} min")
+        self.log(
+            f"soak: {opts.instances} instances, {opts.rate:g} msg/s + heartbeats every "
+            f"{opts.heartbeat_every_s:g}s, for {opts.minutes:g} min"
+        )
         while time.time() - soak_start < opts.minutes * 60:
             self.supervise()
             time.sleep(1)
@@ -202,9 +231,12 @@ class Soak:
         for name in opts.faults:
             self.sampler.phase = name
             self.log(f"fault: {name}")
-            kwargs = {"malformed_burst": {"n": opts.malformed}, "sigkill_ingest_run": {"burst": opts.kill_burst, "find_timeout_s": opts.settle_timeout_s},
-                      "postgres_restart": {"down_s": opts.db_down_s},
-                      "git_remote_outage": {"run_timeout_s": opts.settle_timeout_s * 2}}.get(name, {})
+            kwargs = {
+                "malformed_burst": {"n": opts.malformed},
+                "sigkill_ingest_run": {"burst": opts.kill_burst, "find_timeout_s": opts.settle_timeout_s},
+                "postgres_restart": {"down_s": opts.db_down_s},
+                "git_remote_outage": {"run_timeout_s": opts.settle_timeout_s * 2},
+            }.get(name, {})
             try:
                 res = FAULTS[name](self, **kwargs)
             except Exception as exc:  # noqa: BLE001 - a fault step that breaks fails the soak, the rest still run
@@ -220,7 +252,9 @@ class Soak:
         drained = fleet.drain(opts.drain_timeout_s)
         settle = FaultResult("final_drain", publish_end, ended=time.time())
         if not drained:
-            settle.problems.append(f"{len(fleet.pending)} messages still unsent after {opts.drain_timeout_s:.0f}s")
+            settle.problems.append(
+                f"{len(fleet.pending)} messages still unsent after {opts.drain_timeout_s:.0f}s"
+            )
         self.settle(settle)
         self.supervise()  # a process that died after the last checkpoint is recorded too
         t_end = time.time()
@@ -230,45 +264,70 @@ class Soak:
         with psycopg.connect(self.db_url) as conn:
             acc = accounting.account(conn, fleet.snapshot(), sum(fleet.bad_sent.values()))
             ledger = accounting.fetch_ledger(conn)
-            depth = {q: conn.execute(f"SELECT count(*) FROM pgmq.q_{q}").fetchone()[0] for q in CONSUMED_QUEUES}
+            depth = {
+                q: conn.execute(f"SELECT count(*) FROM pgmq.q_{q}").fetchone()[0] for q in CONSUMED_QUEUES
+            }
         runs = self.gql.runs(created_after=t_ready - 5)
         records = fleet.snapshot()
         soak_keys = {r.key for r in records if soak_start <= r.created <= soak_end}
         fault_keys = {r.key for r in records if soak_end < r.created}
         created = {r.key: r.created for r in records}
         producer_view = lambda keys: metrics.summary(  # noqa: E731
-            [row.stored - created[row.key] for row in ledger if row.outcome == "stored" and row.key in keys])
+            [row.stored - created[row.key] for row in ledger if row.outcome == "stored" and row.key in keys]
+        )
         soak_runs = [r for r in runs if soak_start - 5 <= r.created <= soak_end]
         per_queue = Counter(r.queue for r in records if r.key in soak_keys)
-        sensors = {f"{q}_sensor": self.gql.sensor_ticks(f"{q}_sensor", after=soak_start) for q in CONSUMED_QUEUES}
+        sensors = {
+            f"{q}_sensor": self.gql.sensor_ticks(f"{q}_sensor", after=soak_start) for q in CONSUMED_QUEUES
+        }
 
         return {
-            "timeline": {"hub_ready_s": round(t_ready - t0, 1), "soak_s": round(soak_end - soak_start, 1),
-                         "faults_s": round(publish_end - soak_end, 1), "drain_s": round(t_end - publish_end, 1)},
-            "rate": {"target_msgs_per_s": opts.rate,
-                     "heartbeats_per_s": round(opts.instances / opts.heartbeat_every_s, 2),
-                     "soak_published_per_queue": dict(per_queue),
-                     "soak_msgs_per_s": round(len(soak_keys) / max(1e-9, soak_end - soak_start), 1),
-                     "total_valid_published": acc.published, "malformed_published": acc.bad_sent},
+            "timeline": {
+                "hub_ready_s": round(t_ready - t0, 1),
+                "soak_s": round(soak_end - soak_start, 1),
+                "faults_s": round(publish_end - soak_end, 1),
+                "drain_s": round(t_end - publish_end, 1),
+            },
+            "rate": {
+                "target_msgs_per_s": opts.rate,
+                "heartbeats_per_s": round(opts.instances / opts.heartbeat_every_s, 2),
+                "soak_published_per_queue": dict(per_queue),
+                "soak_msgs_per_s": round(len(soak_keys) / max(1e-9, soak_end - soak_start), 1),
+                "total_valid_published": acc.published,
+                "malformed_published": acc.bad_sent,
+            },
             "latency": {
                 "soak_enqueued_to_stored": metrics.latency(ledger, soak_keys),
-                "soak_per_queue": {q: metrics.latency([r for r in ledger if r.queue == q], soak_keys)
-                                   for q in CONSUMED_QUEUES},
+                "soak_per_queue": {
+                    q: metrics.latency([r for r in ledger if r.queue == q], soak_keys)
+                    for q in CONSUMED_QUEUES
+                },
                 "faults_producer_made_to_stored": producer_view(fault_keys),
                 "all_enqueued_to_stored": metrics.latency(ledger, {r.key for r in records}),
                 "target_p95_s": LATENCY_TARGET_P95_S,
             },
             "latency_components_soak": metrics.decompose(ledger, soak_runs, soak_keys).summary(),
             "run_overheads_soak": metrics.run_overheads(soak_runs, ledger),
-            "sensor_tick_interval_soak": {name: metrics.tick_intervals([t.timestamp for t in ticks
-                                                                        if t.timestamp <= soak_end])
-                                          for name, ticks in sensors.items()},
-            "lag": {"soak": metrics.lag_summary(self.sampler.samples, {"soak"}),
-                    "whole_run": metrics.lag_summary(self.sampler.samples)},
-            "lag_series": [{"t": round(s.t - soak_start, 1), "phase": s.phase, "backlog": s.backlog,
-                            "oldest_age_s": {q: v["oldest_age_s"] for q, v in (s.queues or {}).items()},
-                            "depth": {q: v["depth"] for q, v in (s.queues or {}).items()},
-                            "rss_mb": s.rss_mb, "error": s.error} for s in self.sampler.samples],
+            "sensor_tick_interval_soak": {
+                name: metrics.tick_intervals([t.timestamp for t in ticks if t.timestamp <= soak_end])
+                for name, ticks in sensors.items()
+            },
+            "lag": {
+                "soak": metrics.lag_summary(self.sampler.samples, {"soak"}),
+                "whole_run": metrics.lag_summary(self.sampler.samples),
+            },
+            "lag_series": [
+                {
+                    "t": round(s.t - soak_start, 1),
+                    "phase": s.phase,
+                    "backlog": s.backlog,
+                    "oldest_age_s": {q: v["oldest_age_s"] for q, v in (s.queues or {}).items()},
+                    "depth": {q: v["depth"] for q, v in (s.queues or {}).items()},
+                    "rss_mb": s.rss_mb,
+                    "error": s.error,
+                }
+                for s in self.sampler.samples
+            ],
             "runs": runs_summary(runs, soak_start, soak_end),
             "memory_mb": {"soak_start": rss_start, "soak_end": rss_soak_end, "end": rss_end},
             "faults": [asdict(f) | {"passed": f.passed} for f in faults],
@@ -286,10 +345,14 @@ def runs_summary(runs, soak_start: float, soak_end: float) -> dict:
     for r in runs:
         by_job.setdefault(r.job, Counter())[r.status] += 1
     soak = [r for r in runs if soak_start <= r.created <= soak_end]
-    return {"total": len(runs), "by_job": {j: dict(c) for j, c in sorted(by_job.items())},
-            "during_soak": len(soak),
-            "ingest_runs_per_minute_soak": round(
-                sum(1 for r in soak if r.job.startswith("ingest_")) / max(1e-9, (soak_end - soak_start) / 60), 1)}
+    return {
+        "total": len(runs),
+        "by_job": {j: dict(c) for j, c in sorted(by_job.items())},
+        "during_soak": len(soak),
+        "ingest_runs_per_minute_soak": round(
+            sum(1 for r in soak if r.job.startswith("ingest_")) / max(1e-9, (soak_end - soak_start) / 60), 1
+        ),
+    }
 
 
 def problems(report: dict, opts: SoakOptions) -> list[str]:
@@ -298,15 +361,23 @@ def problems(report: dict, opts: SoakOptions) -> list[str]:
     for f in report.get("faults", []):
         out += [f"{f['name']}: {p}" for p in f["problems"]]
     out += [f"final drain: {p}" for p in report.get("final", {}).get("problems", [])]
-    out += [restart_text(r) + ": only the injected daemon kill may stop a hub process"
-            for r in report.get("supervisor_restarts", [])]
+    out += [
+        restart_text(r) + ": only the injected daemon kill may stop a hub process"
+        for r in report.get("supervisor_restarts", [])
+    ]
     for q, lag in report.get("lag", {}).get("soak", {}).items():
         if lag["max_oldest_age_s"] > opts.max_lag_s:
-            out.append(f"lag on {q} reached {lag['max_oldest_age_s']}s during the soak (bound {opts.max_lag_s:g}s)")
+            out.append(
+                f"lag on {q} reached {lag['max_oldest_age_s']}s during the soak (bound {opts.max_lag_s:g}s)"
+            )
     mem = report.get("memory_mb", {})
     for role, start in mem.get("soak_start", {}).items():
         end = mem.get("soak_end", {}).get(role)
-        if isinstance(start, float) and isinstance(end, float) and end > opts.memory_factor * start + opts.memory_slack_mb:
+        if (
+            isinstance(start, float)
+            and isinstance(end, float)
+            and end > opts.memory_factor * start + opts.memory_slack_mb
+        ):
             out.append(f"{role} memory grew from {start} MB to {end} MB during the soak")
     for q, n in report.get("queue_depth_at_end", {}).items():
         if n:
@@ -356,29 +427,43 @@ def markdown(report: dict) -> str:
     comp = report["latency_components_soak"]
     ov = report["run_overheads_soak"]
     lines += ["", "| latency part (soak phase) | mean | p50 | p95 |", "|---|---:|---:|---:|"]
-    for label, s in (("waiting for a run request (sensor tick, or a run in progress)", comp["wait_for_run_request"]),
-                     ("run launch (created → started: queue, spawn, code load)", comp["run_launch"]),
-                     ("inside the run (started → stored)", comp["inside_run"]),
-                     ("per run: created → started", ov["created_to_started"]),
-                     ("per run: started → first row stored", ov["started_to_first_stored"]),
-                     ("per run: duration", ov["run_duration"])):
+    for label, s in (
+        ("waiting for a run request (sensor tick, or a run in progress)", comp["wait_for_run_request"]),
+        ("run launch (created → started: queue, spawn, code load)", comp["run_launch"]),
+        ("inside the run (started → stored)", comp["inside_run"]),
+        ("per run: created → started", ov["created_to_started"]),
+        ("per run: started → first row stored", ov["started_to_first_stored"]),
+        ("per run: duration", ov["run_duration"]),
+    ):
         lines.append(f"| {label} | {s.get('mean', '—')} | {s.get('p50', '—')} | {s.get('p95', '—')} |")
     for name, s in report["sensor_tick_interval_soak"].items():
-        lines.append(f"| tick interval of `{name}` | {s.get('mean', '—')} | {s.get('p50', '—')} | {s.get('p95', '—')} |")
-    lines += ["", "| lag (oldest message age) | max (soak) | mean (soak) | max (whole run) | max depth (whole run) |",
-              "|---|---:|---:|---:|---:|"]
+        lines.append(
+            f"| tick interval of `{name}` | {s.get('mean', '—')} | {s.get('p50', '—')} | {s.get('p95', '—')} |"
+        )
+    lines += [
+        "",
+        "| lag (oldest message age) | max (soak) | mean (soak) | max (whole run) | max depth (whole run) |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for q, s in report["lag"]["soak"].items():
         w = report["lag"]["whole_run"].get(q, {})
-        lines.append(f"| `{q}` | {s['max_oldest_age_s']} s | {s['mean_oldest_age_s']} s | "
-                     f"{w.get('max_oldest_age_s', '—')} s | {w.get('max_depth', '—')} |")
+        lines.append(
+            f"| `{q}` | {s['max_oldest_age_s']} s | {s['mean_oldest_age_s']} s | "
+            f"{w.get('max_oldest_age_s', '—')} s | {w.get('max_depth', '—')} |"
+        )
     mem = report["memory_mb"]
     lines += ["", "| RSS (MB) | soak start | soak end | end (after faults) |", "|---|---:|---:|---:|"]
     for role in mem["soak_start"]:
-        lines.append(f"| {role} | {mem['soak_start'][role]} | {mem['soak_end'].get(role)} | {mem['end'].get(role)} |")
+        lines.append(
+            f"| {role} | {mem['soak_start'][role]} | {mem['soak_end'].get(role)} | {mem['end'].get(role)} |"
+        )
     runs = report["runs"]
-    lines += ["", f"Runs launched: {runs['total']} ({runs['during_soak']} in the soak phase, "
-              f"{runs['ingest_runs_per_minute_soak']} ingest runs/min): "
-              + ", ".join(f"`{j}` {dict(c)}" for j, c in runs["by_job"].items())]
+    lines += [
+        "",
+        f"Runs launched: {runs['total']} ({runs['during_soak']} in the soak phase, "
+        f"{runs['ingest_runs_per_minute_soak']} ingest runs/min): "
+        + ", ".join(f"`{j}` {dict(c)}" for j, c in runs["by_job"].items()),
+    ]
     if report["faults"]:
         lines += ["", "| fault | result | settled after | details |", "|---|---|---:|---|"]
         for f in report["faults"]:
@@ -386,14 +471,22 @@ def markdown(report: dict) -> str:
             d = {k: v for k, v in f["details"].items() if k != "accounting"}
             acc = f["details"].get("accounting", {})
             if acc:
-                d["accounting"] = (f"{acc['published']} = {acc['stored']} + {acc['dead_lettered_valid']}, "
-                                   f"{acc['missing']} lost, malformed {acc['malformed_in_dlq']}/{acc['malformed_sent']}")
-            settled = f"{f['recovered_s']} s" if f["recovered_s"] is not None else \
-                f"not within {report['options']['settle_timeout_s']:g} s"
+                d["accounting"] = (
+                    f"{acc['published']} = {acc['stored']} + {acc['dead_lettered_valid']}, "
+                    f"{acc['missing']} lost, malformed {acc['malformed_in_dlq']}/{acc['malformed_sent']}"
+                )
+            settled = (
+                f"{f['recovered_s']} s"
+                if f["recovered_s"] is not None
+                else f"not within {report['options']['settle_timeout_s']:g} s"
+            )
             lines.append(f"| {f['name']} | {result} | {settled} | {_md(json.dumps(d, default=str))} |")
     if report.get("supervisor_restarts"):
-        lines += ["", "Processes restarted by the harness (as a supervisor would; each fails the run): "
-                  + "; ".join(restart_text(r) for r in report["supervisor_restarts"])]
+        lines += [
+            "",
+            "Processes restarted by the harness (as a supervisor would; each fails the run): "
+            + "; ".join(restart_text(r) for r in report["supervisor_restarts"]),
+        ]
     return "\n".join(lines)
 
 
@@ -402,28 +495,46 @@ def _md(text: str) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[SoakOptions, argparse.Namespace]:
-    p = argparse.ArgumentParser(prog="python -m queue_assets_tests.soak.run", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m queue_assets_tests.soak.run",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--minutes", type=float, default=10.0, help="fault-free soak phase (default 10)")
     p.add_argument("--instances", type=int, default=20)
     p.add_argument("--rate", type=float, default=25.0, help="messages/s besides heartbeats (default 25)")
     p.add_argument("--heartbeat-every", type=float, default=10.0)
     p.add_argument("--faults", default="all", help=f"comma list of {', '.join(FAULTS)}; 'all' or 'none'")
-    p.add_argument("--port", type=int, default=3300, help="webserver port (3300-3399 for this project's soaks)")
+    p.add_argument(
+        "--port", type=int, default=3300, help="webserver port (3300-3399 for this project's soaks)"
+    )
     p.add_argument("--data-dir", type=Path, default=None)
     p.add_argument("--keep", action="store_true", help="keep the data folder (logs, database) afterwards")
-    p.add_argument("--vt", type=int, default=None, help="QUEUE_ASSETS_VISIBILITY_TIMEOUT_S for the hub (default 60)")
+    p.add_argument(
+        "--vt", type=int, default=None, help="QUEUE_ASSETS_VISIBILITY_TIMEOUT_S for the hub (default 60)"
+    )
     p.add_argument("--malformed", type=int, default=10_000)
     p.add_argument("--json", type=Path, default=None, help="write the full report here")
-    p.add_argument("--markdown", type=Path, default=None, help="write the tables for docs/reliability.md here")
+    p.add_argument(
+        "--markdown", type=Path, default=None, help="write the tables for docs/reliability.md here"
+    )
     a = p.parse_args(argv)
     faults = tuple(FAULTS) if a.faults == "all" else () if a.faults == "none" else tuple(a.faults.split(","))
     unknown = [f for f in faults if f not in FAULTS]
     if unknown:
         p.error(f"unknown fault(s) {unknown}; expected some of {', '.join(FAULTS)}")
-    opts = SoakOptions(minutes=a.minutes, instances=a.instances, rate=a.rate, heartbeat_every_s=a.heartbeat_every,
-                       faults=faults, port=a.port, data_dir=a.data_dir, keep=a.keep, visibility_timeout_s=a.vt,
-                       malformed=a.malformed)
+    opts = SoakOptions(
+        minutes=a.minutes,
+        instances=a.instances,
+        rate=a.rate,
+        heartbeat_every_s=a.heartbeat_every,
+        faults=faults,
+        port=a.port,
+        data_dir=a.data_dir,
+        keep=a.keep,
+        visibility_timeout_s=a.vt,
+        malformed=a.malformed,
+    )
     return opts, a
 
 

@@ -91,8 +91,9 @@ def run_scale(opts: ScaleOptions, log=print) -> dict:
 
 
 def publish_phase(hub: Hub, gql: HubGraphQL, opts: ScaleOptions, log) -> dict:
-    fleet = Fleet(hub.db_url, instances=opts.instances, rate=0, heartbeat_every_s=opts.heartbeat_every_s,
-                  prefix="scale")
+    fleet = Fleet(
+        hub.db_url, instances=opts.instances, rate=0, heartbeat_every_s=opts.heartbeat_every_s, prefix="scale"
+    )
     client = make_pgmq(hub.db_url, pool_size=1)
     kinds = ["pattern_detection"] * 15 + ["code_analysis"] * 2 + ["learned_patterns"] * 3
     n = opts.instances
@@ -120,14 +121,21 @@ def publish_phase(hub: Hub, gql: HubGraphQL, opts: ScaleOptions, log) -> dict:
             send_checked_batch(client, batch)
             send_s.append(time.monotonic() - t)
             if time.time() >= next_sample:
-                lag.append({"t": round(time.time() - start, 1), **{q: v for q, v in metrics.queue_lag(hub.db_url).items()}})
+                lag.append(
+                    {
+                        "t": round(time.time() - start, 1),
+                        **{q: v for q, v in metrics.queue_lag(hub.db_url).items()},
+                    }
+                )
                 next_sample += 5
             time.sleep(max(0.0, 1.0 - (time.monotonic() - t)))
     finally:
         client.pool.close()
     publish_end = time.time()
     records = fleet.snapshot()
-    log(f"published {len(records)} messages from {n} instances in {publish_end - start:.0f}s; waiting for the drain")
+    log(
+        f"published {len(records)} messages from {n} instances in {publish_end - start:.0f}s; waiting for the drain"
+    )
     deadline = time.monotonic() + opts.drain_timeout_s
     with psycopg.connect(hub.db_url) as conn:
         while (left := accounting.unaccounted(conn, records)) and time.monotonic() < deadline:
@@ -135,19 +143,30 @@ def publish_phase(hub: Hub, gql: HubGraphQL, opts: ScaleOptions, log) -> dict:
         drained_s = time.time() - publish_end
         acc = accounting.account(conn, records, 0)
         ledger = accounting.fetch_ledger(conn)
-        instances = conn.execute("SELECT count(*) FROM hub.instances WHERE last_heartbeat IS NOT NULL").fetchone()[0]
+        instances = conn.execute(
+            "SELECT count(*) FROM hub.instances WHERE last_heartbeat IS NOT NULL"
+        ).fetchone()[0]
         conn.commit()
     keys = {r.key for r in records}
     max_age = {q: max((s[q]["oldest_age_s"] for s in lag), default=0) for q in CONSUMED_QUEUES}
     runs = gql.runs(created_after=start - 5)
     return {
-        "publish": {"instances": n, "messages": len(records), "seconds": round(publish_end - start, 1),
-                    "msgs_per_s": round(len(records) / max(1e-9, publish_end - start), 1),
-                    "send_batch_s": metrics.summary(send_s)},
-        "ingest": {"drained_after_publish_s": round(drained_s, 1), "unaccounted_at_deadline": left,
-                   "max_oldest_age_s": max_age, "latency": metrics.latency(ledger, keys),
-                   "ingest_runs": sum(1 for r in runs if r.job.startswith("ingest_")),
-                   "instances_known": instances, "memory_mb": {"start": rss_start, "end": hub.rss_mb()}},
+        "publish": {
+            "instances": n,
+            "messages": len(records),
+            "seconds": round(publish_end - start, 1),
+            "msgs_per_s": round(len(records) / max(1e-9, publish_end - start), 1),
+            "send_batch_s": metrics.summary(send_s),
+        },
+        "ingest": {
+            "drained_after_publish_s": round(drained_s, 1),
+            "unaccounted_at_deadline": left,
+            "max_oldest_age_s": max_age,
+            "latency": metrics.latency(ledger, keys),
+            "ingest_runs": sum(1 for r in runs if r.job.startswith("ingest_")),
+            "instances_known": instances,
+            "memory_mb": {"start": rss_start, "end": hub.rss_mb()},
+        },
         "accounting": acc.summary(),
         "lag_series": lag,
     }
@@ -177,10 +196,13 @@ def fanout_phase(hub: Hub, gql: HubGraphQL, opts: ScaleOptions, jobs: set[str], 
         return out
     dist = gql.wait_run(dist.run_id, opts.run_timeout_s)
     meta = materialization_metadata(gql, "pattern_distribution", dist.run_id)
-    out["distribution_run"] = {"status": dist.status, "run_s": _dur(dist),
-                               "inbox_copies_reported": meta.get("inbox_copies"),
-                               "active_instances": meta.get("active_instances"),
-                               "inboxes_created": meta.get("inboxes_created")}
+    out["distribution_run"] = {
+        "status": dist.status,
+        "run_s": _dur(dist),
+        "inbox_copies_reported": meta.get("inbox_copies"),
+        "active_instances": meta.get("active_instances"),
+        "inboxes_created": meta.get("inboxes_created"),
+    }
     if dist.status != "SUCCESS":
         out["distribution_error"] = gql.failure_text(dist.run_id)[:500]
     with psycopg.connect(hub.db_url) as conn:
@@ -192,8 +214,11 @@ def fanout_phase(hub: Hub, gql: HubGraphQL, opts: ScaleOptions, jobs: set[str], 
 def _runs_pattern_distribution(run) -> bool:
     """A run of `pattern_distribution`: the automation sensor's (an `__ASSET_JOB` run whose tags name
     the sensor, not the asset) or one of the job that selects it."""
-    return (run.tags.get("dagster/sensor_name") == PATTERN_SYNC_SENSOR or run.job == PATTERN_SYNC_JOB
-            or "pattern_distribution" in run.tags.get("dagster/asset_selection", ""))
+    return (
+        run.tags.get("dagster/sensor_name") == PATTERN_SYNC_SENSOR
+        or run.job == PATTERN_SYNC_JOB
+        or "pattern_distribution" in run.tags.get("dagster/asset_selection", "")
+    )
 
 
 def inbox_copies(conn: psycopg.Connection, instance_ids: list[str]) -> dict:
@@ -203,35 +228,62 @@ def inbox_copies(conn: psycopg.Connection, instance_ids: list[str]) -> dict:
     existing = {r[0] for r in conn.execute("SELECT queue_name FROM pgmq.list_queues()")}
     inboxes = [inbox_queue_for(i) for i in instance_ids]
     for start in range(0, len(inboxes), 200):
-        part = [q for q in inboxes[start:start + 200] if q in existing]
-        missing_inbox += [q for q in inboxes[start:start + 200] if q not in existing]
+        part = [q for q in inboxes[start : start + 200] if q in existing]
+        missing_inbox += [q for q in inboxes[start : start + 200] if q not in existing]
         if not part:
             continue
         query = sql.SQL(" UNION ALL ").join(
-            sql.SQL("SELECT {name}::text, md5(message::text) FROM pgmq.{t} WHERE message->>'type' = 'aggregated_patterns'")
-            .format(name=sql.Literal(q), t=sql.Identifier("q_" + q)) for q in part)
+            sql.SQL(
+                "SELECT {name}::text, md5(message::text) FROM pgmq.{t} WHERE message->>'type' = 'aggregated_patterns'"
+            ).format(name=sql.Literal(q), t=sql.Identifier("q_" + q))
+            for q in part
+        )
         for inbox, digest in conn.execute(query):
             per_pub.setdefault(digest, {})
             per_pub[digest][inbox] = per_pub[digest].get(inbox, 0) + 1
     conn.commit()
     pubs = []
     for digest, counts in per_pub.items():
-        pubs.append({"publication": digest[:12], "inboxes": len(counts),
-                     "inboxes_with_one_copy": sum(1 for n in counts.values() if n == 1),
-                     "inboxes_with_more": sum(1 for n in counts.values() if n > 1)})
-    exact = bool(pubs) and not missing_inbox and all(
-        p["inboxes"] == len(instance_ids) == p["inboxes_with_one_copy"] for p in pubs)
-    summary = (f"{len(pubs)} publication(s); " + "; ".join(
-        f"{p['inboxes_with_one_copy']}/{len(instance_ids)} inboxes hold exactly one copy, {p['inboxes_with_more']} more"
-        for p in pubs) + (f"; {len(missing_inbox)} inboxes missing" if missing_inbox else ""))
-    return {"publications": pubs, "missing_inboxes": len(missing_inbox), "exactly_once": exact, "summary": summary}
+        pubs.append(
+            {
+                "publication": digest[:12],
+                "inboxes": len(counts),
+                "inboxes_with_one_copy": sum(1 for n in counts.values() if n == 1),
+                "inboxes_with_more": sum(1 for n in counts.values() if n > 1),
+            }
+        )
+    exact = (
+        bool(pubs)
+        and not missing_inbox
+        and all(p["inboxes"] == len(instance_ids) == p["inboxes_with_one_copy"] for p in pubs)
+    )
+    summary = (
+        f"{len(pubs)} publication(s); "
+        + "; ".join(
+            f"{p['inboxes_with_one_copy']}/{len(instance_ids)} inboxes hold exactly one copy, {p['inboxes_with_more']} more"
+            for p in pubs
+        )
+        + (f"; {len(missing_inbox)} inboxes missing" if missing_inbox else "")
+    )
+    return {
+        "publications": pubs,
+        "missing_inboxes": len(missing_inbox),
+        "exactly_once": exact,
+        "summary": summary,
+    }
 
 
 def statistics_run(gql: HubGraphQL, timeout_s: float) -> dict:
     run, launches = gql.run_to_end(STATISTICS_JOB, timeout_s)
     meta = materialization_metadata(gql, "queue_statistics", run.run_id)
-    return {"status": run.status, "run_s": _dur(run), "launches": launches, "asset_elapsed_s": meta.get("elapsed_seconds"),
-            "queues": meta.get("total.queues"), "inboxes": meta.get("total.inboxes")}
+    return {
+        "status": run.status,
+        "run_s": _dur(run),
+        "launches": launches,
+        "asset_elapsed_s": meta.get("elapsed_seconds"),
+        "queues": meta.get("total.queues"),
+        "inboxes": meta.get("total.inboxes"),
+    }
 
 
 def _dur(run) -> float | None:
@@ -242,14 +294,18 @@ def scale_problems(report: dict, opts: ScaleOptions) -> list[str]:
     out = list(report.get("accounting", {}).get("problems", []))
     ingest = report.get("ingest", {})
     if ingest.get("unaccounted_at_deadline"):
-        out.append(f"ingest did not keep up: {ingest['unaccounted_at_deadline']} messages not stored "
-                   f"{opts.drain_timeout_s:.0f}s after publishing stopped")
+        out.append(
+            f"ingest did not keep up: {ingest['unaccounted_at_deadline']} messages not stored "
+            f"{opts.drain_timeout_s:.0f}s after publishing stopped"
+        )
     for q, age in ingest.get("max_oldest_age_s", {}).items():
         if age > opts.max_lag_s:
             out.append(f"lag on {q} reached {age}s (bound {opts.max_lag_s:g}s)")
     if ingest and ingest.get("instances_known") != opts.instances:
-        out.append(f"hub.instances knows {ingest.get('instances_known')} instances with a heartbeat, "
-                   f"expected {opts.instances}")
+        out.append(
+            f"hub.instances knows {ingest.get('instances_known')} instances with a heartbeat, "
+            f"expected {opts.instances}"
+        )
     fan = report.get("fanout", {})
     if "skipped" not in fan:
         if fan.get("distribution_run", {}).get("status") != "SUCCESS":
@@ -263,6 +319,8 @@ def scale_problems(report: dict, opts: ScaleOptions) -> list[str]:
         if st.get("status") != "SUCCESS":
             out.append(f"{key}: queue_statistics ended {st.get('status')}")
         elif st.get("asset_elapsed_s") is None or st["asset_elapsed_s"] >= STATISTICS_LIMIT_S:
-            out.append(f"{key}: queue_statistics measured the queues in {st.get('asset_elapsed_s')}s "
-                       f"(limit {STATISTICS_LIMIT_S:g}s)")
+            out.append(
+                f"{key}: queue_statistics measured the queues in {st.get('asset_elapsed_s')}s "
+                f"(limit {STATISTICS_LIMIT_S:g}s)"
+            )
     return out

@@ -27,7 +27,10 @@ from .run import Soak, SoakOptions, markdown
 
 # The whole module (one soak) must end in well under 10 minutes on a quiet machine; the hard stop is
 # generous for a loaded one and can be raised with QUEUE_ASSETS_SOAK_TIMEOUT_S.
-pytestmark = [pytest.mark.soak, pytest.mark.timeout(int(os.environ.get("QUEUE_ASSETS_SOAK_TIMEOUT_S", "900")))]
+pytestmark = [
+    pytest.mark.soak,
+    pytest.mark.timeout(int(os.environ.get("QUEUE_ASSETS_SOAK_TIMEOUT_S", "900"))),
+]
 
 
 @pytest.fixture(scope="module")
@@ -35,9 +38,15 @@ def soak_report() -> dict:
     # Not pytest's tmp_path: another pytest session on the machine prunes old numbered tmp folders,
     # and the embedded server (running as its own user) would lose its data folder mid-run.
     data_dir = Path(tempfile.mkdtemp(prefix="qa-soak-ci-"))
-    opts = SoakOptions(minutes=float(os.environ.get("QUEUE_ASSETS_SOAK_MINUTES", "2")), port=free_port(range(3300, 3400)),
-                       data_dir=data_dir, visibility_timeout_s=30, settle_timeout_s=240, drain_timeout_s=240,
-                       ready_timeout_s=240)
+    opts = SoakOptions(
+        minutes=float(os.environ.get("QUEUE_ASSETS_SOAK_MINUTES", "2")),
+        port=free_port(range(3300, 3400)),
+        data_dir=data_dir,
+        visibility_timeout_s=30,
+        settle_timeout_s=240,
+        drain_timeout_s=240,
+        ready_timeout_s=240,
+    )
     report = Soak(opts).run()
     out = os.environ.get("QUEUE_ASSETS_SOAK_REPORT")
     if out:
@@ -97,7 +106,11 @@ def test_the_data_tables_hold_exactly_the_rows_of_the_stored_messages(soak_repor
 
 
 def test_the_queues_are_empty_at_the_end(soak_report):
-    assert soak_report["queue_depth_at_end"] == {"pattern_messages": 0, "learned_patterns": 0, "instance_heartbeat": 0}
+    assert soak_report["queue_depth_at_end"] == {
+        "pattern_messages": 0,
+        "learned_patterns": 0,
+        "instance_heartbeat": 0,
+    }
 
 
 @pytest.mark.parametrize("fault", list(FAULTS))
@@ -147,8 +160,11 @@ def test_memory_of_webserver_daemon_and_code_servers_does_not_grow_without_bound
 
 def test_only_the_daemons_sensors_launched_ingest_runs(soak_report):
     ingest = {j: c for j, c in soak_report["runs"]["by_job"].items() if j.startswith("ingest_")}
-    assert set(ingest) == {"ingest_pattern_messages_job", "ingest_learned_patterns_job",
-                           "ingest_instance_heartbeat_job"}
+    assert set(ingest) == {
+        "ingest_pattern_messages_job",
+        "ingest_learned_patterns_job",
+        "ingest_instance_heartbeat_job",
+    }
     assert soak_report["runs"]["ingest_runs_per_minute_soak"] > 0
 
 

@@ -16,8 +16,15 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from queue_assets.settings import project_root
 
 CHROMIUM = os.environ.get("QUEUE_ASSETS_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
 VIEWPORT = {"width": 1280, "height": 800}
 # Pages are slow to render when the machine is busy (the UI bundle is several MB of JavaScript).
 PAGE_TIMEOUT_MS = 120_000
@@ -34,8 +41,10 @@ def screenshot_dir() -> Path:
 @contextlib.contextmanager
 def chromium() -> Iterator[Browser]:
     if not Path(CHROMIUM).exists():
-        raise FileNotFoundError(f"{CHROMIUM} does not exist: install Debian's chromium "
-                                f"(apt-get install -y chromium; .ci/run does) or set QUEUE_ASSETS_CHROMIUM")
+        raise FileNotFoundError(
+            f"{CHROMIUM} does not exist: install Debian's chromium "
+            f"(apt-get install -y chromium; .ci/run does) or set QUEUE_ASSETS_CHROMIUM"
+        )
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
@@ -46,7 +55,9 @@ def chromium() -> Iterator[Browser]:
 
 def failure_dir() -> Path:
     """Where a page that failed an assertion is saved (not docs/): QUEUE_ASSETS_UI_FAILURE_DIR."""
-    path = Path(os.environ.get("QUEUE_ASSETS_UI_FAILURE_DIR") or Path(tempfile.gettempdir()) / "qa-ui-failures")
+    path = Path(
+        os.environ.get("QUEUE_ASSETS_UI_FAILURE_DIR") or Path(tempfile.gettempdir()) / "qa-ui-failures"
+    )
     path.mkdir(parents=True, exist_ok=True)
     return path
 

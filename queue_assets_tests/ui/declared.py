@@ -63,8 +63,13 @@ class Declared:
             if job.executor_def.name == "multi_or_in_process_executor":
                 in_process_capable.add(name)
         sensors = [defs.resolve_sensor_def(s.name) for s in defs.sensors or []]
-        sensor_jobs = {t.job_name for s in sensors if s.default_status == dg.DefaultSensorStatus.RUNNING
-                       for t in s.targets if t.job_name in jobs}
+        sensor_jobs = {
+            t.job_name
+            for s in sensors
+            if s.default_status == dg.DefaultSensorStatus.RUNNING
+            for t in s.targets
+            if t.job_name in jobs
+        }
         schedules = list(defs.schedules or [])
         return cls(
             assets=frozenset(assets),
@@ -80,7 +85,9 @@ class Declared:
             groups=groups,
             sensor_status={s.name: s.default_status.value for s in sensors},
             schedule_status={s.name: s.default_status.value for s in schedules},
-            sensor_jobs_of={s.name: frozenset(t.job_name for t in s.targets if t.job_name in jobs) for s in sensors},
+            sensor_jobs_of={
+                s.name: frozenset(t.job_name for t in s.targets if t.job_name in jobs) for s in sensors
+            },
             schedule_job={s.name: s.job_name for s in schedules},
             schedule_cron={s.name: str(s.cron_schedule) for s in schedules},
         )

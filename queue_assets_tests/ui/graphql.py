@@ -81,7 +81,9 @@ class DagsterGraphQL:
         self.timeout_s = timeout_s
 
     def query(self, text: str, variables: dict | None = None) -> dict:
-        r = requests.post(self.url, json={"query": text, "variables": variables or {}}, timeout=self.timeout_s)
+        r = requests.post(
+            self.url, json={"query": text, "variables": variables or {}}, timeout=self.timeout_s
+        )
         r.raise_for_status()
         body = r.json()
         if body.get("errors"):
@@ -147,15 +149,23 @@ class DagsterGraphQL:
         if asset["__typename"] != "Asset":
             return []  # AssetNotFoundError: never materialized
         return [
-            Materialization(m["runId"], m["partition"],
-                            {e["label"]: e["intValue"] for e in m["metadataEntries"]
-                             if e["__typename"] == "IntMetadataEntry"})
+            Materialization(
+                m["runId"],
+                m["partition"],
+                {
+                    e["label"]: e["intValue"]
+                    for e in m["metadataEntries"]
+                    if e["__typename"] == "IntMetadataEntry"
+                },
+            )
             for m in asset["assetMaterializations"]
         ]
 
     def check_executions(self, key: tuple[str, ...], name: str) -> list[dict]:
         """[{runId, status}] newest first; status is SUCCEEDED, FAILED, IN_PROGRESS, SKIPPED or EXECUTION_FAILED."""
-        return self.query(_CHECK_EXECUTIONS, {"key": {"path": list(key)}, "name": name})["assetCheckExecutions"]
+        return self.query(_CHECK_EXECUTIONS, {"key": {"path": list(key)}, "name": name})[
+            "assetCheckExecutions"
+        ]
 
     # -- runs --------------------------------------------------------------------------------
 

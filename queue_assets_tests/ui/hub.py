@@ -82,22 +82,41 @@ class Hub:
 
     def logs(self, lines: int = 40) -> str:
         """The tail of every process log, for assertion messages."""
-        return "\n".join(f"--- {name} (last {lines} lines)\n{_tail(self.log_path(name), lines)}"
-                         for name in self.processes)
+        return "\n".join(
+            f"--- {name} (last {lines} lines)\n{_tail(self.log_path(name), lines)}" for name in self.processes
+        )
 
     def _spawn(self, name: str, argv: list[str]) -> None:
         log = self.log_path(name).open("ab")
         # A session of its own: teardown signals the whole group, never anything else.
         self.processes[name] = subprocess.Popen(
-            argv, env=self.env, cwd=project_root(), stdout=log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True)
+            argv,
+            env=self.env,
+            cwd=project_root(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         log.close()
 
     def start_processes(self) -> None:
         # `dagster dev` shares one code server between the webserver and the daemon: one Python
         # process loading the definitions instead of two, which matters on a 2-core machine.
-        self._spawn("dev", [sys.executable, "-m", "queue_assets.cli", "dev", "--no-demo",
-                            "--host", "127.0.0.1", "--port", str(self.port)])
+        self._spawn(
+            "dev",
+            [
+                sys.executable,
+                "-m",
+                "queue_assets.cli",
+                "dev",
+                "--no-demo",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+            ],
+        )
 
     def wait_until_serving(self, timeout_s: float) -> None:
         """Until the webserver answers GraphQL; fails early if a process exits."""
@@ -105,7 +124,9 @@ class Hub:
         while time.monotonic() < deadline:
             for name, proc in self.processes.items():
                 if proc.poll() is not None:
-                    raise HubStartError(f"`queue-assets {name}` exited with code {proc.returncode}\n{self.logs()}")
+                    raise HubStartError(
+                        f"`queue-assets {name}` exited with code {proc.returncode}\n{self.logs()}"
+                    )
             try:
                 r = requests.post(self.graphql_url, json={"query": "{ version }"}, timeout=5)
                 if r.ok and r.json().get("data", {}).get("version"):
@@ -113,7 +134,9 @@ class Hub:
             except (requests.RequestException, ValueError):
                 pass
             time.sleep(1)
-        raise HubStartError(f"webserver did not answer {self.graphql_url} within {timeout_s:.0f}s\n{self.logs()}")
+        raise HubStartError(
+            f"webserver did not answer {self.graphql_url} within {timeout_s:.0f}s\n{self.logs()}"
+        )
 
     def stop(self, grace_s: float = 15) -> None:
         """Terminate the process group and every descendant (code server, webserver, daemon, run

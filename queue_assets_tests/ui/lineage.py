@@ -36,8 +36,10 @@ class LineageReport:
     """Jobs not launched because their assets had materialized already (by an automation sensor)."""
 
     def describe(self) -> str:
-        lines = [f"{r.job} ({r.run_id[:8]}): {r.status}" + "".join(f"\n    {e[:400]}" for e in r.errors)
-                 for r in self.runs]
+        lines = [
+            f"{r.job} ({r.run_id[:8]}): {r.status}" + "".join(f"\n    {e[:400]}" for e in r.errors)
+            for r in self.runs
+        ]
         lines += [f"{job}: not launched: {why}" for job, why in self.blocked.items()]
         lines += [f"{job}: not launched: its assets had materialized already" for job in self.skipped]
         return "\n".join(lines) or "(no jobs)"
@@ -52,7 +54,9 @@ def ingest_totals(gql: DagsterGraphQL, assets: set[AssetPath], metric: str) -> d
     return {k: sum(m.ints.get(metric, 0) for m in gql.materializations(k)) for k in assets}
 
 
-def wait_for_ingest(gql: DagsterGraphQL, expected_stored: dict[AssetPath, int], timeout_s: float) -> dict[AssetPath, int]:
+def wait_for_ingest(
+    gql: DagsterGraphQL, expected_stored: dict[AssetPath, int], timeout_s: float
+) -> dict[AssetPath, int]:
     """Poll every second until each ingest asset's materializations together report `expected_stored`
     (or more), or the deadline; returns the totals seen last. (An ingest run lingers on its empty
     queue for a while after its materialization; there is no need to wait for that.)"""
@@ -82,8 +86,9 @@ def upstream_materializable(loaded: Loaded, keys: set[AssetPath]) -> set[AssetPa
     return out
 
 
-def materialize_lineage(gql: DagsterGraphQL, declared: Declared, loaded: Loaded, timeout_s: float,
-                        log=print) -> LineageReport:
+def materialize_lineage(
+    gql: DagsterGraphQL, declared: Declared, loaded: Loaded, timeout_s: float, log=print
+) -> LineageReport:
     """Launch every asset job of `declared` that sensors do not launch, each once its upstream assets
     have materialized; wait for each wave. Jobs whose assets have all materialized already (e.g. by
     an automation sensor) are not launched again."""

@@ -5,7 +5,7 @@ embedded bare remote that `queue-assets init` creates), and `GITHUB_REPOSITORY`,
 `GITHUB_API_URL`. Leaving the fields unset keeps secrets out of the resource's config (which the UI
 shows); to pass the token explicitly, use `GitHubResource(token=dg.EnvVar("GITHUB_TOKEN"))`, which
 the UI shows by name only. A token, or credentials inside TEMPLATES_REPO_URL, never reach a log
-line, metadata or an error text (`gitrepo.redact`).
+line, metadata or an error text (`redact.redact`).
 """
 
 from __future__ import annotations
@@ -18,16 +18,16 @@ from pathlib import Path
 
 import dagster as dg
 
-from ..gitrepo import (
+from ..redact import redact
+from ..settings import Settings, SettingsError
+from .github import GitHubPullRequests, GitHubSettings
+from .repo import (
     GitAuth,
     WorkCopy,
     ensure_embedded_templates_remote,
     open_work_copy,
-    redact,
     validate_remote_url,
 )
-from ..settings import Settings, SettingsError
-from .github import GitHubPullRequests, GitHubSettings
 
 _WORK_NAME_RE = re.compile(r"^[a-z][a-z0-9_\-]{0,40}$")
 
@@ -63,8 +63,12 @@ class TemplatesRepoResource(dg.ConfigurableResource):
         (e.g. `export`, `distribution`) so users never share a work tree."""
         if not _WORK_NAME_RE.match(name):
             raise ValueError(f"work copy name {name!r} is not allowed (lower-case letters, digits, '_', '-')")
-        with open_work_copy(self.remote_url(), self.data_path() / "git" / "work" / name, auth=auth,
-                            lock_timeout_s=self.lock_timeout_s) as wc:
+        with open_work_copy(
+            self.remote_url(),
+            self.data_path() / "git" / "work" / name,
+            auth=auth,
+            lock_timeout_s=self.lock_timeout_s,
+        ) as wc:
             yield wc
 
 
@@ -86,5 +90,6 @@ class GitHubResource(dg.ConfigurableResource):
         settings = self.github_settings()
         if settings is None:
             return None
-        return GitHubPullRequests(settings, timeout_s=self.timeout_s, retries=self.retries,
-                                  backoff_s=self.retry_backoff_s)
+        return GitHubPullRequests(
+            settings, timeout_s=self.timeout_s, retries=self.retries, backoff_s=self.retry_backoff_s
+        )

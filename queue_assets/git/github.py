@@ -20,8 +20,9 @@ from urllib.parse import urlsplit
 
 import requests
 
-from ..gitrepo import GitAuth, redact
+from ..redact import redact
 from ..settings import SettingsError
+from .repo import GitAuth
 
 DEFAULT_API_URL = "https://api.github.com"
 _REPO_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,100}$")
@@ -61,23 +62,34 @@ class GitHubSettings:
             return None
         problems = []
         if not repository:
-            problems.append("GITHUB_REPOSITORY is not set but GITHUB_TOKEN is: set it to owner/name to open "
-                            "pull requests, or unset GITHUB_TOKEN for a branch-only export")
+            problems.append(
+                "GITHUB_REPOSITORY is not set but GITHUB_TOKEN is: set it to owner/name to open "
+                "pull requests, or unset GITHUB_TOKEN for a branch-only export"
+            )
         elif not _REPO_RE.match(repository) or repository.split("/", 1)[1] in (".", ".."):
-            problems.append(f"GITHUB_REPOSITORY={repository[:100]!r}: expected owner/name, e.g. acme/templates_data")
+            problems.append(
+                f"GITHUB_REPOSITORY={repository[:100]!r}: expected owner/name, e.g. acme/templates_data"
+            )
         if not token:
-            problems.append(f"GITHUB_TOKEN is not set but GITHUB_REPOSITORY={repository[:100]!r} is: set a token "
-                            "allowed to open pull requests, or unset GITHUB_REPOSITORY for a branch-only export")
+            problems.append(
+                f"GITHUB_TOKEN is not set but GITHUB_REPOSITORY={repository[:100]!r} is: set a token "
+                "allowed to open pull requests, or unset GITHUB_REPOSITORY for a branch-only export"
+            )
         elif any(c.isspace() or ord(c) < 32 for c in token) or len(token) < 8:
-            problems.append("GITHUB_TOKEN: not a token (shorter than 8 characters, or holds whitespace); "
-                            "its value is not shown")
+            problems.append(
+                "GITHUB_TOKEN: not a token (shorter than 8 characters, or holds whitespace); "
+                "its value is not shown"
+            )
         parts = urlsplit(api_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            problems.append(f"GITHUB_API_URL={redact(api_url)[:100]!r}: expected an http(s) URL such as "
-                            f"{DEFAULT_API_URL}")
+            problems.append(
+                f"GITHUB_API_URL={redact(api_url)[:100]!r}: expected an http(s) URL such as {DEFAULT_API_URL}"
+            )
         elif "@" in parts.netloc:
-            problems.append(f"GITHUB_API_URL={redact(api_url)[:100]!r}: must not hold credentials; "
-                            "the token goes in GITHUB_TOKEN")
+            problems.append(
+                f"GITHUB_API_URL={redact(api_url)[:100]!r}: must not hold credentials; "
+                "the token goes in GITHUB_TOKEN"
+            )
         if problems:
             raise SettingsError(problems)
         return cls(repository=repository, token=token, api_url=api_url.rstrip("/"))
@@ -105,8 +117,15 @@ class GitHubPullRequests:
 
     name = "github"
 
-    def __init__(self, settings: GitHubSettings, *, timeout_s: float = 30.0, retries: int = 2,
-                 backoff_s: float = 1.0, session: requests.Session | None = None):
+    def __init__(
+        self,
+        settings: GitHubSettings,
+        *,
+        timeout_s: float = 30.0,
+        retries: int = 2,
+        backoff_s: float = 1.0,
+        session: requests.Session | None = None,
+    ):
         self.settings = settings
         self.timeout_s = timeout_s
         self.retries = retries
@@ -114,9 +133,6 @@ class GitHubPullRequests:
         self.session = session or requests.Session()
         self.session.trust_env = False  # no ~/.netrc credentials mixed in with ours
         self._base = f"{settings.api_url}/repos/{settings.repository}"
-
-    def _redact(self, text: str) -> str:
-        return redact(text, (self.settings.token,))
 
     def _call(self, method: str, path: str, **kwargs) -> requests.Response:
         headers = {
@@ -129,8 +145,14 @@ class GitHubPullRequests:
         for attempt in range(self.retries + 1):
             problem = None
             try:
-                resp = self.session.request(method, self._base + path, headers=headers,
-                                            timeout=self.timeout_s, allow_redirects=False, **kwargs)
+                resp = self.session.request(
+                    method,
+                    self._base + path,
+                    headers=headers,
+                    timeout=self.timeout_s,
+                    allow_redirects=False,
+                    **kwargs,
+                )
             except requests.RequestException as exc:
                 problem = f"{type(exc).__name__}: {exc}"
                 resp = None
@@ -141,7 +163,9 @@ class GitHubPullRequests:
                 continue
             if resp is not None:
                 return resp
-            raise PullRequestError(self._redact(f"GitHub API {where} could not be reached: {problem}"))
+            raise PullRequestError(
+                redact(f"GitHub API {where} could not be reached: {problem}", (self.settings.token,))
+            )
         raise AssertionError("unreachable")
 
     def _fail(self, resp: requests.Response, what: str) -> PullRequestError:
@@ -152,8 +176,11 @@ class GitHubPullRequests:
             404: " (no such repository, or the token cannot see it: check GITHUB_REPOSITORY)",
         }.get(resp.status_code, "")
         return PullRequestError(
-            self._redact(f"GitHub API: {what} on {self.settings.repository} failed with HTTP "
-                         f"{resp.status_code}: {reason}{hint}"),
+            redact(
+                f"GitHub API: {what} on {self.settings.repository} failed with HTTP "
+                f"{resp.status_code}: {reason}{hint}",
+                (self.settings.token,),
+            ),
             status=resp.status_code,
         )
 
@@ -181,8 +208,11 @@ class GitHubPullRequests:
         existing = self.find_open(head, base)
         if existing is not None:
             return self._update(existing, title, body)
-        resp = self._call("POST", "/pulls", json={"title": title, "head": head, "base": base, "body": body,
-                                                  "maintainer_can_modify": True})
+        resp = self._call(
+            "POST",
+            "/pulls",
+            json={"title": title, "head": head, "base": base, "body": body, "maintainer_can_modify": True},
+        )
         if resp.status_code == 201:
             data = resp.json()
             return PullRequest(data["number"], data.get("html_url"), "created")

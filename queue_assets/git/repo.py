@@ -10,8 +10,8 @@ Plain Python on GitPython, no Dagster. What lives here:
   result (GitPython does not raise on a rejected push; `GitPushRejected` carries the remote's words);
 - `ensure_embedded_templates_remote(data_dir)`: the local bare `templates_data` remote with sample
   templates that a new machine gets from `queue-assets init`;
-- `split_credentials`, `redact`, `validate_remote_url`: credentials never reach a command line,
-  `.git/config`, a log line or an error text.
+- `split_credentials`, `validate_remote_url`: credentials never reach a command line or
+  `.git/config`; every error text goes through `redact.redact` with the remote's secrets.
 
 Credentials: a user:token in an https URL is taken out of the URL before git sees it and handed to
 git as an `Authorization` header through `GIT_CONFIG_*` environment variables, so the work copy's
@@ -36,6 +36,8 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import git
 
+from ..redact import redact
+
 COMMITTER_NAME = "queue_assets"
 COMMITTER_EMAIL = "queue-assets@localhost"
 TEMPLATES_REMOTE_NAME = "templates_data.git"
@@ -43,7 +45,6 @@ SHA_RE = re.compile(r"^[0-9a-f]{4,64}$")
 _PUSH_FAILED = (
     git.PushInfo.ERROR | git.PushInfo.REJECTED | git.PushInfo.REMOTE_REJECTED | git.PushInfo.REMOTE_FAILURE
 )
-_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^/@\s'\"]+@")
 
 
 class GitError(RuntimeError):
@@ -80,15 +81,6 @@ class GitAuth:
         return tuple(s for s in (self.secret, base64.b64encode(raw).decode()) if s)
 
 
-def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    """`text` with any URL user-info (`https://user:token@`) and each known secret replaced by `***`."""
-    text = _URL_USERINFO.sub(r"\1***@", text)
-    for secret in secrets:
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "***")
-    return text
-
-
 def split_credentials(url: str) -> tuple[str, GitAuth | None]:
     """(URL without user-info, credentials) for http(s) URLs; other URLs are returned as they are.
 
@@ -117,7 +109,9 @@ def validate_remote_url(url: str, variable: str = "TEMPLATES_REPO_URL") -> str:
     if not url or not url.strip():
         raise ValueError(f"{variable} is empty; expected a Git URL or a path to a repository")
     if url != url.strip() or any(ord(c) < 32 or c == "\x7f" for c in url):
-        raise ValueError(f"{variable}={shown!r}: must not start or end with whitespace or hold control characters")
+        raise ValueError(
+            f"{variable}={shown!r}: must not start or end with whitespace or hold control characters"
+        )
     if url.startswith("-"):
         raise ValueError(f"{variable}={shown!r}: must not start with '-' (git would read it as an option)")
     if "::" in url:
@@ -146,8 +140,13 @@ def _git_env(auth: GitAuth | None) -> dict[str, str]:
         "GIT_COMMITTER_EMAIL": COMMITTER_EMAIL,
     }
     if auth is not None:
-        env.update({"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "http.extraHeader",
-                    "GIT_CONFIG_VALUE_0": auth.header()})
+        env.update(
+            {
+                "GIT_CONFIG_COUNT": "1",
+                "GIT_CONFIG_KEY_0": "http.extraHeader",
+                "GIT_CONFIG_VALUE_0": auth.header(),
+            }
+        )
     return env
 
 
@@ -167,7 +166,7 @@ def _remote_lines(progress: _Progress) -> list[str]:
     for line in [*progress.other_lines, *progress.error_lines, *progress.lines]:
         line = line.strip()
         if line.startswith("remote:"):
-            text = line[len("remote:"):].strip()
+            text = line[len("remote:") :].strip()
             if text and not re.match(r"^(Resolving deltas|Counting objects|Compressing objects)", text):
                 out.append(text)
         elif line.startswith(("error:", "fatal:", "hint:")) and line not in out:
@@ -196,9 +195,6 @@ class WorkCopy:
     def path(self) -> Path:
         return Path(self.repo.working_tree_dir)
 
-    def redact(self, text: str) -> str:
-        return redact(text, self._secrets)
-
     @contextlib.contextmanager
     def _errors(self, what: str) -> Iterator[None]:
         problem = None
@@ -210,7 +206,7 @@ class WorkCopy:
         # The message is built outside the except block so the original exception (whose text
         # holds the command line) is not chained into what Dagster shows.
         if problem is not None:
-            raise GitError(self.redact(problem))
+            raise GitError(redact(problem, self._secrets))
 
     def fetch(self) -> None:
         with self._errors(f"git fetch from {redact(self.url)}"):
@@ -259,8 +255,11 @@ class WorkCopy:
         return how
 
     def write_files(
-        self, files: Iterable[tuple[str, str | bytes]] | Mapping[str, str | bytes], *,
-        folder: str, prune: bool = True,
+        self,
+        files: Iterable[tuple[str, str | bytes]] | Mapping[str, str | bytes],
+        *,
+        folder: str,
+        prune: bool = True,
     ) -> list[str]:
         """Write files (paths relative to `folder`) into the work tree; return the paths written.
 
@@ -272,7 +271,9 @@ class WorkCopy:
         root = self.path.resolve()
         base = safe_path(root, folder)
         if base.is_symlink():
-            raise UnsafePathError(f"folder {folder!r} is a symlink in the repository; refusing to write through it")
+            raise UnsafePathError(
+                f"folder {folder!r} is a symlink in the repository; refusing to write through it"
+            )
         items = files.items() if isinstance(files, Mapping) else files
         written: set[Path] = set()
         names: list[str] = []
@@ -309,7 +310,9 @@ class WorkCopy:
                 return None  # same tree as HEAD: nothing to commit
             except git.GitCommandError as exc:
                 if exc.status != 1:
-                    raise GitError(self.redact(f"comparing the index with HEAD failed: {exc.stderr}")) from None
+                    raise GitError(
+                        redact(f"comparing the index with HEAD failed: {exc.stderr}", self._secrets)
+                    ) from None
         elif not self.repo.git.ls_files():
             return None
         with self._errors("git commit"):
@@ -333,20 +336,31 @@ class WorkCopy:
             infos = self.repo.remote("origin").push(refspec, progress=progress)
         except git.GitCommandError as exc:
             problem = (exc.stderr or str(exc.status)).strip().replace("stderr: ", "").strip("'\" \n")
-        messages = [self.redact(m) for m in _remote_lines(progress)]
+        messages = [redact(m, self._secrets) for m in _remote_lines(progress)]
         if problem is not None or not infos:
             raise GitPushRejected(
-                self.redact(f"push of {branch!r} to {redact(self.url)} failed: "
-                            + (problem or "git reported no result") + _tail(messages)),
-                branch=branch, reasons=[self.redact(problem or "no result")], remote_messages=messages,
+                redact(
+                    f"push of {branch!r} to {redact(self.url)} failed: "
+                    + (problem or "git reported no result")
+                    + _tail(messages),
+                    self._secrets,
+                ),
+                branch=branch,
+                reasons=[redact(problem or "no result", self._secrets)],
+                remote_messages=messages,
             )
         failed = [i for i in infos if i.flags & _PUSH_FAILED]
         if failed or infos.error is not None:
-            reasons = [self.redact(i.summary.strip()) for i in failed] or ["git exited with an error"]
+            reasons = [redact(i.summary.strip(), self._secrets) for i in failed] or [
+                "git exited with an error"
+            ]
             raise GitPushRejected(
                 f"the remote {redact(self.url)} rejected the push of {branch!r}: "
-                + "; ".join(reasons) + _tail(messages),
-                branch=branch, reasons=reasons, remote_messages=messages,
+                + "; ".join(reasons)
+                + _tail(messages),
+                branch=branch,
+                reasons=reasons,
+                remote_messages=messages,
             )
         updated = not all(i.flags & git.PushInfo.UP_TO_DATE for i in infos)
         with contextlib.suppress(GitError):
@@ -437,8 +451,9 @@ def _locked(lock_path: Path, timeout_s: float) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def open_work_copy(url: str, work_dir: Path, *, auth: GitAuth | None = None,
-                   lock_timeout_s: float = 600.0) -> Iterator[WorkCopy]:
+def open_work_copy(
+    url: str, work_dir: Path, *, auth: GitAuth | None = None, lock_timeout_s: float = 600.0
+) -> Iterator[WorkCopy]:
     """A fresh, locked work copy of remote `url` in `work_dir` (cloned the first time, then fetched).
 
     Credentials inside `url` are split out (see `split_credentials`); `auth` overrides them. The
@@ -506,7 +521,7 @@ SAMPLE_TEMPLATES: dict[str, str] = {
     ),
     "templates/elixir/genserver_cache.ex.eex": (
         "defmodule <%= @module %>.Cache do\n"
-        "  @moduledoc \"A GenServer-backed cache with a time-to-live per entry.\"\n"
+        '  @moduledoc "A GenServer-backed cache with a time-to-live per entry."\n'
         "  use GenServer\n\n"
         "  def start_link(opts), do: GenServer.start_link(__MODULE__, opts, name: __MODULE__)\n"
         "  def get(key), do: GenServer.call(__MODULE__, {:get, key})\n"
@@ -532,8 +547,8 @@ SAMPLE_TEMPLATES: dict[str, str] = {
         "use axum::{routing::get, Router};\n\n"
         "#[tokio::main]\n"
         "async fn main() {\n"
-        "    let app = Router::new().route(\"/health\", get(|| async { \"ok\" }));\n"
-        "    let listener = tokio::net::TcpListener::bind(\"0.0.0.0:{{port}}\").await.unwrap();\n"
+        '    let app = Router::new().route("/health", get(|| async { "ok" }));\n'
+        '    let listener = tokio::net::TcpListener::bind("0.0.0.0:{{port}}").await.unwrap();\n'
         "    axum::serve(listener, app).await.unwrap();\n"
         "}\n"
     ),
