@@ -294,6 +294,8 @@ def _choice(*allowed: str) -> Callable[[str], str]:
 def _llm_provider(raw: str) -> str:
     value = raw.lower()
     if value == "openai":
-        raise ValueError("the openai provider is not available yet (the openai client is not a dependency); "
-                         "use queue or off")
+        raise ValueError(
+            "the openai provider is not available yet (the openai client is not a dependency); "
+            "use queue or off"
+        )
     return _choice("queue", "off")(value)

@@ -107,7 +107,9 @@ class PatternLearned(HubMessage):
     status: Literal["observed", "enriching", "enriched", "approved", "rejected", "enrichment_failed"]
     provisional: bool
     description: Text | None = None
-    detection: dict[str, Any] | None = Field(default=None, description="files and dependencies that reveal it")
+    detection: dict[str, Any] | None = Field(
+        default=None, description="files and dependencies that reveal it"
+    )
     related: list[ShortText] = Field(default_factory=list)
     languages: list[ShortText] = Field(default_factory=list)
     answers: list[ShortText] = Field(default_factory=list, description="discovery request ids answered")

@@ -106,8 +106,14 @@ IngestMessage = Annotated[
 """An instance -> hub message."""
 
 HubToInstanceMessage = Annotated[
-    Union[AggregatedPatterns, PatternsUpdated, TemplatesUpdated, LearningExported, AggregatedLearning,  # noqa: UP007
-          PatternLearned],
+    Union[
+        AggregatedPatterns,
+        PatternsUpdated,
+        TemplatesUpdated,
+        LearningExported,
+        AggregatedLearning,  # noqa: UP007
+        PatternLearned,
+    ],
     Field(discriminator="type"),
 ]
 """A hub -> instance message."""

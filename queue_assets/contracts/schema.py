@@ -121,7 +121,7 @@ def _index(schemas: dict[str, dict[str, Any]], link_dir: str) -> str:
     lines.append(f"| (any) | all | all | `type` | [{UNION_NAME}.json]({link_dir}/{UNION_NAME}.json) |")
     lines += [
         "",
-        "The hub as the LLM router's client (docs/patterns.md, \"Discovery and enrichment\"): the `llm_request`",
+        'The hub as the LLM router\'s client (docs/patterns.md, "Discovery and enrichment"): the `llm_request`',
         "it sends on `llm_requests` ([hub_llm_request.json]({d}/hub_llm_request.json)), the `llm_result` it",
         "accepts on `hub_llm_results` ([hub_llm_result.json]({d}/hub_llm_result.json)), whose `result` must fit",
         "[enrichment_result.json]({d}/enrichment_result.json) (unknown fields refused, every text capped).",

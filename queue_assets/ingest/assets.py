@@ -43,8 +43,11 @@ QUEUE_SPECS = [
     queue_spec(q, f"pgmq queue `{q}`, written by the instances; drained by the `{a}` asset.")
     for q, a in INGEST_ASSET_FOR.items()
 ] + [
-    queue_spec(q, f"pgmq queue `{q}`: the LLM router's replies to the hub's llm_requests (`reply_to`); "
-               f"drained by the `{a}` asset.").replace_attributes(deps=[dg.AssetKey("pattern_enrichment")])
+    queue_spec(
+        q,
+        f"pgmq queue `{q}`: the LLM router's replies to the hub's llm_requests (`reply_to`); "
+        f"drained by the `{a}` asset.",
+    ).replace_attributes(deps=[dg.AssetKey("pattern_enrichment")])
     for q, a in REPLY_INGEST_ASSET_FOR.items()
 ]
 

@@ -288,7 +288,9 @@ def store_batch(conn: psycopg.Connection, queue: str, batch: list[Delivery], res
             "idempotency_key": d.idempotency_key if d.error is None else None,
             "outcome": "stored" if d.error is None else "dead_lettered",
             "enqueued_at": d.enqueued_at.isoformat(),
-            "produced_at": d.model.timestamp.isoformat() if d.model is not None and d.model.timestamp else None,
+            "produced_at": d.model.timestamp.isoformat()
+            if d.model is not None and d.model.timestamp
+            else None,
             "read_ct": d.read_ct,
         }
         for d in batch
@@ -298,7 +300,9 @@ def store_batch(conn: psycopg.Connection, queue: str, batch: list[Delivery], res
     conn.execute("SET LOCAL synchronous_commit = off")
     params = {"queue": queue, "created_at": created_at, "ledger": _dumps(ledger)}
     row_sources = [] if queue == HUB_LLM_RESULTS else valid  # replies have no hub.* data rows of their own
-    params.update({t: _dumps(rows) for t, rows in row_builders.build_rows(queue, created_at, row_sources).items()})
+    params.update(
+        {t: _dumps(rows) for t, rows in row_builders.build_rows(queue, created_at, row_sources).items()}
+    )
     won = {r[0] for r in conn.execute(STORE_SQL, params)}
     lost = [
         row

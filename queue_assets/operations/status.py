@@ -190,8 +190,9 @@ def gather(
     mats, note = (
         read_materializations(project_home, dagster_url) if include_dagster else ([], "not requested")
     )
-    return StatusReport(stats.measured_at, stats, instances, dead, mats, note, _pattern_queries(conn),
-                        _enrichment(conn))
+    return StatusReport(
+        stats.measured_at, stats, instances, dead, mats, note, _pattern_queries(conn), _enrichment(conn)
+    )
 
 
 def _enrichment(conn: psycopg.Connection) -> dict | None:
@@ -304,10 +305,14 @@ def render(report: StatusReport, thresholds: Thresholds, *, max_queues: int = 20
     e = report.enrichment
     if e is not None:
         req, pat = e["requests"], e["patterns"]
-        lines += ["", "ENRICHMENT (LLM): "
-                  + ", ".join(f"{n} {s}" for s, n in pat.items()) + " patterns; requests "
-                  + (", ".join(f"{n} {s}" for s, n in req.items()) or "none yet")
-                  + f"; {e['sent_this_hour']} sent this hour"]
+        lines += [
+            "",
+            "ENRICHMENT (LLM): "
+            + ", ".join(f"{n} {s}" for s, n in pat.items())
+            + " patterns; requests "
+            + (", ".join(f"{n} {s}" for s, n in req.items()) or "none yet")
+            + f"; {e['sent_this_hour']} sent this hour",
+        ]
         for ptype, key, reason in e["failed"]:
             lines.append(f"  enrichment_failed {ptype}/{key}: {reason}")
     lines += ["", f"LAST MATERIALIZATIONS: {report.dagster_note}"]

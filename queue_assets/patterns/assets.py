@@ -103,15 +103,22 @@ PATTERN_DISCOVERY_SPEC = dg.AssetSpec(
         "one request in flight per key; sends llm_request (reply_to hub_llm_results) in the transaction "
         "that records it; times out, retries with backoff, then marks enrichment_failed (docs/patterns.md)."
     ),
-    metadata={"table": "hub.enrichment_requests", "sends_to": "pgmq/llm_requests", "reply_to": "hub_llm_results"},
+    metadata={
+        "table": "hub.enrichment_requests",
+        "sends_to": "pgmq/llm_requests",
+        "reply_to": "hub_llm_results",
+    },
 )
 def pattern_enrichment(shared_queue: SharedQueueResource) -> dg.MaterializeResult:
     cfg = enrichment.EnrichmentConfig.from_settings(shared_queue.settings)
     with shared_queue.connection() as conn:
         run = enrichment.run_enrichment(conn, cfg)
-        states = dict(conn.execute(
-            "SELECT status, count(*) FROM hub.enrichment_requests GROUP BY status").fetchall())
-        failed = conn.execute("SELECT count(*) FROM hub.patterns WHERE status = 'enrichment_failed'").fetchone()[0]
+        states = dict(
+            conn.execute("SELECT status, count(*) FROM hub.enrichment_requests GROUP BY status").fetchall()
+        )
+        failed = conn.execute(
+            "SELECT count(*) FROM hub.patterns WHERE status = 'enrichment_failed'"
+        ).fetchone()[0]
     return dg.MaterializeResult(
         metadata={
             "provider": dg.MetadataValue.text(cfg.provider),

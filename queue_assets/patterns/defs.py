@@ -41,9 +41,15 @@ def pattern_enrichment_sensor(context: dg.SensorEvaluationContext, shared_queue:
     if cfg.provider == "off":
         return dg.SkipReason("QUEUE_ASSETS_LLM_PROVIDER=off: enrichment is switched off")
     active = context.instance.get_run_records(
-        filters=dg.RunsFilter(job_name=pattern_enrichment_job.name, statuses=[
-            dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
-            dg.DagsterRunStatus.STARTED]),
+        filters=dg.RunsFilter(
+            job_name=pattern_enrichment_job.name,
+            statuses=[
+                dg.DagsterRunStatus.QUEUED,
+                dg.DagsterRunStatus.NOT_STARTED,
+                dg.DagsterRunStatus.STARTING,
+                dg.DagsterRunStatus.STARTED,
+            ],
+        ),
         limit=1,
     )
     if active:

@@ -97,8 +97,11 @@ def materialize_lineage(
     done = materialized_assets(gql, set(loaded.materializable))
     # Sensor jobs too when their sensor had nothing to do (e.g. `enrichment_replies`: the demo has no
     # LLM router yet, so hub_llm_results stays empty); an ingest run on an empty queue materializes.
-    pending = {j for j in declared.jobs if loaded.job_assets.get(j)
-               and (j not in declared.sensor_jobs or not loaded.job_assets[j] <= done)}
+    pending = {
+        j
+        for j in declared.jobs
+        if loaded.job_assets.get(j) and (j not in declared.sensor_jobs or not loaded.job_assets[j] <= done)
+    }
     while pending:
         ready = sorted(j for j in pending if upstream_materializable(loaded, loaded.job_assets[j]) <= done)
         if not ready:
