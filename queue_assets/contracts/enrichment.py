@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, StringConstraints
 
-from .base import HUB_SOURCE, ContractModel, Name, PatternType, ShortText, UtcDatetime
+from .base import ContractModel, Name, PatternType, ShortText, UtcDatetime
 
 HUB_REPLY_QUEUE = "hub_llm_results"
 MAX_DESCRIPTION_CHARS = 2000
@@ -72,8 +72,8 @@ class HubLlmRequest(ContractModel):
 
     type: Literal["llm_request"] = "llm_request"
     request_id: ShortText
-    agent_id: Literal["centralcloud"] = HUB_SOURCE
-    reply_to: Literal["hub_llm_results"] = HUB_REPLY_QUEUE
+    agent_id: Literal["centralcloud"] = "centralcloud"
+    reply_to: Literal["hub_llm_results"] = "hub_llm_results"
     timestamp: UtcDatetime
     task: EnrichmentTask
 

@@ -106,12 +106,12 @@ IngestMessage = Annotated[
 """An instance -> hub message."""
 
 HubToInstanceMessage = Annotated[
-    Union[
+    Union[  # noqa: UP007
         AggregatedPatterns,
         PatternsUpdated,
         TemplatesUpdated,
         LearningExported,
-        AggregatedLearning,  # noqa: UP007
+        AggregatedLearning,
         PatternLearned,
     ],
     Field(discriminator="type"),
