@@ -36,7 +36,8 @@ def _clean_env(data_dir: Path | None = None) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     """A data folder with its own embedded server, bootstrapped as `queue-assets init` does."""
-    path = tmp_path_factory.mktemp("hub")
+    # Named as a project's data folder is, so its parent plays the project root for `.env`.
+    path = tmp_path_factory.mktemp("hub") / ".queue_assets"
     urls = embedded.ensure_running(path)
     bootstrap.bootstrap(urls["shared_queue"])
     yield path
@@ -89,50 +90,61 @@ def test_status_beside_the_demo_shows_its_last_materializations_without_settings
     assert "RuntimeDirWarning" not in done.stderr
 
 
-def test_init_writes_a_dotenv_that_dagster_reads_in_the_project_root(data_dir, checkout_dotenv):
-    """`dagster dev` in the project root needs DAGSTER_PG_URL; `init` puts it in `.env`, which Dagster's
-    CLI loads from its working directory. Breaks when init writes no `.env` (Dagster then fails with
-    DagsterInvalidConfigError) or one Dagster cannot open an instance from. Also breaks when the CLI
-    prints platformdirs' RuntimeDirWarning (no XDG_RUNTIME_DIR here)."""
+def test_init_writes_a_dotenv_that_dagster_reads_in_the_project_root(data_dir, settings, checkout_dotenv):
+    """`dagster dev` in the project root needs DAGSTER_PG_URL; `init` puts it in `.env` beside the
+    project's data folder, which Dagster's CLI loads from its working directory. Breaks when no `.env`
+    is written (Dagster then fails with DagsterInvalidConfigError) or one Dagster cannot open an
+    instance from; when `init` for a hub in a data folder of its own (a test's, the soak's) rewrites
+    the checkout's `.env` (Dagster would load it over every other hub's environment run there); and
+    when the CLI prints platformdirs' RuntimeDirWarning (no XDG_RUNTIME_DIR here)."""
     checkout_dotenv.unlink(missing_ok=True)
+    elsewhere = data_dir.parent / "elsewhere"
     done = subprocess.run(
         [str(BIN / "queue-assets"), "init"],
-        env=_clean_env(data_dir),
+        env=_clean_env(elsewhere),
         capture_output=True,
         text=True,
         timeout=300,
     )
+    embedded.stop(elsewhere)
     assert done.returncode == 0, done.stderr
     assert "RuntimeDirWarning" not in done.stderr
-    text = checkout_dotenv.read_text()
+    assert not checkout_dotenv.exists()
+    root = data_dir.parent
+    urls = embedded.ensure_running(data_dir)
+    assert write_dotenv(root, settings, urls).startswith("wrote")
+    text = (root / ".env").read_text()
     assert text.startswith(DOTENV_HEADER)
     values = dict(line.split("=", 1) for line in text.splitlines() if line and not line.startswith("#"))
     assert values["DAGSTER_HOME"] == str(data_dir / "dagster_home")
     assert values["DAGSTER_PG_URL"].startswith("postgresql+psycopg2://postgres@/dagster?host=")
     assert values["SHARED_QUEUE_DB_URL"].startswith("postgresql://postgres@/shared_queue?host=")
+    dagster_home(settings)  # the Dagster home `.env` names, with the project's dagster.yaml
     info = subprocess.run(
         [str(BIN / "dagster"), "instance", "info"],
         env=_clean_env(),
-        cwd=project_root(),
+        cwd=root,
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert info.returncode == 0, info.stderr[-2000:]
     assert "PostgresRunStorage" in info.stdout
+    (root / ".env").unlink()
 
 
-def test_dotenv_is_never_written_over_someone_elses_and_removed_when_a_url_is_configured(tmp_path, settings):
+def test_dotenv_is_never_written_over_someone_elses_and_removed_when_a_url_is_configured(settings):
     urls = {
         "dagster": "postgresql+psycopg2://postgres@/dagster?host=%2Fx",
         "shared_queue": "postgresql://x/y",
     }
-    mine = tmp_path / ".env"
+    root = settings.data_dir.parent
+    mine = root / ".env"
     mine.write_text("MY_SECRET=1\n")
-    note = write_dotenv(tmp_path, settings, urls)
+    note = write_dotenv(root, settings, urls)
     assert mine.read_text() == "MY_SECRET=1\n" and "left alone" in note and "DAGSTER_PG_URL=" in note
     mine.unlink()
-    write_dotenv(tmp_path, settings, urls)
+    write_dotenv(root, settings, urls)
     assert mine.read_text().startswith(DOTENV_HEADER)
     configured = Settings.from_env(
         {
@@ -140,9 +152,9 @@ def test_dotenv_is_never_written_over_someone_elses_and_removed_when_a_url_is_co
             "QUEUE_ASSETS_DATA_DIR": str(settings.data_dir),
         }
     )
-    assert "removed" in write_dotenv(tmp_path, configured, urls)
+    assert "removed" in write_dotenv(root, configured, urls)
     assert not mine.exists()
-    assert write_dotenv(tmp_path, configured, urls) is None and not mine.exists()
+    assert write_dotenv(root, configured, urls) is None and not mine.exists()
 
 
 def test_the_cli_prints_no_runtime_dir_warning():

@@ -33,6 +33,10 @@ def write_dotenv(root: Path, settings: Settings, urls: dict[str, str]) -> str | 
     done, for the user, or None when nothing was.
     """
     path = root / ".env"
+    if settings.data_dir.resolve() != (root / ".queue_assets").resolve():
+        # A hub in a data folder of its own (a test's, the soak's) must not rewrite the checkout's
+        # `.env`: Dagster lets it override the environment of every Dagster command run in `root`.
+        return None
     ours = not path.exists() or path.read_text(errors="replace").startswith(DOTENV_HEADER)
     if not settings.embedded:
         if path.exists() and ours:
@@ -225,7 +229,9 @@ def cmd_dev(settings: Settings, args) -> int:
         str(args.port),
     ]
     print(f"starting Dagster at http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
-    proc = subprocess.Popen(cmd, env=env, cwd=project_root())
+    # Run from the data folder, not the project root: Dagster loads `.env` from its working directory
+    # and lets it override the environment, and the root's `.env` names the default data folder.
+    proc = subprocess.Popen(cmd, env=env, cwd=settings.data_dir)
     try:
         return proc.wait()
     except KeyboardInterrupt:

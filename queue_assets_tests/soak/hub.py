@@ -110,7 +110,9 @@ class Hub:
         popen = subprocess.Popen(
             cmd,
             env=self.env,
-            cwd=project_root(),
+            # Not the project root: Dagster would load the root's `.env` (`queue-assets init` writes it
+            # for the default data folder) over this hub's environment.
+            cwd=self.data_dir,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

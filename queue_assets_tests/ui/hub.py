@@ -23,7 +23,7 @@ import requests
 from queue_assets import embedded
 from queue_assets.cli.app import initialise
 from queue_assets.db import resolve_urls
-from queue_assets.settings import Settings, project_root
+from queue_assets.settings import Settings
 from queue_assets_tests import helpers
 
 PORT_RANGE = range(3500, 3600)
@@ -92,7 +92,9 @@ class Hub:
         self.processes[name] = subprocess.Popen(
             argv,
             env=self.env,
-            cwd=project_root(),
+            # Not the project root: Dagster would load the root's `.env` (`queue-assets init` writes it
+            # for the default data folder) over this hub's environment.
+            cwd=self.data_dir,
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
