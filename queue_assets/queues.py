@@ -44,7 +44,12 @@ DLQ_QUEUES: tuple[str, ...] = tuple(dlq_for(q) for q in CONSUMED_QUEUES)
 PATTERN_DISCOVERY = "pattern_discovery"
 # Issue 12: the hub's own reply queue for its llm_requests (`reply_to`); the hub never reads llm_results.
 HUB_LLM_RESULTS = "hub_llm_results"
-PATTERN_QUEUES: tuple[str, ...] = (PATTERN_DISCOVERY, HUB_LLM_RESULTS, dlq_for(HUB_LLM_RESULTS))
+PATTERN_QUEUES: tuple[str, ...] = (
+    PATTERN_DISCOVERY,
+    dlq_for(PATTERN_DISCOVERY),
+    HUB_LLM_RESULTS,
+    dlq_for(HUB_LLM_RESULTS),
+)
 
 # Replies to the hub's own requests, ingested like the consumed queues (ledger, DLQ) but NOT writable
 # by instances (they are not in CONSUMED_QUEUES, whose send rights security.py grants to instances).

@@ -126,6 +126,7 @@ def pattern_enrichment(shared_queue: SharedQueueResource) -> dg.MaterializeResul
             "timed_out_now": dg.MetadataValue.int(run.timed_out),
             "gave_up_now": dg.MetadataValue.int(run.failed_for_good),
             "discoveries_taken": dg.MetadataValue.int(run.discoveries),
+            "discoveries_dead_lettered": dg.MetadataValue.int(run.discoveries_dead_lettered),
             "budget_left_this_hour": dg.MetadataValue.int(run.budget_left),
             "in_flight": dg.MetadataValue.int(states.get("in_flight", 0)),
             "answered_total": dg.MetadataValue.int(states.get("answered", 0)),

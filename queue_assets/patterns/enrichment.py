@@ -36,7 +36,10 @@ from ..contracts.enrichment import (
     HubLlmResult,
 )
 from ..contracts.errors import from_validation_error
+from ..names import dlq_for
 from ..queues import HUB_LLM_RESULTS, PATTERN_DISCOVERY
+from .canonical import pattern_key
+from .models import PatternDiscovery
 
 LLM_REQUESTS = "llm_requests"
 PROVIDER = "queue"
@@ -79,6 +82,7 @@ class EnrichmentRun:
     timed_out: int = 0
     failed_for_good: int = 0
     discoveries: int = 0
+    discoveries_dead_lettered: int = 0
     budget_left: int = 0
 
 
@@ -200,26 +204,76 @@ FOR UPDATE OF p SKIP LOCKED
 """
 
 
-def _take_discoveries(conn: psycopg.Connection, now: datetime) -> tuple[list[int], int]:
+def discovery_problem(msg: object) -> str | None:
+    """Why a `pattern_discovery` message cannot be taken, or None. hub_api.query_pattern only sends
+    good ones, but the queue is pgmq's: an operator's hand-sent or corrupted message must reach the
+    dead-letter queue with a reason, not vanish."""
+    try:
+        found = PatternDiscovery.model_validate(msg)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(p) for p in first["loc"]) or "message"
+        return f"not a pattern_discovery message: {where}: {first['msg']}"
+    try:
+        ptype, key = pattern_key(found.pattern_type, found.name)
+    except ValueError as exc:
+        return f"bad pattern in pattern_discovery message: {exc}"
+    if key != found.canonical_name:
+        return (
+            f"canonical_name {found.canonical_name[:60]!r} is not the key of name {found.name[:60]!r}"
+            f" ({ptype}: {key[:60]!r})"
+        )
+    return None
+
+
+def _take_discoveries(conn: psycopg.Connection, now: datetime) -> tuple[list[int], int, int]:
     """Read `pattern_discovery` messages and give each asked-for key a catalogue row (status
-    observed, no instances yet), so it is enriched like a key first seen in ingest. Returns the
-    msg_ids to archive (by the caller, in this transaction) and how many keys were new."""
+    observed, no instances yet), so it is enriched like a key first seen in ingest. A message that
+    is not a valid discovery goes to `pattern_discovery_dlq` with the reason in its headers. Returns
+    the msg_ids to archive (by the caller, in this transaction), how many keys were new, and how
+    many messages were dead-lettered."""
     rows = conn.execute(
-        "SELECT msg_id, message FROM pgmq.read(%s::text, %s::integer, %s::integer)",
+        "SELECT msg_id, message, headers, read_ct, enqueued_at FROM pgmq.read(%s::text, %s::integer, %s::integer)",
         (PATTERN_DISCOVERY, 60, DISCOVERY_BATCH),
     ).fetchall()
-    new = 0
-    for _, msg in rows:
-        ptype, key, name = msg.get("pattern_type"), msg.get("canonical_name"), msg.get("name")
-        if ptype not in ("framework", "technology", "microservice", "code") or not key or not name:
-            continue  # hub_api.query_pattern checked it before sending; nothing else writes here
+    new = dead = 0
+    for msg_id, msg, headers, read_ct, enqueued_at in rows:
+        problem = discovery_problem(msg)
+        if problem is not None:
+            original = (
+                headers
+                if isinstance(headers, dict)
+                else ({} if headers is None else {"original_headers": headers})
+            )
+            conn.execute(
+                "SELECT pgmq.send(%s::text, %s::jsonb, %s::jsonb)",
+                (
+                    dlq_for(PATTERN_DISCOVERY),
+                    json.dumps(msg),
+                    json.dumps(
+                        {
+                            **original,
+                            "x-dlq-reason": problem,
+                            "x-dlq-kind": "contract",
+                            "x-dlq-source-queue": PATTERN_DISCOVERY,
+                            "x-dlq-source-msg-id": msg_id,
+                            "x-dlq-read-ct": read_ct,
+                            "x-dlq-enqueued-at": enqueued_at.isoformat(),
+                            "x-dlq-failed-at": now.isoformat(),
+                        }
+                    ),
+                ),
+            )
+            dead += 1
+            continue
+        ptype, key, name = msg["pattern_type"], msg["canonical_name"], msg["name"]
         cur = conn.execute(
             "INSERT INTO hub.patterns (pattern_type, canonical_name, display_name, first_seen, last_seen)"
             " VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
             (ptype, key, str(name)[:200], now, now),
         )
         new += cur.rowcount
-    return [r[0] for r in rows], new
+    return [r[0] for r in rows], new, dead
 
 
 def run_enrichment(
@@ -241,7 +295,7 @@ def run_enrichment(
         }
         run.timed_out = conn.execute(_EXPIRE_SQL, params).rowcount
         run.failed_for_good = conn.execute(_GIVE_UP_SQL, params).rowcount
-        discovery_ids, run.discoveries = _take_discoveries(conn, now)
+        discovery_ids, run.discoveries, run.discoveries_dead_lettered = _take_discoveries(conn, now)
         hour = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
         conn.execute("INSERT INTO hub.enrichment_budget (hour) VALUES (%s) ON CONFLICT DO NOTHING", (hour,))
         (spent,) = conn.execute(
