@@ -39,6 +39,8 @@ T = TypeVar("T")
 # Connection failures another attempt cannot fix: retrying them only delays the real error.
 PERMANENT_CONNECT_ERRORS = (
     "password authentication failed",
+    "not permitted to log in",
+    "authentication failed",
     "does not exist",
     "no pg_hba.conf entry",
     "permission denied",

@@ -127,6 +127,29 @@ def test_a_missing_database_is_not_retried(server_admin_url):
     assert time.monotonic() - started < 3
 
 
+def test_a_role_that_may_not_log_in_is_not_retried(server_admin_url):
+    """Breaks if 'role ... is not permitted to log in' (a NOLOGIN role, e.g. the producer group role
+    used by mistake) is taken for a transient error and retried until the deadline."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    role = f"qa_nologin_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(server_admin_url, autocommit=True) as admin:
+        admin.execute(f'CREATE ROLE "{role}" NOLOGIN')
+    try:
+        parts = urlsplit(server_admin_url)
+        host = parts.netloc.split("@")[-1]
+        url = urlunsplit((parts.scheme, f"{role}@{host}", parts.path, parts.query, parts.fragment))
+        started = time.monotonic()
+        with pytest.raises(DatabaseUnavailable) as info:
+            connect_with_backoff(url, policy=Backoff(attempts=5, base_s=1, cap_s=1, deadline_s=30))
+        assert not isinstance(info.value, DatabaseRetryExhausted)
+        assert "not permitted to log in" in str(info.value)
+        assert time.monotonic() - started < 3
+    finally:
+        with psycopg.connect(server_admin_url, autocommit=True) as admin:
+            admin.execute(f'DROP ROLE IF EXISTS "{role}"')
+
+
 def test_a_connection_succeeds_once_the_server_comes_back():
     # Not under pytest's tmp_path: a concurrent pytest session resets /tmp/pytest-of-<user> to 0700,
     # and the embedded server (running as its own system user when we are root) could no longer
