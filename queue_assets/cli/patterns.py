@@ -44,22 +44,11 @@ def cmd_patterns(settings, args) -> int:
         )
         total = catalogue.counts(conn)
     print(f"PATTERNS: {total.patterns} in the catalogue ({total.aliases} names sent), showing {len(rows)}")
-    cols = [
-        "rank",
-        "pattern_type",
-        "canonical_name",
-        "status",
-        "instances",
-        "observations",
-        "confidence",
-        "languages",
-        "version",
-    ]
     print(
         "\n".join(
             _table(
                 ["rank", "type", "name", "status", "instances", "obs", "conf", "languages", "v"],
-                [[_fmt(r[c]) for c in cols] for r in rows],
+                [[_fmt(r[c]) for c in catalogue.LIST_COLUMNS] for r in rows],
             )
         )
     )

@@ -29,17 +29,7 @@ def top_table(rows: list[dict]) -> str:
             v = ", ".join(v[:3])
         return str(v).replace("|", "\\|")[:60]
 
-    cols = [
-        "rank",
-        "pattern_type",
-        "canonical_name",
-        "status",
-        "instances",
-        "observations",
-        "confidence",
-        "languages",
-        "version",
-    ]
+    cols = catalogue.LIST_COLUMNS
     head = "| " + " | ".join(cols) + " |\n|" + "---|" * len(cols) + "\n"
     return head + "\n".join("| " + " | ".join(cell(r[c]) for c in cols) + " |" for r in rows)
 

@@ -118,7 +118,8 @@ def counts(conn: psycopg.Connection) -> CatalogueCounts:
     return CatalogueCounts(patterns, aliases, observed, ranked, inst_max, requests, by_type)
 
 
-_LIST_COLUMNS = (
+# The columns `top` returns, in the order the CLI and the asset's table show them.
+LIST_COLUMNS = (
     "rank",
     "pattern_type",
     "canonical_name",
@@ -147,14 +148,14 @@ def top(
             f"status {status!r} is not a pattern status; expected one of: {', '.join(canonical.STATUSES)}"
         )
     rows = conn.execute(
-        "SELECT " + ", ".join(_LIST_COLUMNS) + " FROM hub.patterns p"
+        "SELECT " + ", ".join(LIST_COLUMNS) + " FROM hub.patterns p"
         " WHERE (%(t)s::text IS NULL OR pattern_type = %(t)s)"
         " AND (%(s)s::text IS NULL OR status = %(s)s)"
         " AND (%(l)s::text IS NULL OR EXISTS (SELECT 1 FROM unnest(p.languages) x WHERE lower(x) = lower(%(l)s)))"
         " ORDER BY rank NULLS LAST, instances DESC, observations DESC, pattern_type, canonical_name LIMIT %(n)s",
         {"t": pattern_type, "s": status, "l": language, "n": limit},
     ).fetchall()
-    return [dict(zip(_LIST_COLUMNS, r, strict=True)) for r in rows]
+    return [dict(zip(LIST_COLUMNS, r, strict=True)) for r in rows]
 
 
 def describe(conn: psycopg.Connection, pattern_type: str, name: str) -> dict | None:
