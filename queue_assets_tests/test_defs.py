@@ -84,3 +84,22 @@ def test_the_queues_are_external_assets_upstream_of_ingest_and_downstream_of_dis
     for queue, asset in INGEST_ASSET_FOR.items():
         assert dg.AssetKey(["pgmq", queue]) in graph.get(dg.AssetKey(asset)).parent_keys
     assert dg.AssetKey("template_updates") in graph.get(dg.AssetKey(["pgmq", TEMPLATE_UPDATES])).parent_keys
+
+
+def test_the_lineage_runs_from_ingest_through_the_catalogue_and_enrichment_to_the_broadcast():
+    """Issue 12: ingest → catalogue → enrichment → broadcast is one path in the asset graph. Breaks
+    when the inboxes lose the broadcast's producer (the reply ingest) as an upstream."""
+    graph = defs.resolve_asset_graph()
+    path = [
+        "pgmq/pattern_messages",
+        "pattern_messages",
+        "pattern_catalogue",
+        "pattern_enrichment",
+        "pgmq/hub_llm_results",
+        "enrichment_replies",
+        "pgmq/instance_inboxes",
+    ]
+    for parent, child in zip(path, path[1:], strict=False):
+        assert (
+            dg.AssetKey.from_user_string(parent) in graph.get(dg.AssetKey.from_user_string(child)).parent_keys
+        ), f"{parent} -> {child}"

@@ -215,11 +215,20 @@ TEMPLATE_UPDATES_QUEUE_SPEC = dg.AssetSpec(
 
 INSTANCE_INBOXES_SPEC = dg.AssetSpec(
     key=dg.AssetKey(["pgmq", "instance_inboxes"]),
-    deps=[pattern_distribution, template_updates],
+    # Everything that sends to every inbox with one pgmq.send_topic: the hourly ranking and template
+    # updates, the `pattern_learned` broadcast of an enriched pattern (sent as its reply is ingested),
+    # and the export's `learning_exported` announcement. By key: those assets live in other domains.
+    deps=[
+        pattern_distribution,
+        template_updates,
+        dg.AssetKey("enrichment_replies"),
+        dg.AssetKey("learned_pattern_export"),
+    ],
     group_name=DISTRIBUTION_GROUP,
     kinds={"postgres"},
     description="The `inbox_<instance>` pgmq queues, bound to the hub's topics (`hub.#`) while the "
-    "instance is active; states in hub.instance_inboxes.",
+    "instance is active; states in hub.instance_inboxes. Fed by the hourly distribution, the "
+    "`pattern_learned` broadcast of each new visible pattern version and the export's announcement.",
 )
 
 DISTRIBUTION_ASSETS = [pattern_distribution, template_updates]
