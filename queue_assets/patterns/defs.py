@@ -5,6 +5,7 @@ import dagster as dg
 from ..resources import SharedQueueResource
 from .assets import PATTERN_DISCOVERY_SPEC, pattern_catalogue, pattern_enrichment
 from .enrichment import EnrichmentConfig, pending_work
+from .resources import LlmResource
 
 pattern_catalogue_job = dg.define_asset_job(
     name="pattern_catalogue_job",
@@ -66,4 +67,6 @@ def build_defs() -> dg.Definitions:
         jobs=[pattern_catalogue_job, pattern_enrichment_job],
         schedules=[pattern_catalogue_schedule],
         sensors=[pattern_enrichment_sensor],
+        # the enrichment's transport; unset fields read the environment when a run starts
+        resources={"llm": LlmResource()},
     )
