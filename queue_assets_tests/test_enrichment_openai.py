@@ -404,13 +404,18 @@ def test_openai_settings_refuse_bad_values_naming_the_variable_and_never_the_key
         Settings.from_env({"QUEUE_ASSETS_LLM_PROVIDER": "router"})
 
 
-def test_the_sensor_sees_waiting_keys_for_the_openai_provider(conn, db_url, monkeypatch):
-    """Breaks if the sensor (shared with `queue`) skips keys waiting for the synchronous provider."""
+def test_the_sensor_sees_waiting_keys_for_the_openai_provider_and_skips_when_it_is_unusable(
+    conn, db_url, monkeypatch
+):
+    """Breaks if the sensor (shared with `queue`) skips keys waiting for the synchronous provider, or
+    launches runs (each failing the same way) while the provider's settings are unusable."""
     from queue_assets.definitions import defs
+    from queue_assets.patterns.resources import LlmResource
     from queue_assets.resources import SharedQueueResource
 
     monkeypatch.setenv("QUEUE_ASSETS_LLM_PROVIDER", "openai")
-    resources = {"shared_queue": SharedQueueResource(db_url=db_url)}
+    monkeypatch.delenv("QUEUE_ASSETS_LLM_MODEL", raising=False)
+    resources = {"shared_queue": SharedQueueResource(db_url=db_url), "llm": LlmResource()}
 
     def sensor_result():
         ctx = dg.build_sensor_context(
@@ -418,6 +423,13 @@ def test_the_sensor_sees_waiting_keys_for_the_openai_provider(conn, db_url, monk
         )
         return defs.resolve_sensor_def("pattern_enrichment_sensor")(ctx)
 
-    assert isinstance(sensor_result(), dg.SkipReason)
     _ingest(conn, [_pattern_message("singularity-0", ["Phoenix"])])
+    unusable = sensor_result()
+    assert (
+        isinstance(unusable, dg.SkipReason) and "QUEUE_ASSETS_LLM_MODEL is not set" in unusable.skip_message
+    )
+    monkeypatch.setenv("QUEUE_ASSETS_LLM_MODEL", "qa-model")
     assert isinstance(sensor_result(), dg.RunRequest)
+    conn.execute("UPDATE hub.patterns SET status = 'enriched'")
+    conn.commit()
+    assert isinstance(sensor_result(), dg.SkipReason)

@@ -22,13 +22,20 @@ class LlmResource(dg.ConfigurableResource):
     model: str | None = None
     api_key: str | None = None
 
+    def _settings(self, cfg: EnrichmentConfig) -> OpenAISettings:
+        return OpenAISettings.from_env(
+            timeout_s=cfg.timeout_s, base_url=self.base_url, model=self.model, api_key=self.api_key
+        )
+
+    def check(self, cfg: EnrichmentConfig) -> None:
+        """Raise `SettingsError` (naming the variable, never the key) if the provider cannot be used."""
+        if cfg.provider == "openai":
+            self._settings(cfg)
+
     def transport(self, cfg: EnrichmentConfig) -> Transport:
         if cfg.provider != "openai":
             return transport_for(cfg.provider, timeout_s=cfg.timeout_s)
-        settings = OpenAISettings.from_env(
-            timeout_s=cfg.timeout_s, base_url=self.base_url, model=self.model, api_key=self.api_key
-        )
-        return OpenAITransport(settings)
+        return OpenAITransport(self._settings(cfg))
 
     @staticmethod
     def describe(transport: Transport) -> dict[str, str]:
