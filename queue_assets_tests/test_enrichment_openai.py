@@ -9,6 +9,7 @@ import json
 import logging
 import re
 import time
+from datetime import timedelta
 
 import dagster as dg
 import psycopg
@@ -92,9 +93,13 @@ def test_a_valid_answer_is_stored_with_its_provenance_and_broadcast(conn, db_url
 
 def test_the_request_is_recorded_in_flight_before_the_server_is_asked(conn, db_url):
     """Breaks if the call were made before the request is committed (a crash during the call would
-    then leave no record, and the key could be asked twice at once)."""
+    then leave no record, and the key could be asked twice at once), or if the timeout's clock
+    started at the recording instead of the call (a request waiting its turn in a long run would
+    look overdue to another run)."""
     _ingest(conn, [_pattern_message("singularity-0", ["Phoenix"])])
-    seen: list[tuple] = []
+    (t,) = conn.execute("SELECT clock_timestamp()").fetchone()
+    conn.commit()
+    seen: list = []
 
     def answer(call: Call) -> Reply:
         with psycopg.connect(db_url) as other:
@@ -106,11 +111,14 @@ def test_the_request_is_recorded_in_flight_before_the_server_is_asked(conn, db_u
             seen.append(
                 other.execute("SELECT status FROM hub.patterns WHERE canonical_name = 'phoenix'").fetchone()
             )
+            seen.append(other.execute("SELECT sent_at FROM hub.enrichment_requests").fetchone()[0])
         return Reply(content=json.dumps(GOOD))
 
     with serve_fake_openai(FakeOpenAI(api_key=KEY, answer=answer)) as fake:
-        run_enrichment(conn, CFG, transport=transport(fake))
-    assert seen == [[("in_flight", "openai", 1)], ("enriching",)]
+        # recorded "ten minutes ago": the call itself starts now
+        run_enrichment(conn, CFG, transport=transport(fake), now=t - timedelta(minutes=10))
+    assert seen[:2] == [[("in_flight", "openai", 1)], ("enriching",)]
+    assert seen[2] >= t
     assert pattern(conn)[0] == "enriched"
 
 
