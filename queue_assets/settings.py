@@ -67,7 +67,9 @@ class Settings:
     retry_delay_s: int = 30
     """First retry delay of the scheduled jobs' steps (then doubling); queue_assets/retries.py."""
     llm_provider: str = "queue"
-    """Pattern enrichment (issue 12): queue (llm_requests -> hub_llm_results) or off."""
+    """Pattern enrichment (issue 12): queue (llm_requests -> hub_llm_results), openai (an
+    OpenAI-compatible server: OPENAI_BASE_URL, QUEUE_ASSETS_LLM_MODEL, OPENAI_API_KEY; read by
+    patterns.providers when a run starts) or off."""
     llm_max_per_hour: int = 100
     llm_timeout_s: int = 300
     llm_max_attempts: int = 3
@@ -292,10 +294,4 @@ def _choice(*allowed: str) -> Callable[[str], str]:
 
 
 def _llm_provider(raw: str) -> str:
-    value = raw.lower()
-    if value == "openai":
-        raise ValueError(
-            "the openai provider is not available yet (the openai client is not a dependency); "
-            "use queue or off"
-        )
-    return _choice("queue", "off")(value)
+    return _choice("queue", "openai", "off")(raw)

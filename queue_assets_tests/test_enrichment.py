@@ -338,9 +338,10 @@ def test_dagster_sensor_asset_and_reply_ingest_enrich_a_key(conn, db_url):
     from queue_assets.definitions import defs
     from queue_assets.ingest.assets import INGEST_ASSETS
     from queue_assets.patterns.assets import pattern_enrichment
+    from queue_assets.patterns.resources import LlmResource
     from queue_assets.resources import SharedQueueResource
 
-    resources = {"shared_queue": SharedQueueResource(db_url=db_url)}
+    resources = {"shared_queue": SharedQueueResource(db_url=db_url), "llm": LlmResource()}
 
     def sensor_result():
         ctx = dg.build_sensor_context(

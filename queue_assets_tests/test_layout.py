@@ -132,6 +132,21 @@ def test_importing_the_sdk_loads_neither_dagster_nor_pandas():
     assert "queue_assets" in loaded
     assert "dagster" not in loaded
     assert "pandas" not in loaded
+    assert "openai" not in loaded
+
+
+def test_the_openai_client_is_imported_only_when_its_provider_is_used():
+    """Breaks when a module-level import of `openai` (and its HTTP stack) sneaks into the code
+    location, the enrichment core or the CLI: only building an `OpenAITransport` may load it."""
+    loaded = _loaded_after(
+        "import queue_assets.definitions, queue_assets.patterns.enrichment, queue_assets.cli"
+    )
+    assert "dagster" in loaded and "openai" not in loaded
+    built = _loaded_after(
+        "from queue_assets.patterns.providers import OpenAISettings, OpenAITransport\n"
+        "OpenAITransport(OpenAISettings.from_env({'QUEUE_ASSETS_LLM_MODEL': 'm'}))"
+    )
+    assert "openai" in built  # the probe sees the import when it happens
 
 
 def test_the_cli_loads_neither_dagster_nor_pandas_nor_git_until_a_command_needs_them():

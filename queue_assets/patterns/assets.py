@@ -11,6 +11,7 @@ from ..ingest.assets import QUEUE_GROUP
 from ..queues import PATTERN_DISCOVERY
 from ..resources import SharedQueueResource
 from . import catalogue, enrichment
+from .resources import LlmResource
 
 PATTERNS_GROUP = "patterns"
 TOP_SHOWN = 15
@@ -91,7 +92,8 @@ PATTERN_DISCOVERY_SPEC = dg.AssetSpec(
         "Enriches new pattern keys through the LLM router (issue 12): keys first seen in ingest and "
         "keys asked for on pgmq/pattern_discovery, most-seen first, within QUEUE_ASSETS_LLM_MAX_PER_HOUR, "
         "one request in flight per key; sends llm_request (reply_to hub_llm_results) in the transaction "
-        "that records it; times out, retries with backoff, then marks enrichment_failed (docs/patterns.md)."
+        "that records it, or (QUEUE_ASSETS_LLM_PROVIDER=openai) asks an OpenAI-compatible server and "
+        "stores its answer; times out, retries with backoff, then marks enrichment_failed (docs/patterns.md)."
     ),
     metadata={
         "table": "hub.enrichment_requests",
@@ -99,20 +101,25 @@ PATTERN_DISCOVERY_SPEC = dg.AssetSpec(
         "reply_to": "hub_llm_results",
     },
 )
-def pattern_enrichment(shared_queue: SharedQueueResource) -> dg.MaterializeResult:
+def pattern_enrichment(shared_queue: SharedQueueResource, llm: LlmResource) -> dg.MaterializeResult:
     cfg = enrichment.EnrichmentConfig.from_settings(shared_queue.settings)
+    transport = llm.transport(cfg) if cfg.provider != "off" else None
     with shared_queue.connection() as conn:
-        run = enrichment.run_enrichment(conn, cfg)
+        run = enrichment.run_enrichment(conn, cfg, transport=transport)
         states = dict(
             conn.execute("SELECT status, count(*) FROM hub.enrichment_requests GROUP BY status").fetchall()
         )
         failed = conn.execute(
             "SELECT count(*) FROM hub.patterns WHERE status = 'enrichment_failed'"
         ).fetchone()[0]
+    shown = LlmResource.describe(transport) if transport is not None else {"provider": "off"}
     return dg.MaterializeResult(
         metadata={
-            "provider": dg.MetadataValue.text(cfg.provider),
+            **{k: dg.MetadataValue.text(v) for k, v in shown.items()},
             "requests_sent": dg.MetadataValue.int(len(run.sent)),
+            "answered_now": dg.MetadataValue.int(run.answered),
+            "failed_now": dg.MetadataValue.int(len(run.failed)),
+            **({"failures_now": dg.MetadataValue.md(_failures(run.failed))} if run.failed else {}),
             "timed_out_now": dg.MetadataValue.int(run.timed_out),
             "gave_up_now": dg.MetadataValue.int(run.failed_for_good),
             "discoveries_taken": dg.MetadataValue.int(run.discoveries),
@@ -123,3 +130,8 @@ def pattern_enrichment(shared_queue: SharedQueueResource) -> dg.MaterializeResul
             "enrichment_failed_patterns": dg.MetadataValue.int(failed),
         }
     )
+
+
+def _failures(reasons: list[str]) -> str:
+    rows = "\n".join("| " + r.replace("|", "\\|").replace("\n", " ")[:200] + " |" for r in reasons[:10])
+    return "| why the attempt failed |\n|---|\n" + rows

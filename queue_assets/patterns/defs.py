@@ -3,8 +3,10 @@
 import dagster as dg
 
 from ..resources import SharedQueueResource
+from ..settings import SettingsError
 from .assets import PATTERN_DISCOVERY_SPEC, pattern_catalogue, pattern_enrichment
 from .enrichment import EnrichmentConfig, pending_work
+from .resources import LlmResource
 
 pattern_catalogue_job = dg.define_asset_job(
     name="pattern_catalogue_job",
@@ -36,10 +38,16 @@ pattern_enrichment_job = dg.define_asset_job(
     description="Requests a pattern_enrichment run when keys wait for enrichment, a request timed out, "
     "or pattern_discovery holds a message; at most one run at a time.",
 )
-def pattern_enrichment_sensor(context: dg.SensorEvaluationContext, shared_queue: SharedQueueResource):
+def pattern_enrichment_sensor(
+    context: dg.SensorEvaluationContext, shared_queue: SharedQueueResource, llm: LlmResource
+):
     cfg = EnrichmentConfig.from_settings(shared_queue.settings)
     if cfg.provider == "off":
         return dg.SkipReason("QUEUE_ASSETS_LLM_PROVIDER=off: enrichment is switched off")
+    try:
+        llm.check(cfg)
+    except SettingsError as exc:  # a run would only fail the same way, every 5 s
+        return dg.SkipReason(f"QUEUE_ASSETS_LLM_PROVIDER={cfg.provider} is not usable: {exc}")
     active = context.instance.get_run_records(
         filters=dg.RunsFilter(
             job_name=pattern_enrichment_job.name,
@@ -66,4 +74,6 @@ def build_defs() -> dg.Definitions:
         jobs=[pattern_catalogue_job, pattern_enrichment_job],
         schedules=[pattern_catalogue_schedule],
         sensors=[pattern_enrichment_sensor],
+        # the enrichment's transport; unset fields read the environment when a run starts
+        resources={"llm": LlmResource()},
     )

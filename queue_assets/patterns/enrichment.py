@@ -2,8 +2,11 @@
 
 `run_enrichment` is one transaction: expire requests without a reply, take `pattern_discovery`
 messages (archived in this same transaction), pick the keys to enrich within the hourly budget and
-send one `llm_request` per key with `pgmq.send`, recording each in `hub.enrichment_requests`. A
-crash anywhere leaves either all of it or none of it.
+hand one `llm_request` per key to the provider's transport (providers.py), recording each in
+`hub.enrichment_requests`. A crash anywhere leaves either all of it or none of it. The `queue`
+transport sends it with `pgmq.send` in that transaction; a synchronous transport (`openai`) asks
+its server after the commit, most-seen key first, and its answer takes the same path as a reply
+from the queue (`parse_reply`, then `apply_replies`), each in a transaction of its own.
 
 `screen_replies` / `apply_replies` are the `hub_llm_results` part of the ingest (core.store_batch
 calls them inside its ledger transaction): a reply becomes an enrichment + provenance, status
@@ -40,9 +43,9 @@ from ..names import dlq_for
 from ..queues import HUB_LLM_RESULTS, PATTERN_DISCOVERY
 from .canonical import pattern_key
 from .models import PatternDiscovery
+from .providers import Completion, Transport, transport_for
 
-LLM_REQUESTS = "llm_requests"
-PROVIDER = "queue"
+PROVIDERS = ("queue", "openai")
 MAX_EVIDENCE_ITEMS = 5
 MAX_EVIDENCE_CHARS = 200
 """Each untrusted string in a prompt is cut to this many characters."""
@@ -60,6 +63,7 @@ class EnrichmentConfig:
     timeout_s: int = 300
     max_attempts: int = 3
     stale_after_s: int = 3600
+    max_reply_bytes: int = 1_048_576
 
     @classmethod
     def from_settings(cls, s) -> EnrichmentConfig:
@@ -69,6 +73,7 @@ class EnrichmentConfig:
             timeout_s=s.llm_timeout_s,
             max_attempts=s.llm_max_attempts,
             stale_after_s=s.stale_after_s,
+            max_reply_bytes=s.max_message_bytes,
         )
 
     def backoff_s(self, attempt: int) -> int:
@@ -84,6 +89,10 @@ class EnrichmentRun:
     discoveries: int = 0
     discoveries_dead_lettered: int = 0
     budget_left: int = 0
+    answered: int = 0
+    """Synchronous providers: requests whose answer was stored."""
+    failed: list[str] = field(default_factory=list)
+    """Synchronous providers: why each failed attempt of this run failed."""
 
 
 # ---------------------------------------------------------------- the prompt (pure)
@@ -277,14 +286,25 @@ def _take_discoveries(conn: psycopg.Connection, now: datetime) -> tuple[list[int
 
 
 def run_enrichment(
-    conn: psycopg.Connection, cfg: EnrichmentConfig, *, now: datetime | None = None
+    conn: psycopg.Connection,
+    cfg: EnrichmentConfig,
+    *,
+    now: datetime | None = None,
+    transport: Transport | None = None,
 ) -> EnrichmentRun:
-    """Expire, retry, give up, and send the requests the budget allows: one transaction."""
+    """Expire, retry, give up, and send the requests the budget allows: one transaction. A
+    synchronous transport then asks for each request's answer and stores it (`_complete`)."""
     if cfg.provider == "off":
         return EnrichmentRun()
-    if cfg.provider != PROVIDER:
-        raise ValueError(f"QUEUE_ASSETS_LLM_PROVIDER={cfg.provider!r} is not supported; use queue or off")
+    if cfg.provider not in PROVIDERS:
+        raise ValueError(
+            f"QUEUE_ASSETS_LLM_PROVIDER={cfg.provider!r} is not supported; use queue, openai or off"
+        )
+    transport = transport or transport_for(cfg.provider, timeout_s=cfg.timeout_s)
+    if transport.name != cfg.provider:
+        raise ValueError(f"transport {transport.name!r} given for QUEUE_ASSETS_LLM_PROVIDER={cfg.provider!r}")
     run = EnrichmentRun()
+    requests: list[HubLlmRequest] = []
     with conn.transaction():
         now = now or conn.execute("SELECT clock_timestamp()").fetchone()[0]
         params = {
@@ -302,18 +322,18 @@ def run_enrichment(
             "SELECT sent FROM hub.enrichment_budget WHERE hour = %s FOR UPDATE", (hour,)
         ).fetchone()
         left = max(0, cfg.max_per_hour - spent)
-        picked = conn.execute(_PICK_SQL, {**params, "limit": left}).fetchall() if left else []
+        limit = left if transport.max_per_run is None else min(left, transport.max_per_run)
+        picked = conn.execute(_PICK_SQL, {**params, "limit": limit}).fetchall() if limit else []
         for ptype, key, instances, indicators, examples, attempt, names, display in picked:
             evidence = build_evidence(
                 instances, list(names) or [display], list(indicators), list(examples or [])
             )
             request = build_request(ptype, key, attempt, evidence, now)
-            body = request.model_dump_json()
-            (msg_id,) = conn.execute("SELECT pgmq.send(%s, %s::jsonb)", (LLM_REQUESTS, body)).fetchone()
+            msg_id = transport.send(conn, request)
             conn.execute(
                 "INSERT INTO hub.enrichment_requests (request_id, pattern_type, canonical_name, attempt, provider,"
                 " msg_id, sent_at) VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                (request.request_id, ptype, key, attempt, cfg.provider, msg_id, now),
+                (request.request_id, ptype, key, attempt, transport.name, msg_id, now),
             )
             conn.execute(
                 "UPDATE hub.patterns SET status = 'enriching', updated_at = clock_timestamp(),"
@@ -322,6 +342,7 @@ def run_enrichment(
                 (ptype, key),
             )
             run.sent.append(request.request_id)
+            requests.append(request)
         if picked:
             conn.execute(
                 "UPDATE hub.enrichment_budget SET sent = sent + %s WHERE hour = %s", (len(picked), hour)
@@ -329,7 +350,66 @@ def run_enrichment(
         if discovery_ids:
             conn.execute("SELECT pgmq.archive(%s::text, %s::bigint[])", (PATTERN_DISCOVERY, discovery_ids))
         run.budget_left = left - len(picked)
+    if transport.synchronous:
+        for request in requests:  # picked most-seen first
+            _complete(conn, cfg, transport, request, run)
     return run
+
+
+@dataclass
+class _Answer:
+    """A synchronous provider's answer, in the shape `apply_replies` reads (as ingest's deliveries)."""
+
+    request_id: str
+    model: HubLlmResult | None = None
+    error_kind: str | None = None
+    error: str | None = None
+
+
+def _complete(
+    conn: psycopg.Connection,
+    cfg: EnrichmentConfig,
+    transport: Transport,
+    request: HubLlmRequest,
+    run: EnrichmentRun,
+) -> None:
+    """Ask a synchronous provider for one recorded request's answer and store it like a queued
+    reply: parsed into the length-limited model, else a failed attempt with its reason."""
+    with conn.transaction():
+        # the clock of the timeout starts with the call, not with the recording: a concurrent run
+        # must not expire a request that is still waiting its turn in this one
+        conn.execute(
+            "UPDATE hub.enrichment_requests SET sent_at = greatest(sent_at, clock_timestamp())"
+            " WHERE request_id = %s AND status = 'in_flight'",
+            (request.request_id,),
+        )
+    done = transport.complete(request)
+    answer = _answer(request.request_id, done, cfg.max_reply_bytes)
+    with conn.transaction():
+        fresh, dead = ([answer], []) if answer.model is not None else ([], [answer])
+        apply_replies(conn, fresh, dead, stale_after_s=cfg.stale_after_s)
+    if answer.model is not None:
+        run.answered += 1
+    else:
+        run.failed.append(f"{answer.error_kind}: {answer.error}"[:300])
+
+
+def _answer(request_id: str, done: Completion, max_bytes: int) -> _Answer:
+    if done.error_kind is not None:
+        return _Answer(request_id, error_kind=done.error_kind, error=done.error)
+    raw = json.dumps(
+        {
+            "type": "llm_result",
+            "request_id": request_id,
+            "model": done.model,
+            "result": done.text,
+            "error": None,
+        }
+    )
+    reply, _, err = parse_reply(raw, max_bytes)
+    if err is not None:
+        return _Answer(request_id, error_kind=err.kind, error=err.reason)
+    return _Answer(request_id, model=reply)
 
 
 def pending_work(conn: psycopg.Connection, cfg: EnrichmentConfig) -> bool:
@@ -485,18 +565,19 @@ def apply_replies(conn: psycopg.Connection, fresh: list, dead: list, *, stale_af
             "UPDATE hub.enrichment_requests SET status = 'answered', answered_at = clock_timestamp(),"
             " late = (status = 'timed_out'), error = NULL"
             " WHERE request_id = %s AND status IN ('in_flight', 'timed_out', 'failed')"
-            " RETURNING pattern_type, canonical_name",
+            " RETURNING pattern_type, canonical_name, provider",
             (reply.request_id,),
         ).fetchone()
         if row is None:
             continue  # already answered (another message with the same request id)
+        ptype, key, provider = row
         pattern = conn.execute(
             "UPDATE hub.patterns SET status = 'enriched', version = version + 1, enrichment = %s::jsonb,"
             " enrichment_provider = %s, enrichment_model = %s, enrichment_request_id = %s,"
             " enriched_at = clock_timestamp(), enrichment_error = NULL, updated_at = clock_timestamp()"
             " WHERE pattern_type = %s AND canonical_name = %s AND status NOT IN ('enriched', 'approved', 'rejected')"
             " RETURNING pattern_type, canonical_name",
-            (reply.result.model_dump_json(), PROVIDER, reply.model, reply.request_id, *row),
+            (reply.result.model_dump_json(), provider, reply.model, reply.request_id, ptype, key),
         ).fetchone()
         if pattern is not None:
             enriched.append(pattern)

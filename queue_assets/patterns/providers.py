@@ -1,0 +1,215 @@
+"""How an enrichment request reaches an LLM: the transports of QUEUE_ASSETS_LLM_PROVIDER (issue 12).
+
+Everything else (the prompt, the budget, recording the request, parsing the answer into the
+length-limited model, storing it and the `pattern_learned` broadcast) is `enrichment.py`'s, the
+same for every provider. A transport only moves the request:
+
+- `QueueTransport` (`queue`, the default): `send` puts the `llm_request` on `llm_requests` inside
+  the transaction that records it; the router answers on `hub_llm_results`, which ingest reads.
+- `OpenAITransport` (`openai`): `send` puts nothing anywhere; after the recording transaction has
+  committed, `complete` asks any OpenAI-compatible server (Ollama, vLLM, a hosted API) through
+  the official `openai` client, synchronously, one request at a time, no client-side retries
+  (the budget's retries are the enrichment's).
+
+The API key is a secret: it is registered with `redact` when loaded, travels only in the client's
+Authorization header, and every error text goes through `redact` with it. The `openai` package is
+imported only when an `OpenAITransport` is built, so nothing else pays for it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from urllib.parse import urlsplit
+
+import psycopg
+
+from ..redact import redact, register_secret
+from ..settings import SettingsError
+
+if TYPE_CHECKING:
+    from ..contracts.enrichment import HubLlmRequest
+
+LLM_REQUESTS = "llm_requests"
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+SYNC_BATCH = 10
+"""Requests one run of a synchronous provider makes at most; the sensor starts the next run."""
+_HINTS = {
+    401: " (the server refused the key: check OPENAI_API_KEY)",
+    403: " (the key may not use this model: check OPENAI_API_KEY and QUEUE_ASSETS_LLM_MODEL)",
+    404: " (no such endpoint or model: check OPENAI_BASE_URL and QUEUE_ASSETS_LLM_MODEL)",
+    429: " (rate limited by the server)",
+}
+
+
+@dataclass(frozen=True)
+class Completion:
+    """A synchronous provider's answer: the model's text, or why there is none."""
+
+    text: str | None = None
+    model: str | None = None
+    error_kind: str | None = None
+    error: str | None = None
+
+
+class Transport(Protocol):
+    name: str
+    max_per_run: int | None
+    """None: no limit but the budget (sending is a queue insert)."""
+    synchronous: bool
+    """True: `complete` answers each request after the recording transaction commits."""
+
+    def send(self, conn: psycopg.Connection, request: HubLlmRequest) -> int | None:
+        """Inside the transaction that records the request; returns the queue msg_id, if any."""
+        ...
+
+    def complete(self, request: HubLlmRequest) -> Completion:
+        """Ask the model (synchronous transports only)."""
+        ...
+
+
+class QueueTransport:
+    """`queue`: the seeds' LLM router, over pgmq, answering on `reply_to` (hub_llm_results)."""
+
+    name = "queue"
+    max_per_run: int | None = None
+    synchronous = False
+
+    def send(self, conn: psycopg.Connection, request: HubLlmRequest) -> int | None:
+        row = conn.execute(
+            "SELECT pgmq.send(%s, %s::jsonb)", (LLM_REQUESTS, request.model_dump_json())
+        ).fetchone()
+        assert row is not None  # pgmq.send returns the new msg_id
+        return int(row[0])
+
+    def complete(self, request: HubLlmRequest) -> Completion:
+        raise TypeError("the queue provider answers through hub_llm_results, not synchronously")
+
+
+@dataclass(frozen=True)
+class OpenAISettings:
+    base_url: str
+    model: str
+    api_key: str = field(repr=False)
+    timeout_s: float = 300.0
+
+    ENV: ClassVar[tuple[str, ...]] = ("OPENAI_BASE_URL", "QUEUE_ASSETS_LLM_MODEL", "OPENAI_API_KEY")
+
+    @classmethod
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, *, timeout_s: float = 300.0, **overrides: str | None
+    ) -> OpenAISettings:
+        """The server's settings: `overrides` (base_url, model, api_key) win over OPENAI_BASE_URL,
+        QUEUE_ASSETS_LLM_MODEL and OPENAI_API_KEY. Errors name the variable and never show the key."""
+        env = os.environ if env is None else env
+        base_url = overrides.get("base_url") or (env.get("OPENAI_BASE_URL") or "").strip() or DEFAULT_BASE_URL
+        model = overrides.get("model") or (env.get("QUEUE_ASSETS_LLM_MODEL") or "").strip()
+        api_key = overrides.get("api_key") or (env.get("OPENAI_API_KEY") or "").strip()
+        register_secret(api_key)
+        problems = []
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            problems.append(
+                f"OPENAI_BASE_URL={redact(base_url, (api_key,))[:100]!r}: expected an http(s) URL such as "
+                f"{DEFAULT_BASE_URL} or http://127.0.0.1:11434/v1 (Ollama)"
+            )
+        elif "@" in parts.netloc:
+            problems.append(
+                f"OPENAI_BASE_URL={redact(base_url, (api_key,))[:100]!r}: must not hold credentials; "
+                "the key goes in OPENAI_API_KEY"
+            )
+        if not model:
+            problems.append(
+                "QUEUE_ASSETS_LLM_MODEL is not set: QUEUE_ASSETS_LLM_PROVIDER=openai needs the name of a "
+                "model the server serves, e.g. llama3.1 (Ollama) or gpt-4o-mini"
+            )
+        elif len(model) > 200 or any(c.isspace() or ord(c) < 32 for c in model):
+            problems.append(
+                f"QUEUE_ASSETS_LLM_MODEL={model[:80]!r}: not a model name (whitespace, or too long)"
+            )
+        if api_key and any(c.isspace() or ord(c) < 32 for c in api_key):
+            problems.append("OPENAI_API_KEY: not a key (it holds whitespace); its value is not shown")
+        if problems:
+            raise SettingsError(problems)
+        # A local server (Ollama, vLLM) takes no key; the client insists on one.
+        return cls(base_url=base_url.rstrip("/"), model=model, api_key=api_key or "none", timeout_s=timeout_s)
+
+
+class OpenAITransport:
+    """`openai`: one chat completion per request, on any OpenAI-compatible server."""
+
+    name = "openai"
+    max_per_run: int | None = SYNC_BATCH
+    synchronous = True
+
+    def __init__(self, settings: OpenAISettings):
+        import openai  # lazily: only this provider needs the client (and its HTTP stack)
+
+        self.settings = settings
+        self._client = openai.OpenAI(
+            base_url=settings.base_url, api_key=settings.api_key, timeout=settings.timeout_s, max_retries=0
+        )
+
+    def send(self, conn: psycopg.Connection, request: HubLlmRequest) -> int | None:
+        return None  # recorded only; `complete` makes the call once the record is committed
+
+    def _redact(self, text: str) -> str:
+        return redact(text, (self.settings.api_key,))
+
+    def complete(self, request: HubLlmRequest) -> Completion:
+        import openai
+
+        where = self._redact(self.settings.base_url)
+        try:
+            resp: Any = self._client.chat.completions.create(
+                model=self.settings.model,
+                messages=[{"role": "user", "content": request.task.prompt}],
+                response_format={"type": "json_object"},
+            )
+        except openai.APITimeoutError:
+            return Completion(
+                error_kind="timeout",
+                error=f"{where} gave no answer within {self.settings.timeout_s:g} s (QUEUE_ASSETS_LLM_TIMEOUT_S)",
+            )
+        except openai.APIStatusError as exc:
+            body = exc.response.text[:300] if exc.response is not None else ""
+            return Completion(
+                error_kind=f"http_{exc.status_code}",
+                error=self._redact(
+                    f"{where} answered HTTP {exc.status_code}{_HINTS.get(exc.status_code, '')}: {body!r}"
+                ),
+            )
+        except openai.APIConnectionError as exc:
+            return Completion(
+                error_kind="unreachable",
+                error=self._redact(f"{where} could not be reached: {exc.__cause__ or exc}"[:500]),
+            )
+        except (openai.OpenAIError, ValueError, TypeError) as exc:  # a body the client cannot read
+            return Completion(
+                error_kind="bad_response",
+                error=self._redact(f"{where} sent an unreadable answer: {type(exc).__name__}: {exc}"[:500]),
+            )
+        choices = getattr(resp, "choices", None)
+        if not isinstance(choices, list) or not choices:
+            return Completion(
+                error_kind="bad_response",
+                error=self._redact(f"{where} answered without choices: {str(resp)[:200]!r}"),
+            )
+        message = getattr(choices[0], "message", None)
+        text = getattr(message, "content", None)
+        model = getattr(resp, "model", None)
+        return Completion(
+            text=text if isinstance(text, str) else None,
+            model=str(model)[:200] if model else self.settings.model,
+        )
+
+
+def transport_for(provider: str, *, timeout_s: float, env: Mapping[str, str] | None = None) -> Transport:
+    """The transport of QUEUE_ASSETS_LLM_PROVIDER (`openai` reads its settings from `env`)."""
+    if provider == "queue":
+        return QueueTransport()
+    if provider == "openai":
+        return OpenAITransport(OpenAISettings.from_env(env, timeout_s=timeout_s))
+    raise ValueError(f"QUEUE_ASSETS_LLM_PROVIDER={provider!r} has no transport; use queue, openai or off")
