@@ -15,7 +15,7 @@ import dagster as dg
 from .aggregation.schedules import pattern_aggregation_job
 from .distribution.schedules import template_distribution_job
 from .export.schedules import knowledge_export_job
-from .operations.assets import statistics_job
+from .operations.schedules import statistics_job
 
 DEMO_INTERVAL_S = 120
 INGEST_ASSETS = ("pattern_messages", "learned_patterns", "instance_heartbeats")

@@ -12,7 +12,6 @@ import dagster as dg
 
 from ..queues import CONSUMED_QUEUES, REPLY_QUEUE_FOR
 from ..resources import SharedQueueResource
-from ..retries import retry_policy
 from .archive import count_unanswered
 from .statistics import StatisticsReport, collect_statistics, format_seconds, markdown_table, save_history
 from .thresholds import ThresholdError, Thresholds
@@ -212,20 +211,3 @@ def queue_statistics(
     return dg.MaterializeResult(
         metadata=statistics_metadata(report, thresholds, alerts), check_results=checks
     )
-
-
-statistics_job = dg.define_asset_job(
-    "queue_statistics_job",
-    selection=[dg.AssetKey("queue_statistics")],
-    description="Measure every queue (StatisticsJob) and evaluate the queue alerts.",
-    op_retry_policy=retry_policy("queue_statistics_job"),
-)
-
-statistics_schedule = dg.ScheduleDefinition(
-    name="queue_statistics_schedule",
-    job=statistics_job,
-    cron_schedule="0 * * * *",
-    execution_timezone="UTC",
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Hourly at minute 0 UTC (seed 000: StatisticsJob `0 * * * *`).",
-)
