@@ -38,7 +38,7 @@ def build_definitions(settings: Settings, env: Mapping[str, str]) -> dg.Definiti
         operations_defs(),
         patterns_defs(),
         dg.Definitions(
-            sensors=[demo_lineage_sensor],
+            sensors=[demo_lineage_sensor(settings.demo)],
             resources={
                 "shared_queue": SharedQueueResource.from_settings(settings),
                 # Shared by distribution and export: the templates_data repository and the

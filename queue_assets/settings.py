@@ -91,6 +91,10 @@ class Settings:
     data_dir: Path = Path(".queue_assets")
     db_parts: DbParts | None = None
     """Set when `db_url` was composed from `SHARED_QUEUE_HOST` etc. rather than `SHARED_QUEUE_DB_URL`."""
+    queue_thresholds: str = ""
+    """`QUEUE_ASSETS_QUEUE_THRESHOLDS` as given (JSON; `operations.thresholds` parses it when used)."""
+    demo: bool = False
+    """`QUEUE_ASSETS_DEMO=1` (set by `queue-assets dev`): the demo's lineage sensor starts running."""
 
     @property
     def embedded(self) -> bool:
@@ -168,6 +172,8 @@ class Settings:
             llm_max_attempts=get("QUEUE_ASSETS_LLM_MAX_ATTEMPTS", _int_range(1, 100), 3),
             data_dir=data_dir,
             db_parts=db_parts,
+            queue_thresholds=get("QUEUE_ASSETS_QUEUE_THRESHOLDS", str, ""),
+            demo=get("QUEUE_ASSETS_DEMO", lambda raw: raw == "1", False),
         )
         problems = reader.problems + _cross_checks(settings)
         if problems:

@@ -192,7 +192,7 @@ def queue_statistics(
             "both must be at least 1"
         )
     try:
-        thresholds = Thresholds.load(config.thresholds_json)
+        thresholds = Thresholds.load(config.thresholds_json, env_json=shared_queue.settings.queue_thresholds)
     except ThresholdError as exc:
         raise dg.Failure(str(exc)) from None
     with shared_queue.connection() as conn:
