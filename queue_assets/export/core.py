@@ -289,8 +289,8 @@ def _write_branch(
     result.files_written = len(wc.write_files(files(), folder=EXPORT_FOLDER, prune=True))
     new_sha = wc.commit_if_changed(commit_message(plan.cycle, plan.totals.artifacts), paths=[EXPORT_FOLDER])
     result.committed = new_sha is not None
-    result.commit_sha = wc.head()
-    result.changed_files = wc.changed_files(base_head, result.commit_sha) if base_head else []
+    result.commit_sha = commit_sha = wc.head()
+    result.changed_files = wc.changed_files(base_head, commit_sha) if base_head and commit_sha else []
     learned = [f for f in result.changed_files if f != f"{EXPORT_FOLDER}/{SUMMARY_FILE}"]
     if remote_before is None and not learned:
         result.commit_sha = base_head

@@ -136,7 +136,7 @@ def _unanswered_check(
                 f"| `{request_queue}` | `{r.request_id}` | {r.instance_id or '–'} | {format_seconds(age)} |"
             )
     total = sum(counts.values())
-    md = {f"unanswered.{q}": dg.MetadataValue.int(n) for q, n in counts.items()}
+    md: dict[str, dg.MetadataValue] = {f"unanswered.{q}": dg.MetadataValue.int(n) for q, n in counts.items()}
     md["unanswered"] = dg.MetadataValue.int(total)
     md["oldest"] = dg.MetadataValue.md(
         "| queue | request_id | instance | age |\n|---|---|---|---|\n" + "\n".join(rows) if rows else "_none_"
