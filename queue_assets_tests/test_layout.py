@@ -203,4 +203,4 @@ def test_the_hub_settings_are_built_only_where_a_load_or_a_run_starts():
     assert {m for m in builders if not m.startswith("queue_assets.cli")} == {
         "queue_assets.settings",
         "queue_assets.resources",
-    }
+    }, builders
