@@ -2,12 +2,11 @@
 
 The real schedules are hourly (aggregation, statistics), every 4 hours (templates) and daily at
 01:00 UTC (export), so a person trying the demo would wait a day to see the lineage. With
-`QUEUE_ASSETS_DEMO=1` (set by `queue-assets dev`), this sensor starts RUNNING and, once the ingest
+`QUEUE_ASSETS_DEMO=1` (set by `queue-assets dev`; `Settings.demo`), this sensor starts RUNNING and, once the ingest
 assets have materialized, requests those jobs every `DEMO_INTERVAL_S`. Everywhere else it is
 STOPPED by default and does nothing unless someone turns it on in the UI.
 """
 
-import os
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -15,28 +14,29 @@ import dagster as dg
 from .aggregation.schedules import pattern_aggregation_job
 from .distribution.schedules import template_distribution_job
 from .export.schedules import knowledge_export_job
-from .operations.assets import statistics_job
+from .operations.schedules import statistics_job
 
 DEMO_INTERVAL_S = 120
 INGEST_ASSETS = ("pattern_messages", "learned_patterns", "instance_heartbeats")
 
 
-def demo_enabled() -> bool:
-    return os.environ.get("QUEUE_ASSETS_DEMO", "") == "1"
+def demo_lineage_sensor(enabled: bool) -> dg.SensorDefinition:
+    """The sensor; RUNNING by default when `enabled` (`Settings.demo`), else STOPPED."""
+    return dg.SensorDefinition(
+        name="demo_lineage_sensor",
+        evaluation_fn=_request_demo_runs,
+        jobs=[pattern_aggregation_job, template_distribution_job, knowledge_export_job, statistics_job],
+        minimum_interval_seconds=DEMO_INTERVAL_S,
+        default_status=dg.DefaultSensorStatus.RUNNING if enabled else dg.DefaultSensorStatus.STOPPED,
+        description=(
+            "Demo only (on in `queue-assets dev`): runs aggregation (then pattern distribution via its "
+            f"sensor), template distribution, statistics and today's export every {DEMO_INTERVAL_S} s "
+            "instead of waiting for their hourly/daily schedules."
+        ),
+    )
 
 
-@dg.sensor(
-    name="demo_lineage_sensor",
-    jobs=[pattern_aggregation_job, template_distribution_job, knowledge_export_job, statistics_job],
-    minimum_interval_seconds=DEMO_INTERVAL_S,
-    default_status=dg.DefaultSensorStatus.RUNNING if demo_enabled() else dg.DefaultSensorStatus.STOPPED,
-    description=(
-        "Demo only (on in `queue-assets dev`): runs aggregation (then pattern distribution via its "
-        f"sensor), template distribution, statistics and today's export every {DEMO_INTERVAL_S} s "
-        "instead of waiting for their hourly/daily schedules."
-    ),
-)
-def demo_lineage_sensor(context: dg.SensorEvaluationContext):
+def _request_demo_runs(context: dg.SensorEvaluationContext):
     missing = [
         a for a in INGEST_ASSETS if context.instance.get_latest_materialization_event(dg.AssetKey(a)) is None
     ]

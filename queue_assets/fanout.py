@@ -30,7 +30,6 @@ from . import contracts
 from .contracts.base import HUB_SOURCE
 from .names import InvalidNameError, inbox_queue_for, validate_queue_name
 from .queues import INBOX_BINDING, TOPIC_PREFIX
-from .settings import Settings
 
 # Inbox queues created per transaction (see sync_inboxes).
 CREATE_BATCH = 25
@@ -221,12 +220,14 @@ def publish(
     """Validate `message` and send it once with `pgmq.send_topic`; returns the number of inboxes
     that got a copy.
 
-    First the inboxes are synced (`sync_inboxes`, with `stale_after_s` or the
+    First the inboxes are synced (`sync_inboxes`, with `stale_after_s`: the caller's
     `QUEUE_ASSETS_STALE_AFTER_S` setting), so exactly the instances active at this moment receive
     it, whoever publishes. `routing_key` defaults to `hub.<type>` and must start with `hub.`. The
     copies are written in the caller's transaction: they become visible when it commits (at once
     on an autocommit connection).
     """
+    if sync and stale_after_s is None:
+        raise ValueError("publish(sync=True) needs stale_after_s (the QUEUE_ASSETS_STALE_AFTER_S setting)")
     parsed = validate_hub_message(message)
     key = routing_key or topic_for(parsed.type)
     if not key.startswith(TOPIC_PREFIX + "."):
@@ -243,8 +244,8 @@ def publish(
             f"{contracts.MAX_BYTES} bytes that instances accept",
             message_type=parsed.type,
         )
-    if sync:
-        sync_inboxes(conn, stale_after_s if stale_after_s is not None else Settings.from_env().stale_after_s)
+    if sync and stale_after_s is not None:
+        sync_inboxes(conn, stale_after_s)
     (copies,) = conn.execute("SELECT pgmq.send_topic(%s, %s::jsonb)", (key, body)).fetchone()
     return copies
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from .settings import Settings
+from .settings import Settings, code_location_settings
 
 MAX_RETRIES: dict[str, int] = {
     "pattern_aggregation_job": 2,
@@ -30,13 +30,13 @@ MAX_RETRIES: dict[str, int] = {
 }
 
 
-def retry_policy(name: str) -> dg.RetryPolicy:
-    """The policy of job (or asset) `name`; its delay comes from the environment when the
-    definitions load."""
+def retry_policy(name: str, settings: Settings | None = None) -> dg.RetryPolicy:
+    """The policy of job (or asset) `name`; its delay is `settings.retry_delay_s` (default: the
+    settings the code location loads with, `code_location_settings`)."""
     if name not in MAX_RETRIES:
         raise KeyError(f"no retry policy for {name!r}; known: {', '.join(sorted(MAX_RETRIES))}")
     return dg.RetryPolicy(
         max_retries=MAX_RETRIES[name],
-        delay=Settings.from_env().retry_delay_s,
+        delay=(settings or code_location_settings()).retry_delay_s,
         backoff=dg.Backoff.EXPONENTIAL,
     )

@@ -7,15 +7,20 @@ password (every shown value goes through `redact.redact`).
 
 from __future__ import annotations
 
+import functools
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 import psycopg
 
+from .envparse import EnvReader
+from .envparse import choice as _choice
+from .envparse import int_range as _int_range
+from .envparse import parse_bool as _bool
 from .horizons import SDK_RETRY_HORIZON_S
 from .redact import redact, register_secret, secrets_in
 
@@ -35,6 +40,18 @@ def project_root() -> Path:
     """The source checkout this package runs from, or the working directory when installed."""
     here = Path(__file__).resolve().parent.parent
     return here if (here / "pyproject.toml").exists() else Path.cwd()
+
+
+@dataclass(frozen=True)
+class DbParts:
+    """The shared_queue server as given in parts (`SHARED_QUEUE_HOST` ...); the password stays in
+    `SHARED_QUEUE_PASSWORD` (the resource takes it as `dg.EnvVar`)."""
+
+    host: str
+    port: int
+    user: str
+    database: str
+    has_password: bool
 
 
 @dataclass(frozen=True)
@@ -74,6 +91,12 @@ class Settings:
     llm_timeout_s: int = 300
     llm_max_attempts: int = 3
     data_dir: Path = Path(".queue_assets")
+    db_parts: DbParts | None = None
+    """Set when `db_url` was composed from `SHARED_QUEUE_HOST` etc. rather than `SHARED_QUEUE_DB_URL`."""
+    queue_thresholds: str = ""
+    """`QUEUE_ASSETS_QUEUE_THRESHOLDS` as given (JSON; `operations.thresholds` parses it when used)."""
+    demo: bool = False
+    """`QUEUE_ASSETS_DEMO=1` (set by `queue-assets dev`): the demo's lineage sensor starts running."""
 
     @property
     def embedded(self) -> bool:
@@ -88,6 +111,8 @@ class Settings:
         """The settings for display, with passwords redacted."""
         out = {}
         for f in fields(self):
+            if f.name == "db_parts":
+                continue
             value = getattr(self, f.name)
             if f.name in ("db_url", "dagster_db_url"):
                 value = redact(value) if value else "(embedded)"
@@ -97,23 +122,8 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
-        problems: list[str] = []
-
-        def get(name: str, parse: Callable[[str], object], default: object) -> object:
-            raw = env.get(name)
-            if raw is None or raw.strip() == "":
-                return default
-            try:
-                return parse(raw.strip())
-            except ValueError as exc:
-                if "PASSWORD" in name:
-                    shown = "***"
-                elif name.endswith("_URL"):
-                    shown = repr(redact(raw)[:120])
-                else:
-                    shown = repr(raw[:80])
-                problems.append(f"{name}={shown}: {exc}")
-                return default
+        reader = EnvReader(env)
+        get = reader.get
 
         db_url = get("SHARED_QUEUE_DB_URL", _postgres_url, None)
         if db_url is None and any(
@@ -123,10 +133,11 @@ class Settings:
             port = get("SHARED_QUEUE_PORT", _int_range(1, 65535), 5432)
             user = get("SHARED_QUEUE_USER", _identifier_text, "postgres")
             password = env.get("SHARED_QUEUE_PASSWORD", "")
-            register_secret(password)
             database = get("SHARED_QUEUE_DATABASE", _identifier_text, SHARED_QUEUE_DATABASE)
-            auth = quote(str(user), safe="") + (":" + quote(password, safe="") if password else "")
-            db_url = f"postgresql://{auth}@{host}:{port}/{database}"
+            db_url = compose_db_url(host, port, user, password, database)
+            db_parts = DbParts(host, port, user, database, has_password=bool(password))
+        else:
+            db_parts = None
         data_dir = Path(env.get("QUEUE_ASSETS_DATA_DIR") or project_root() / ".queue_assets")
         settings = cls(
             db_url=db_url,
@@ -162,11 +173,33 @@ class Settings:
             llm_timeout_s=get("QUEUE_ASSETS_LLM_TIMEOUT_S", _int_range(1, 86_400), 300),
             llm_max_attempts=get("QUEUE_ASSETS_LLM_MAX_ATTEMPTS", _int_range(1, 100), 3),
             data_dir=data_dir,
+            db_parts=db_parts,
+            queue_thresholds=get("QUEUE_ASSETS_QUEUE_THRESHOLDS", str, ""),
+            demo=get("QUEUE_ASSETS_DEMO", lambda raw: raw == "1", False),
         )
-        problems += _cross_checks(settings)
+        problems = reader.problems + _cross_checks(settings)
         if problems:
             raise SettingsError(problems)
         return settings
+
+
+def compose_db_url(host: str, port: int, user: str, password: str, database: str) -> str:
+    """The shared_queue URL from its parts (`SHARED_QUEUE_HOST`, `_PORT`, `_USER`, `_PASSWORD`,
+    `_DATABASE`); the password is registered with `redact` first."""
+    register_secret(password)
+    auth = quote(user, safe="") + (":" + quote(password, safe="") if password else "")
+    return f"postgresql://{auth}@{host}:{port}/{database}"
+
+
+@functools.cache
+def code_location_settings() -> Settings:
+    """The settings the code location loads with, read from the environment once per process.
+
+    `queue_assets.definitions` builds every definition and resource from this one object (and
+    `retries.retry_policy` its delays); runs read theirs once when they start, through the
+    `shared_queue` resource. Code below takes the values it needs as arguments.
+    """
+    return Settings.from_env()
 
 
 def dedupe_floor_s(visibility_timeout_s: int) -> float:
@@ -197,28 +230,6 @@ def _cross_checks(s: Settings) -> list[str]:
             f"QUEUE_ASSETS_INGEST_BACKOFF_BASE_S ({s.ingest_backoff_base_s})"
         )
     return problems
-
-
-def _bool(raw: str) -> bool:
-    low = raw.lower()
-    if low in ("1", "true", "yes", "on"):
-        return True
-    if low in ("0", "false", "no", "off"):
-        return False
-    raise ValueError("expected true or false")
-
-
-def _int_range(lo: int, hi: int) -> Callable[[str], int]:
-    def parse(raw: str) -> int:
-        try:
-            value = int(raw)
-        except ValueError:
-            raise ValueError("expected a whole number") from None
-        if not lo <= value <= hi:
-            raise ValueError(f"must be between {lo} and {hi}")
-        return value
-
-    return parse
 
 
 # SQLAlchemy-style names for PostgreSQL, converted; any other `+driver` is refused (psycopg 3 and
@@ -281,16 +292,6 @@ def _identifier_text(raw: str) -> str:
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_$\-]{0,62}", raw):
         raise ValueError("not a valid PostgreSQL name")
     return raw
-
-
-def _choice(*allowed: str) -> Callable[[str], str]:
-    def parse(raw: str) -> str:
-        value = raw.lower()
-        if value not in allowed:
-            raise ValueError(f"expected one of: {', '.join(allowed)}")
-        return value
-
-    return parse
 
 
 def _llm_provider(raw: str) -> str:

@@ -103,3 +103,53 @@ def test_the_lineage_runs_from_ingest_through_the_catalogue_and_enrichment_to_th
         assert (
             dg.AssetKey.from_user_string(parent) in graph.get(dg.AssetKey.from_user_string(child)).parent_keys
         ), f"{parent} -> {child}"
+
+
+def _domain_defs() -> dict[str, dg.Definitions]:
+    from queue_assets.aggregation.defs import build_defs as aggregation
+    from queue_assets.distribution.defs import build_defs as distribution
+    from queue_assets.export.defs import build_defs as export
+    from queue_assets.export.settings import ExportSettings
+    from queue_assets.ingest.defs import build_defs as ingest
+    from queue_assets.operations.defs import build_defs as operations
+    from queue_assets.patterns.defs import build_defs as patterns
+    from queue_assets.settings import Settings
+
+    return {
+        "ingest": ingest(Settings.from_env({})),
+        "aggregation": aggregation(),
+        "distribution": distribution(),
+        "export": export(ExportSettings()),
+        "operations": operations(),
+        "patterns": patterns(),
+    }
+
+
+def test_each_domain_registers_its_own_jobs_and_schedules():
+    """`definitions.py` adds no job or schedule of its own (only the demo's sensor and the shared
+    resources). Breaks when a job is registered there, as `bootstrap_job` was."""
+    domains = _domain_defs()
+    jobs = {j.name for d in domains.values() for j in d.jobs or []}
+    schedules = {s.name for d in domains.values() for s in d.schedules or []}
+    sensors = {s.name for d in domains.values() for s in d.sensors or []}
+    assert {j.name for j in defs.jobs or []} == jobs
+    assert {s.name for s in defs.schedules or []} == schedules
+    assert {s.name for s in defs.sensors or []} == sensors | {"demo_lineage_sensor"}
+    operations = domains["operations"]
+    assert {"bootstrap_job", "queue_statistics_job"} <= {j.name for j in operations.jobs or []}
+    assert "queue_statistics_schedule" in {s.name for s in operations.schedules or []}
+    assert "export_settings" in (domains["export"].resources or {})
+
+
+def test_the_statistics_asset_module_defines_no_job_or_schedule():
+    """The asset and its checks in `operations/assets.py`; its job and schedule in `operations/schedules.py`."""
+    from queue_assets.operations import assets
+    from queue_assets.operations.schedules import statistics_job
+
+    asset_job = type(statistics_job)  # what dg.define_asset_job returns (its class is not exported)
+    scheduling = [
+        name
+        for name, value in vars(assets).items()
+        if isinstance(value, dg.ScheduleDefinition | dg.JobDefinition | asset_job)
+    ]
+    assert scheduling == []

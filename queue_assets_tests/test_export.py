@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import os
 import subprocess
 import threading
 from datetime import UTC, date, datetime, timedelta
@@ -27,6 +28,7 @@ from queue_assets.export.assets import (
 )
 from queue_assets.export.core import ExportFailed, run_export
 from queue_assets.export.render import artifact_file_name, branch_for
+from queue_assets.export.resources import ExportSettingsResource
 from queue_assets.export.schedules import EXPORT_CRON, knowledge_export_schedule
 from queue_assets.export.settings import ExportSettings
 from queue_assets.git.github import GitHubPullRequests, GitHubSettings
@@ -153,6 +155,8 @@ def resources(db_url: str, remote: str, tmp_path: Path, fake: FakeGitHub | None 
         "shared_queue": SharedQueueResource(db_url=db_url),
         "templates_repo": TemplatesRepoResource(url=remote, data_dir=str(tmp_path / "data")),
         "github": github,
+        # As export.defs builds it: from QUEUE_ASSETS_EXPORT_* when the definitions load.
+        "export_settings": ExportSettingsResource.from_settings(ExportSettings.from_env()),
     }
 
 
@@ -842,21 +846,33 @@ def test_init_creates_the_embedded_templates_remote_only_when_no_url_is_set(
 
 
 def test_a_bad_templates_repo_url_fails_naming_the_variable_without_its_credentials(monkeypatch, tmp_path):
+    """As the definitions configure it: TEMPLATES_REPO_URL as `dg.EnvVar`, resolved in the run."""
+    from queue_assets.definitions import build_definitions
+    from queue_assets.settings import Settings
+
     monkeypatch.setenv("TEMPLATES_REPO_URL", "ext::https://bob:URLSECRET-99@host/x.git")
-    with pytest.raises(SettingsError) as info:
-        TemplatesRepoResource(data_dir=str(tmp_path)).remote_url()
+    monkeypatch.setenv("QUEUE_ASSETS_DATA_DIR", str(tmp_path))
+    env = dict(os.environ)
+    repo_resource = build_definitions(Settings.from_env(env), env).resources["templates_repo"]
+    with dg.build_resources({"templates_repo": repo_resource}) as built, pytest.raises(SettingsError) as info:
+        built.templates_repo.remote_url()
     assert "TEMPLATES_REPO_URL" in str(info.value) and "URLSECRET-99" not in str(info.value)
 
 
 def test_the_scheduled_job_from_the_definitions_runs_on_environment_settings(
     db_url, aconn, remote, tmp_path, cycle, monkeypatch
 ):
-    from queue_assets.definitions import defs
+    """The definitions as the code location loads them in this environment (`build_definitions`, what
+    `queue_assets.definitions.defs` is when the process starts with it)."""
+    from queue_assets.definitions import build_definitions
+    from queue_assets.settings import Settings
 
     add_standard_fleet(aconn)
     monkeypatch.setenv("SHARED_QUEUE_DB_URL", db_url)
     monkeypatch.setenv("TEMPLATES_REPO_URL", remote)
     monkeypatch.setenv("QUEUE_ASSETS_DATA_DIR", str(tmp_path / "data"))
+    env = dict(os.environ)
+    defs = build_definitions(Settings.from_env(env), env)
     job = defs.resolve_job_def("knowledge_export_job")
     result = job.execute_in_process(partition_key=cycle.isoformat(), instance=dg.DagsterInstance.ephemeral())
     assert result.success
@@ -872,13 +888,14 @@ def export_job_with_policy(monkeypatch, delay_s: int) -> dg.UnresolvedAssetJobDe
     QUEUE_ASSETS_RETRY_DELAY_S (the real delays are minutes)."""
     from queue_assets.export.schedules import knowledge_export_job
     from queue_assets.retries import retry_policy
+    from queue_assets.settings import Settings
 
     assert knowledge_export_job.op_retry_policy == retry_policy("knowledge_export_job")  # default delay
     monkeypatch.setenv("QUEUE_ASSETS_RETRY_DELAY_S", str(delay_s))
     return dg.define_asset_job(
         name="knowledge_export_job",
         selection=[aggregated_learning, learned_pattern_export],
-        op_retry_policy=retry_policy("knowledge_export_job"),
+        op_retry_policy=retry_policy("knowledge_export_job", Settings.from_env()),
     )
 
 

@@ -160,3 +160,64 @@ def test_the_cli_loads_neither_dagster_nor_pandas_nor_git_until_a_command_needs_
         "sqlalchemy",
         "pgmq",
     }
+
+
+# Who may read the environment: the settings modules (`from_env`: the hub's, the export's, GitHub's and
+# the openai provider's), the code location's entry point,
+# the CLI (the top layer, like the entry point), and `operations/status.py`, which reads Dagster's own
+# DAGSTER_HOME and the `{env: VAR}` references of a dagster.yaml for `queue-assets status`.
+ENVIRONMENT_READERS = {
+    "queue_assets.settings",
+    "queue_assets.export.settings",
+    "queue_assets.git.github",
+    "queue_assets.patterns.llm_settings",
+    "queue_assets.definitions",
+    "queue_assets.operations.status",
+}
+
+
+def _reads_environment(tree: ast.AST) -> bool:
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr in ("environ", "getenv", "environb"):
+            return True
+        if isinstance(node, ast.ImportFrom) and node.module == "os":
+            if any(a.name in ("environ", "getenv") for a in node.names):
+                return True
+    return False
+
+
+def _calls_from_env(tree: ast.AST) -> bool:
+    return any(
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "from_env"
+        and isinstance(node.func.value, ast.Name)
+        and node.func.value.id == "Settings"
+        for node in ast.walk(tree)
+    )
+
+
+def test_only_the_settings_the_entry_point_and_the_cli_read_the_environment():
+    """Settings are read in one place and passed down. Breaks when a module below reads `os.environ`
+    itself, as `demo.py`, `operations/thresholds.py` and `git/resources.py` did."""
+    readers = set()
+    for path in PACKAGE_DIR.rglob("*.py"):
+        module = _module_name(path)
+        if _reads_environment(ast.parse(path.read_text(), filename=str(path))):
+            readers.add(module)
+    assert {m for m in readers if not m.startswith("queue_assets.cli")} <= ENVIRONMENT_READERS, readers
+
+
+def test_the_hub_settings_are_built_only_where_a_load_or_a_run_starts():
+    """`Settings.from_env` runs in `settings.py` (the code location's settings), in the shared_queue
+    resource (a run's settings, once) and in the CLI. Breaks when code deep inside builds its own,
+    as `ingest/core.py`, `fanout.py`, `export/core.py` and `retries.py` did."""
+    builders = {
+        _module_name(path)
+        for path in PACKAGE_DIR.rglob("*.py")
+        if _calls_from_env(ast.parse(path.read_text(), filename=str(path)))
+    }
+    assert {m for m in builders if not m.startswith("queue_assets.cli")} == {
+        "queue_assets.settings",
+        "queue_assets.resources",
+    }, builders

@@ -13,6 +13,7 @@ from queue_assets.operations.statistics import collect_statistics, save_history
 from queue_assets.operations.thresholds import ThresholdError, Thresholds
 from queue_assets.queues import ALL_STATIC_QUEUES
 from queue_assets.resources import SharedQueueResource
+from queue_assets.settings import Settings
 from queue_assets_tests.helpers import count
 from queue_assets_tests.ops_corpus import put
 
@@ -196,7 +197,7 @@ def test_worst_queues_come_first(conn, corpus):
 
 def test_thresholds_resolve_exact_name_over_glob_over_kind(monkeypatch):
     t = Thresholds.load(
-        '{"inbox_a*": {"max_depth": 5}, "inbox_ab": {"max_depth": 7}, "kind:inbox": {"max_depth": 3}}', env={}
+        '{"inbox_a*": {"max_depth": 5}, "inbox_ab": {"max_depth": 7}, "kind:inbox": {"max_depth": 3}}'
     )
     assert t.for_queue("inbox_ab").max_depth == 7
     assert t.for_queue("inbox_ax").max_depth == 5
@@ -207,7 +208,9 @@ def test_thresholds_resolve_exact_name_over_glob_over_kind(monkeypatch):
 def test_run_config_thresholds_override_the_environment():
     t = Thresholds.load(
         '{"llm_requests": {"max_depth": 9}}',
-        env={"QUEUE_ASSETS_QUEUE_THRESHOLDS": '{"llm_requests": {"max_depth": 1, "severity": "ERROR"}}'},
+        env_json=Settings.from_env(
+            {"QUEUE_ASSETS_QUEUE_THRESHOLDS": '{"llm_requests": {"max_depth": 1, "severity": "ERROR"}}'}
+        ).queue_thresholds,
     )
     assert (t.for_queue("llm_requests").max_depth, t.for_queue("llm_requests").severity) == (9, "ERROR")
 
@@ -224,7 +227,7 @@ def test_run_config_thresholds_override_the_environment():
 )
 def test_bad_threshold_overrides_name_the_key_and_reason(text, fragment):
     with pytest.raises(ThresholdError, match=fragment.replace("(", r"\(")):
-        Thresholds.load(text, env={})
+        Thresholds.load(text)
 
 
 def _materialize(db_url: str, config: dict | None = None) -> dg.ExecuteInProcessResult:

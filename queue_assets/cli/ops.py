@@ -174,7 +174,7 @@ def cmd_status(settings: Settings, args) -> int:
     from ..operations.status import gather, render
 
     try:
-        thresholds = Thresholds.load()
+        thresholds = Thresholds.load(env_json=settings.queue_thresholds)
     except ThresholdError as exc:
         return fail(str(exc))
     urls = resolve_urls(settings)

@@ -21,6 +21,7 @@ from .checks import evaluate_learning_checks, learning_check_specs
 from .core import ExportResult, run_export
 from .learning import LearningSummary, aggregate_learning
 from .render import md_text
+from .resources import ExportSettingsResource
 from .settings import EXPORT_FOLDER, ExportSettings, export_start_date
 
 EXPORT_GROUP = "export"
@@ -95,8 +96,9 @@ def aggregated_learning(
     context: dg.AssetExecutionContext,
     config: LearningConfig,
     shared_queue: SharedQueueResource,
+    export_settings: ExportSettingsResource,
 ):
-    settings = ExportSettings.from_env()
+    settings = export_settings.settings()
     factor = settings.max_growth_factor if config.max_growth_factor is None else config.max_growth_factor
     if not factor >= 1.0:
         raise dg.Failure(
@@ -189,8 +191,9 @@ def learned_pattern_export(
     shared_queue: SharedQueueResource,
     templates_repo: TemplatesRepoResource,
     github: GitHubResource,
+    export_settings: ExportSettingsResource,
 ) -> dg.MaterializeResult:
-    settings = ExportSettings.from_env()
+    settings = export_settings.settings()
     provider = github.provider()
     remote = templates_repo.remote_url()
     auth = provider.settings.git_auth_for(remote) if provider else None

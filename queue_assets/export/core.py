@@ -202,14 +202,14 @@ def run_export(
     publish: Publish | None,
     run_id: str | None = None,
     log: Callable[[str], None] = lambda _m: None,
-    stale_after_s: int | None = None,
+    stale_after_s: int = Settings.stale_after_s,
 ) -> ExportResult:
     """Export cycle `cycle` (its selected rows in hub.aggregated_learning) to its branch and PR.
 
     `conn` must be in autocommit mode: each record in hub.exports is its own transaction and must
     survive a failure in a later step. `publish` sends in the caller's transaction without syncing
-    inboxes (`fanout.publish`); the inboxes are synced first with `stale_after_s` (default: the
-    `QUEUE_ASSETS_STALE_AFTER_S` setting).
+    inboxes (`fanout.publish`); the inboxes are synced first with `stale_after_s` (the asset passes
+    the run's `QUEUE_ASSETS_STALE_AFTER_S`; default: that setting's default).
 
     The phases: plan, write the branch, push, record, propose the PR, announce.
     """
@@ -289,8 +289,8 @@ def _write_branch(
     result.files_written = len(wc.write_files(files(), folder=EXPORT_FOLDER, prune=True))
     new_sha = wc.commit_if_changed(commit_message(plan.cycle, plan.totals.artifacts), paths=[EXPORT_FOLDER])
     result.committed = new_sha is not None
-    result.commit_sha = wc.head()
-    result.changed_files = wc.changed_files(base_head, result.commit_sha) if base_head else []
+    result.commit_sha = commit_sha = wc.head()
+    result.changed_files = wc.changed_files(base_head, commit_sha) if base_head and commit_sha else []
     learned = [f for f in result.changed_files if f != f"{EXPORT_FOLDER}/{SUMMARY_FILE}"]
     if remote_before is None and not learned:
         result.commit_sha = base_head
@@ -352,7 +352,7 @@ def _announce(
     conn: psycopg.Connection,
     result: ExportResult,
     publish: Publish,
-    stale_after_s: int | None,
+    stale_after_s: int,
     log: Callable[[str], None],
 ) -> int | None:
     """Fan `learning_exported` out once per (commit, PR URL); the record and the messages commit together.
@@ -366,7 +366,7 @@ def _announce(
     try:
         # Inboxes first, in bounded transactions of their own: creating many pgmq queues in the
         # announcement's transaction would exceed the server's lock table (fanout.CREATE_BATCH).
-        sync_inboxes(conn, stale_after_s if stale_after_s is not None else Settings.from_env().stale_after_s)
+        sync_inboxes(conn, stale_after_s)
         with conn.transaction():
             if _already_announced(conn, result, lock=True):
                 return None

@@ -139,6 +139,8 @@ def aggregate_learning(
                 "DELETE FROM hub.aggregated_learning WHERE cycle_date < %s",
                 (cycle - timedelta(days=keep_days),),
             ).rowcount
+        totals = conn.execute(_SUMMARY_SQL, {"cycle": cycle}).fetchone()
+        assert totals is not None  # aggregates always return a row
         (
             out.artifacts,
             out.selected,
@@ -146,7 +148,7 @@ def aggregate_learning(
             out.reports,
             out.selected_instances,
             out.instances,
-        ) = conn.execute(_SUMMARY_SQL, {"cycle": cycle}).fetchone()
+        ) = totals
     out.top = list(selected_artifacts(conn, cycle, limit=top))
     return out
 
@@ -208,12 +210,14 @@ class CheckOutcome:
 
 def check_success_rates(conn: psycopg.Connection, cycle: date) -> CheckOutcome:
     """Every combined success rate is a number in [0, 1] (NaN counts as outside)."""
-    bad, examples = conn.execute(
+    row = conn.execute(
         "SELECT count(*), (array_agg(artifact_id || '=' || success_rate::text ORDER BY artifact_id))[1:5]"
         " FROM hub.aggregated_learning WHERE cycle_date = %s"
         " AND (success_rate < 0 OR success_rate > 1 OR success_rate = 'NaN'::float8)",
         (cycle,),
     ).fetchone()
+    assert row is not None  # an aggregate always returns a row
+    bad, examples = row
     if bad:
         return CheckOutcome(
             False,

@@ -6,13 +6,15 @@ hub's other settings). Read when the code location loads, so a typo fails at sta
 
 from __future__ import annotations
 
-import math
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
+from ..envparse import EnvReader
+from ..envparse import float_range as _float_range
+from ..envparse import int_range as _int_range
 from ..settings import SettingsError
 
 EXPORT_FOLDER = "learned_patterns"
@@ -39,18 +41,7 @@ class ExportSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ExportSettings:
         env = os.environ if env is None else env
-        problems: list[str] = []
-
-        def get(name: str, parse: Callable[[str], object], default: object) -> object:
-            raw = env.get(name)
-            if raw is None or raw.strip() == "":
-                return default
-            try:
-                return parse(raw.strip())
-            except ValueError as exc:
-                problems.append(f"{name}={raw[:80]!r}: {exc}")
-                return default
-
+        get = (reader := EnvReader(env)).get
         settings = cls(
             min_usage=get("QUEUE_ASSETS_EXPORT_MIN_USAGE", _int_range(0, 10**15), cls.min_usage),
             min_success_rate=get(
@@ -64,8 +55,8 @@ class ExportSettings:
             ),
             base_branch=get("QUEUE_ASSETS_EXPORT_BASE_BRANCH", _branch, cls.base_branch),
         )
-        if problems:
-            raise SettingsError(problems)
+        if reader.problems:
+            raise SettingsError(reader.problems)
         return settings
 
 
@@ -76,50 +67,25 @@ def export_start_date(env: Mapping[str, str] | None = None, *, today: date | Non
     today (UTC): a start in the future leaves the export with no partition to run.
     """
     env = os.environ if env is None else env
-    raw = (env.get(START_DATE_VAR) or "").strip()
-    if not raw:
-        return DEFAULT_START_DATE
     today = today or datetime.now(UTC).date()
-    try:
-        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", raw):
-            raise ValueError
-        start = date.fromisoformat(raw)
-    except ValueError:
-        raise SettingsError([f"{START_DATE_VAR}={raw[:80]!r}: expected a date as YYYY-MM-DD"]) from None
-    if start > today:
-        raise SettingsError(
-            [
-                f"{START_DATE_VAR}={raw!r}: must not be after today ({today.isoformat()}, UTC); "
-                "the export would have no cycle to run"
-            ]
-        )
+
+    def parse(raw: str) -> date:
+        try:
+            if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", raw):
+                raise ValueError
+            start = date.fromisoformat(raw)
+        except ValueError:
+            raise ValueError("expected a date as YYYY-MM-DD") from None
+        if start > today:
+            raise ValueError(
+                f"must not be after today ({today.isoformat()}, UTC); the export would have no cycle to run"
+            )
+        return start
+
+    start = (reader := EnvReader(env)).get(START_DATE_VAR, parse, DEFAULT_START_DATE)
+    if reader.problems:
+        raise SettingsError(reader.problems)
     return start
-
-
-def _int_range(lo: int, hi: int) -> Callable[[str], int]:
-    def parse(raw: str) -> int:
-        try:
-            value = int(raw)
-        except ValueError:
-            raise ValueError("expected a whole number") from None
-        if not lo <= value <= hi:
-            raise ValueError(f"must be between {lo} and {hi}")
-        return value
-
-    return parse
-
-
-def _float_range(lo: float, hi: float) -> Callable[[str], float]:
-    def parse(raw: str) -> float:
-        try:
-            value = float(raw)
-        except ValueError:
-            raise ValueError("expected a number") from None
-        if not math.isfinite(value) or not lo <= value <= hi:
-            raise ValueError(f"must be a number between {lo:g} and {hi:g}")
-        return value
-
-    return parse
 
 
 def _branch(raw: str) -> str:

@@ -55,9 +55,13 @@ class GitHubSettings:
         and never show the token.
         """
         env = os.environ if env is None else env
-        repository = overrides.get("repository") or (env.get("GITHUB_REPOSITORY") or "").strip()
-        token = overrides.get("token") or (env.get("GITHUB_TOKEN") or "").strip()
-        api_url = overrides.get("api_url") or (env.get("GITHUB_API_URL") or "").strip() or DEFAULT_API_URL
+
+        def value(key: str, name: str) -> str:
+            return (overrides.get(key) or env.get(name) or "").strip()
+
+        repository = value("repository", "GITHUB_REPOSITORY")
+        token = value("token", "GITHUB_TOKEN")
+        api_url = value("api_url", "GITHUB_API_URL") or DEFAULT_API_URL
         if not repository and not token:
             return None
         problems = []

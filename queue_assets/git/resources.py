@@ -1,22 +1,23 @@
 """Dagster resources for Git: the templates_data repository and the GitHub pull-request provider.
 
-Both read the environment when a run starts, never at import: `TEMPLATES_REPO_URL` (default: the
-embedded bare remote that `queue-assets init` creates), and `GITHUB_REPOSITORY`, `GITHUB_TOKEN`,
-`GITHUB_API_URL`. Leaving the fields unset keeps secrets out of the resource's config (which the UI
-shows); to pass the token explicitly, use `GitHubResource(token=dg.EnvVar("GITHUB_TOKEN"))`, which
-the UI shows by name only. A token, or credentials inside TEMPLATES_REPO_URL, never reach a log
-line, metadata or an error text (`redact.redact`).
+Their fields are what the UI shows. `git_resources` builds both from the code location's settings:
+the data folder, `GITHUB_REPOSITORY` and `GITHUB_API_URL` as plain values, and what may hold a secret
+by name only, resolved in the run's process: `dg.EnvVar("TEMPLATES_REPO_URL")` (a URL may carry
+credentials; unset: the embedded bare remote that `queue-assets init` creates) and
+`dg.EnvVar("GITHUB_TOKEN")`. The resources never read the environment themselves. A token, or
+credentials inside TEMPLATES_REPO_URL, never reach a log line, metadata or an error text
+(`redact.redact`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import dagster as dg
+from pydantic import Field
 
 from ..redact import redact
 from ..settings import Settings, SettingsError
@@ -33,19 +34,25 @@ _WORK_NAME_RE = re.compile(r"^[a-z][a-z0-9_\-]{0,40}$")
 
 
 class TemplatesRepoResource(dg.ConfigurableResource):
-    """The `templates_data` Git repository: any Git URL or path. Unset: `TEMPLATES_REPO_URL`, else
-    the embedded bare remote under the data folder (created on first use)."""
+    """The `templates_data` Git repository: any Git URL or path (`TEMPLATES_REPO_URL`). Unset: the
+    embedded bare remote under the data folder (created on first use)."""
 
-    url: str | None = None
-    data_dir: str | None = None
+    url: str | None = Field(
+        default=None,
+        description="Git URL or path; it may hold credentials: give dg.EnvVar('TEMPLATES_REPO_URL'). "
+        "Unset: the embedded remote in data_dir.",
+    )
+    data_dir: str = Field(
+        description="The hub's data folder (QUEUE_ASSETS_DATA_DIR): work copies, embedded remote."
+    )
     lock_timeout_s: float = 600.0
 
     def data_path(self) -> Path:
-        return Path(self.data_dir) if self.data_dir else Settings.from_env().data_dir
+        return Path(self.data_dir)
 
     def remote_url(self) -> str:
         """The configured remote, validated (errors name TEMPLATES_REPO_URL and never show credentials)."""
-        url = self.url or (os.environ.get("TEMPLATES_REPO_URL") or "").strip()
+        url = (self.url or "").strip()
         if not url:
             return ensure_embedded_templates_remote(self.data_path())
         try:
@@ -74,17 +81,20 @@ class TemplatesRepoResource(dg.ConfigurableResource):
 
 class GitHubResource(dg.ConfigurableResource):
     """Pull requests through GitHub's REST API. With neither a repository nor a token configured
-    (fields or `GITHUB_REPOSITORY` / `GITHUB_TOKEN`) there is no provider: the branch is the export."""
+    there is no provider: the branch is the export."""
 
-    repository: str | None = None
-    token: str | None = None
-    api_url: str | None = None
+    repository: str | None = Field(default=None, description="owner/name (GITHUB_REPOSITORY).")
+    token: str | None = Field(default=None, description="A secret: give dg.EnvVar('GITHUB_TOKEN').")
+    api_url: str | None = Field(
+        default=None, description="REST API root (GITHUB_API_URL); unset: api.github.com."
+    )
     timeout_s: float = 30.0
     retries: int = 2
     retry_backoff_s: float = 1.0
 
     def github_settings(self) -> GitHubSettings | None:
-        return GitHubSettings.from_env(repository=self.repository, token=self.token, api_url=self.api_url)
+        """Validated; errors name GITHUB_REPOSITORY / GITHUB_TOKEN / GITHUB_API_URL, never the token."""
+        return GitHubSettings.from_env({}, repository=self.repository, token=self.token, api_url=self.api_url)
 
     def provider(self) -> GitHubPullRequests | None:
         settings = self.github_settings()
@@ -93,3 +103,24 @@ class GitHubResource(dg.ConfigurableResource):
         return GitHubPullRequests(
             settings, timeout_s=self.timeout_s, retries=self.retries, backoff_s=self.retry_backoff_s
         )
+
+
+def git_resources(settings: Settings, env: Mapping[str, str]) -> dict[str, dg.ConfigurableResource]:
+    """`templates_repo` and `github` as the code location configures them (`env`: the environment the
+    definitions load in, consulted only for which of these variables are set; the values of
+    TEMPLATES_REPO_URL and GITHUB_TOKEN stay in the environment, as `dg.EnvVar`)."""
+
+    def is_set(name: str) -> bool:
+        return bool((env.get(name) or "").strip())
+
+    return {
+        "templates_repo": TemplatesRepoResource(
+            url=dg.EnvVar("TEMPLATES_REPO_URL") if is_set("TEMPLATES_REPO_URL") else None,
+            data_dir=str(settings.data_dir),
+        ),
+        "github": GitHubResource(
+            repository=(env.get("GITHUB_REPOSITORY") or "").strip() or None,
+            token=dg.EnvVar("GITHUB_TOKEN") if is_set("GITHUB_TOKEN") else None,
+            api_url=(env.get("GITHUB_API_URL") or "").strip() or None,
+        ),
+    }

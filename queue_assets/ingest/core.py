@@ -70,6 +70,8 @@ class IngestConfig:
     max_seconds: float = 300.0
     linger_s: float = 0.0
     """After the queue runs dry, keep polling this long before ending the run (saves run launches)."""
+    stale_after_s: int = 3600
+    """Instances silent this long get no inbox copy of what storing a batch fans out (QUEUE_ASSETS_STALE_AFTER_S)."""
 
     @classmethod
     def from_settings(cls, s) -> IngestConfig:
@@ -81,6 +83,7 @@ class IngestConfig:
             max_messages=s.run_max_messages,
             max_seconds=float(s.run_max_seconds),
             linger_s=float(s.run_linger_s),
+            stale_after_s=s.stale_after_s,
         )
 
 
@@ -269,7 +272,14 @@ def _dumps(value) -> str:
     return orjson.dumps(value).decode()
 
 
-def store_batch(conn: psycopg.Connection, queue: str, batch: list[Delivery], result: IngestResult) -> None:
+def store_batch(
+    conn: psycopg.Connection,
+    queue: str,
+    batch: list[Delivery],
+    result: IngestResult,
+    *,
+    stale_after_s: int,
+) -> None:
     """Ledger, data rows, dead letters and archive for `batch`, inside the caller's transaction."""
     ids = [d.msg_id for d in batch]
     created_at = batch[0].queue_created_at
@@ -344,9 +354,9 @@ def store_batch(conn: psycopg.Connection, queue: str, batch: list[Delivery], res
         conn.execute(ARCHIVE_SQL, (ids, queue, created_at))
     key_duplicates = {r[0] for r in dup_cur.fetchall()} if dup_cur is not None else set()
     if queue == HUB_LLM_RESULTS and (fresh or dead):
-        enrichment.apply_replies(conn, fresh, dead, stale_after_s=_stale_after_s())
+        enrichment.apply_replies(conn, fresh, dead, stale_after_s=stale_after_s)
     elif fresh and queue == "pattern_messages":
-        enrichment.broadcast_confirmed(conn, stale_after_s=_stale_after_s())
+        enrichment.broadcast_confirmed(conn, stale_after_s=stale_after_s)
     conflicts = [d for d in batch if d.msg_id not in won and d.msg_id not in key_duplicates]
     result.stored += len(fresh)
     result.dead_lettered += len(dead)
@@ -356,12 +366,6 @@ def store_batch(conn: psycopg.Connection, queue: str, batch: list[Delivery], res
         result.per_instance[d.instance_id] += 1
     for d in dead:
         result.dlq_reasons[d.error_kind] += 1
-
-
-def _stale_after_s() -> int:
-    from ..settings import Settings
-
-    return Settings.from_env().stale_after_s
 
 
 def _refuse_reused_msg_ids(
@@ -389,14 +393,14 @@ def _refuse_reused_msg_ids(
 
 
 def _store_one_by_one(
-    conn: psycopg.Connection, queue: str, batch: list[Delivery], result: IngestResult
+    conn: psycopg.Connection, queue: str, batch: list[Delivery], result: IngestResult, stale_after_s: int
 ) -> None:
     """The batch was refused as a whole: store each message alone, dead-letter the ones refused."""
     with conn.transaction():
         for d in batch:
             try:
                 with conn.transaction():
-                    store_batch(conn, queue, [d], result)
+                    store_batch(conn, queue, [d], result, stale_after_s=stale_after_s)
             except psycopg.OperationalError:
                 raise
             except psycopg.Error as exc:
@@ -404,7 +408,7 @@ def _store_one_by_one(
                 d.error = f"the database refused to store it: {str(exc).strip().splitlines()[0][:300]}"
                 d.error_kind = "store_failed"
                 with conn.transaction():
-                    store_batch(conn, queue, [d], result)
+                    store_batch(conn, queue, [d], result, stale_after_s=stale_after_s)
 
 
 def extend_if_slow(
@@ -547,11 +551,11 @@ def ingest_queue(
             try:
                 # Pipelined: BEGIN, SET and the store statement go out in one round trip.
                 with conn.pipeline(), conn.transaction():
-                    store_batch(conn, queue, batch, result)
+                    store_batch(conn, queue, batch, result, stale_after_s=cfg.stale_after_s)
             except psycopg.OperationalError:
                 raise
             except psycopg.Error:
-                _store_one_by_one(conn, queue, batch, result)
+                _store_one_by_one(conn, queue, batch, result, cfg.stale_after_s)
             result.read += len(batch)
             result.batches += 1
             if on_batch:

@@ -239,7 +239,10 @@ def build_ingest_sensor(queue: str, job, interval_s: int, clock=time.time) -> dg
                 run_key=f"{queue}:after:{predecessor}",
                 tags={**tags, SUCCESSOR_OF_TAG: predecessor},
             )
-        key, cursor = next_request(queue, probe.newest_msg_id, probe.visible, context.cursor)
+        request = next_request(queue, probe.newest_msg_id, probe.visible, context.cursor)
+        if request is None:
+            return dg.SkipReason(f"`{queue}` has no visible messages (newest msg_id {probe.newest_msg_id})")
+        key, cursor = request
         context.update_cursor(json.dumps({**json.loads(cursor), "sent": probe.sent}))
         return dg.RunRequest(run_key=key, tags=tags)
 

@@ -12,7 +12,6 @@ import dagster as dg
 
 from ..queues import CONSUMED_QUEUES, REPLY_QUEUE_FOR
 from ..resources import SharedQueueResource
-from ..retries import retry_policy
 from .archive import count_unanswered
 from .statistics import StatisticsReport, collect_statistics, format_seconds, markdown_table, save_history
 from .thresholds import ThresholdError, Thresholds
@@ -137,7 +136,7 @@ def _unanswered_check(
                 f"| `{request_queue}` | `{r.request_id}` | {r.instance_id or '–'} | {format_seconds(age)} |"
             )
     total = sum(counts.values())
-    md = {f"unanswered.{q}": dg.MetadataValue.int(n) for q, n in counts.items()}
+    md: dict[str, dg.MetadataValue] = {f"unanswered.{q}": dg.MetadataValue.int(n) for q, n in counts.items()}
     md["unanswered"] = dg.MetadataValue.int(total)
     md["oldest"] = dg.MetadataValue.md(
         "| queue | request_id | instance | age |\n|---|---|---|---|\n" + "\n".join(rows) if rows else "_none_"
@@ -193,7 +192,7 @@ def queue_statistics(
             "both must be at least 1"
         )
     try:
-        thresholds = Thresholds.load(config.thresholds_json)
+        thresholds = Thresholds.load(config.thresholds_json, env_json=shared_queue.settings.queue_thresholds)
     except ThresholdError as exc:
         raise dg.Failure(str(exc)) from None
     with shared_queue.connection() as conn:
@@ -212,20 +211,3 @@ def queue_statistics(
     return dg.MaterializeResult(
         metadata=statistics_metadata(report, thresholds, alerts), check_results=checks
     )
-
-
-statistics_job = dg.define_asset_job(
-    "queue_statistics_job",
-    selection=[dg.AssetKey("queue_statistics")],
-    description="Measure every queue (StatisticsJob) and evaluate the queue alerts.",
-    op_retry_policy=retry_policy("queue_statistics_job"),
-)
-
-statistics_schedule = dg.ScheduleDefinition(
-    name="queue_statistics_schedule",
-    job=statistics_job,
-    cron_schedule="0 * * * *",
-    execution_timezone="UTC",
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Hourly at minute 0 UTC (seed 000: StatisticsJob `0 * * * *`).",
-)

@@ -60,7 +60,10 @@ def read_instances(conn: psycopg.Connection, *, stale_after_s: int) -> list[Inst
         " extract(epoch FROM now() - last_heartbeat)::float8 FROM hub.instances ORDER BY instance_id"
     ).fetchall()
     conn.commit()
-    return [InstanceRow(*r[:7], stale=r[6] is None or r[6] > stale_after_s) for r in rows]
+    return [
+        InstanceRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], stale=r[6] is None or r[6] > stale_after_s)
+        for r in rows
+    ]
 
 
 def dagster_storage_url(home: str, fallback_env: Mapping[str, str] | None = None) -> str | None:

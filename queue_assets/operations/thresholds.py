@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 
@@ -120,9 +119,10 @@ class Thresholds:
     overrides: Mapping[str, dict]
 
     @classmethod
-    def load(cls, run_config_json: str | None = None, env: Mapping[str, str] | None = None) -> Thresholds:
-        env = os.environ if env is None else env
-        merged = dict(parse_overrides(env.get(ENV_VAR), source=ENV_VAR))
+    def load(cls, run_config_json: str | None = None, *, env_json: str | None = None) -> Thresholds:
+        """The defaults with `env_json` (the `QUEUE_ASSETS_QUEUE_THRESHOLDS` setting,
+        `Settings.queue_thresholds`) merged over them, then `run_config_json` over that."""
+        merged = dict(parse_overrides(env_json, source=ENV_VAR))
         for key, values in parse_overrides(run_config_json, source="thresholds_json").items():
             merged[key] = {**merged.get(key, {}), **values}
         return cls(merged)
