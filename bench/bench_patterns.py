@@ -195,7 +195,8 @@ def main() -> None:
             return
         with psycopg.connect(url) as conn:
             conn.execute(
-                "TRUNCATE hub.patterns, hub.pattern_aliases, hub.pattern_sightings, hub.pattern_indicators"
+                "TRUNCATE hub.patterns, hub.pattern_aliases, hub.pattern_sightings, hub.pattern_indicators,"
+                " hub.enrichment_requests"
             )
             conn.commit()
             security.ensure_producer_role(conn)
