@@ -11,6 +11,8 @@ catalogue maintained vs without it.
    a plain indexed `SELECT` on hub.patterns (as the owner: instances may not read hub.*),
    `SELECT hub_api.query_pattern(type, alias)` as an instance login role (raw SQL, as Elixir
    would call it), and `HubClient.query_pattern` (the SDK, same role). Hits by alias.
+   Then the same two lookups (plain, API) timed inside the server, interleaved in one DO loop:
+   the work per call without the round trip and the client's scheduling.
 4. `--clients` threads, each on its own instance-role connection, querying at once.
 `--queries 0` runs the ingest comparison only; `--rounds 0` the queries only.
 """
@@ -26,6 +28,7 @@ import time
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -140,6 +143,50 @@ def single_client(url: str, role_url: str, patterns: int, per_pattern: int, quer
     )
 
 
+SERVER_SIDE_SQL = """
+DO $$
+DECLARE
+    kinds CONSTANT text[] := ARRAY['framework', 'technology', 'microservice', 'code'];
+    i int; j int; ty text; t0 timestamptz; t1 timestamptz; t2 timestamptz; r record; d jsonb;
+BEGIN
+    FOR k IN 1 .. {n} + 200 LOOP
+        i := 1 + floor(random() * {patterns})::int;
+        j := floor(random() * {per_pattern})::int;
+        ty := kinds[1 + i % 4];
+        t0 := clock_timestamp();
+        SELECT * INTO r FROM hub.patterns WHERE pattern_type = ty AND canonical_name = 'pattern-' || i;
+        t1 := clock_timestamp();
+        d := hub_api.query_pattern(ty, CASE WHEN j = 0 THEN 'pattern-' || i ELSE 'Pattern_' || i || '.v' || j END);
+        t2 := clock_timestamp();
+        IF k > 200 THEN
+            INSERT INTO pg_temp.bench_times VALUES (extract(epoch FROM t1 - t0), extract(epoch FROM t2 - t1));
+        END IF;
+    END LOOP;
+END
+$$"""
+
+
+def server_side(url: str, patterns: int, per_pattern: int, queries: int) -> None:
+    """The same lookups timed inside the server (a DO loop, interleaved): the work per call without the
+    client round trip and the client's scheduling, which dominate on a loaded machine."""
+    with psycopg.connect(url, autocommit=True) as c:
+        c.execute("CREATE TEMP TABLE bench_times (plain float8, api float8)")
+        c.execute(
+            sql.SQL(SERVER_SIDE_SQL).format(
+                n=sql.Literal(queries), patterns=sql.Literal(patterns), per_pattern=sql.Literal(per_pattern)
+            )
+        )
+        rows = c.execute("SELECT plain, api FROM pg_temp.bench_times").fetchall()
+    plain, api = [r[0] for r in rows], [r[1] for r in rows]
+    print(f"server side, {len(rows)} lookups each (owner, inside one DO block):")
+    print(f"  plain indexed SELECT:   {pct(plain)}")
+    print(f"  hub_api.query_pattern:  {pct(api)}")
+    q = lambda v: statistics.quantiles(v, n=100)[94]  # noqa: E731
+    print(
+        f"  p50 ratio {statistics.median(api) / statistics.median(plain):.2f}, p95 ratio {q(api) / q(plain):.2f}"
+    )
+
+
 def concurrent(
     url: str, role_url: str, patterns: int, per_pattern: int, clients: int, per_client: int, *, plain: bool
 ) -> None:
@@ -195,7 +242,8 @@ def main() -> None:
             return
         with psycopg.connect(url) as conn:
             conn.execute(
-                "TRUNCATE hub.patterns, hub.pattern_aliases, hub.pattern_sightings, hub.pattern_indicators"
+                "TRUNCATE hub.patterns, hub.pattern_aliases, hub.pattern_sightings, hub.pattern_indicators,"
+                " hub.enrichment_requests"
             )
             conn.commit()
             security.ensure_producer_role(conn)
@@ -210,6 +258,7 @@ def main() -> None:
             url, user=security.instance_role_for(instance), password=PASSWORD
         )
         single_client(url, role_url, args.patterns, args.aliases_per_pattern, args.queries)
+        server_side(url, args.patterns, args.aliases_per_pattern, args.queries)
         print("concurrent:")
         for plain in (True, False):
             concurrent(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from datetime import UTC, datetime
 
 import psycopg
 import pytest
@@ -39,6 +40,28 @@ def test_unknown_extra_fields_are_kept(conn):
     ingest_queue(conn, "pattern_messages", CFG)
     attrs = conn.execute("SELECT attributes FROM hub.pattern_observations").fetchone()[0]
     assert attrs["seq"] == 1
+
+
+def test_stored_times_and_queue_columns_are_exact(conn):
+    """Rows carry datetimes as orjson writes them and the queue columns from the statement: breaks if
+    an offset, the microseconds, the incarnation or a row's queue were lost on the way."""
+    msg = json.loads(pattern_message("singularity-1", 1, patterns=2))
+    msg["timestamp"] = "2025-10-25T14:00:00.123456+02:00"
+    send_raw(conn, "pattern_messages", json.dumps(msg))
+    enqueued, created = conn.execute(
+        "SELECT q.enqueued_at, m.created_at FROM pgmq.q_pattern_messages q, pgmq.meta m"
+        " WHERE m.queue_name = 'pattern_messages'"
+    ).fetchone()
+    assert ingest_queue(conn, "pattern_messages", CFG).stored == 1
+    ledger = conn.execute(
+        "SELECT queue, queue_created_at, enqueued_at, produced_at FROM hub.ingest_ledger"
+    ).fetchall()
+    produced = datetime(2025, 10, 25, 12, 0, 0, 123456, tzinfo=UTC)
+    assert ledger == [("pattern_messages", created, enqueued, produced)]
+    observations = conn.execute(
+        "SELECT queue, queue_created_at, ordinal, observed_at FROM hub.pattern_observations ORDER BY ordinal"
+    ).fetchall()
+    assert observations == [("pattern_messages", created, i, produced) for i in range(2)]
 
 
 def test_every_valid_sample_is_stored_in_its_table(conn):

@@ -17,7 +17,7 @@ from queue_assets import bootstrap, cli
 from queue_assets.aggregation.core import aggregate
 from queue_assets.ingest.core import IngestConfig, ingest_queue
 from queue_assets.patterns import canonical
-from queue_assets.patterns.models import PatternInfo, PatternList, UnknownPattern
+from queue_assets.patterns.models import PatternInfo, PatternList, UnknownPattern, parse_query_result
 from queue_assets.sdk import HubClient
 from queue_assets_tests.conftest import _drop_db, _make_db
 from queue_assets_tests.helpers import count, queue_depth, send_many
@@ -350,6 +350,67 @@ def test_query_pattern_finds_a_pattern_by_any_alias(conn):
     ).fetchone()[0]
     assert [p["name"] for p in listed["patterns"]] == ["phoenix"]
     assert count(conn, "hub.pattern_discovery_requests") == 0
+
+
+API_KEYS = {
+    "status", "pattern_type", "name", "display_name", "aliases", "instances", "observations", "confidence",
+    "confidence_instances", "languages", "top_indicators", "examples", "first_seen", "last_seen", "rank",
+    "version", "enrichment", "enrichment_error", "broadcast_provisional", "provenance",
+}  # fmt: skip
+
+
+def test_query_pattern_returns_the_whole_entry_however_the_name_is_spelled(conn):
+    """The hit path builds the JSON column by column and skips the name check for plain ASCII names
+    (sql/015): breaks if a column is missing or wrong, if a name that needs stripping or Unicode
+    folding answers differently from its plain spelling, or if hits stop being counted."""
+    _ingest(conn, [_pattern_message("i-1", ["Phoenix"]), _pattern_message("i-2", ["phoenix-framework"])])
+    conn.execute(
+        "UPDATE hub.patterns SET enrichment = '{\"summary\": \"web\"}', enrichment_provider = 'p',"
+        " enrichment_model = 'm', enrichment_request_id = 'r-1', enriched_at = '2026-12-03T10:00:00Z'"
+    )
+    conn.commit()
+    row = conn.execute(
+        "SELECT status, display_name, instances, observations, confidence, confidence_instances, languages,"
+        " top_indicators, examples, first_seen, last_seen, rank, version FROM hub.patterns"
+    ).fetchone()
+    docs = [
+        _query(conn, "framework", n)
+        for n in ["Phoenix", "  Phoenix ", " Phoenix\u00a0", "\uff30hoenix", "PHOENIX"]
+    ]
+    assert all(d == docs[0] for d in docs), docs
+    doc = docs[0]
+    assert set(doc) == API_KEYS
+    assert (doc["pattern_type"], doc["name"], sorted(doc["aliases"])) == (
+        "framework",
+        "phoenix",
+        ["Phoenix", "phoenix-framework"],
+    )
+    info = parse_query_result(doc)
+    assert isinstance(info, PatternInfo)
+    assert (
+        info.status,
+        info.display_name,
+        info.instances,
+        info.observations,
+        info.confidence,
+        info.confidence_instances,
+        info.languages,
+        info.top_indicators,
+        info.examples,
+        info.first_seen,
+        info.last_seen,
+        info.rank,
+        info.version,
+    ) == row
+    assert info.enrichment == {"summary": "web"}
+    assert info.provenance is not None and (info.provenance.provider, info.provenance.request_id) == (
+        "p",
+        "r-1",
+    )
+    assert (doc["enrichment_error"], doc["broadcast_provisional"]) == (None, False)
+    miss = _query(conn, "framework", "  Quantum ")  # stripped like any other name before it is used
+    assert (miss["status"], miss["asked_name"], miss["name"]) == ("unknown", "Quantum", "quantum")
+    assert conn.execute("SELECT queries, misses FROM hub.pattern_queries_per_hour").fetchall() == [(6, 1)]
 
 
 def test_instance_roles_execute_the_api_but_cannot_read_hub_tables(conn, producers):

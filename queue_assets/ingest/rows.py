@@ -8,78 +8,68 @@ which is what makes ingest keep pace with a raw pgmq read/archive loop.
 
 from __future__ import annotations
 
-from datetime import datetime
-
 import psycopg
 
 from ..names import inbox_queue_for
 
 _PATTERN_FIELDS = frozenset({"pattern_type", "name", "confidence", "indicators", "language"})
 
-# table -> column definitions for jsonb_to_recordset (constants, never user input); the order of
-# this dict is the order of build_rows' output.
+# table -> column definitions for json_to_recordset (constants, never user input); the order of this
+# dict is the order of build_rows' output. The queue and its incarnation are the same for every row of
+# a batch: the statement adds them (parameters), the rows do not repeat them.
 TABLES = {
-    "pattern_observations": "queue text, queue_created_at timestamptz, msg_id bigint, ordinal int, instance_id text, pattern_type text,"
+    "pattern_observations": "msg_id bigint, ordinal int, instance_id text, pattern_type text,"
     " name text, confidence float8, language text, indicators text[], attributes jsonb, observed_at timestamptz",
-    "code_analyses": "queue text, queue_created_at timestamptz, msg_id bigint, instance_id text, analysis jsonb, observed_at timestamptz",
-    "learned_artifacts": "queue text, queue_created_at timestamptz, msg_id bigint, ordinal int, instance_id text, artifact_id text,"
+    "code_analyses": "msg_id bigint, instance_id text, analysis jsonb, observed_at timestamptz",
+    "learned_artifacts": "msg_id bigint, ordinal int, instance_id text, artifact_id text,"
     " artifact_type text, name text, content jsonb, usage_count bigint, success_rate float8,"
     " observed_at timestamptz",
-    "heartbeats": "queue text, queue_created_at timestamptz, msg_id bigint, instance_id text, version text, status text, observed_at timestamptz",
+    "heartbeats": "msg_id bigint, instance_id text, version text, status text, observed_at timestamptz",
 }
 
 
 def _pattern_attributes(p) -> dict:
-    attrs = dict(p.model_extra or {})
-    if p.examples:
-        attrs["examples"] = p.examples
+    extra = p.model_extra
+    if not p.examples:
+        return extra if extra is not None else {}  # not copied: only serialised
+    attrs = dict(extra or {})
+    attrs["examples"] = p.examples
     return attrs
 
 
-def build_rows(queue: str, created_at: datetime, valid: list) -> dict[str, list[dict]]:
-    """The hub rows of every valid delivery, by table (`created_at`: the queue's incarnation)."""
-    qc = created_at.isoformat()
+def build_rows(valid: list) -> dict[str, list[dict]]:
+    """The hub rows of every valid delivery, by table, without the queue columns (the statement adds
+    them). Datetimes stay datetimes: orjson writes them (RFC 3339) faster than isoformat()."""
     out: dict[str, list[dict]] = {t: [] for t in TABLES}
     observations, analyses, artifacts, heartbeats = (out[t] for t in TABLES)
     for d in valid:
         m = d.model
-        inst, ts, kind = d.instance_id, m.timestamp.isoformat(), m.type
+        msg_id, inst, ts, kind = d.msg_id, d.instance_id, m.timestamp, m.type
         if kind == "pattern_detection":
-            for i, p in enumerate(m.patterns):
-                observations.append(
-                    {
-                        "queue": queue,
-                        "queue_created_at": qc,
-                        "msg_id": d.msg_id,
-                        "ordinal": i,
-                        "instance_id": inst,
-                        "pattern_type": p.pattern_type,
-                        "name": p.name,
-                        "confidence": p.confidence,
-                        "language": p.language,
-                        "indicators": p.indicators,
-                        "attributes": _pattern_attributes(p),
-                        "observed_at": ts,
-                    }
-                )
-        elif kind == "code_analysis":
-            analyses.append(
+            observations.extend(
                 {
-                    "queue": queue,
-                    "queue_created_at": qc,
-                    "msg_id": d.msg_id,
+                    "msg_id": msg_id,
+                    "ordinal": i,
                     "instance_id": inst,
-                    "analysis": m.analysis,
+                    "pattern_type": p.pattern_type,
+                    "name": p.name,
+                    "confidence": p.confidence,
+                    "language": p.language,
+                    "indicators": p.indicators,
+                    "attributes": _pattern_attributes(p),
                     "observed_at": ts,
                 }
+                for i, p in enumerate(m.patterns)
+            )
+        elif kind == "code_analysis":
+            analyses.append(
+                {"msg_id": msg_id, "instance_id": inst, "analysis": m.analysis, "observed_at": ts}
             )
         elif kind in ("learned_patterns", "learned_artifacts"):
             for i, a in enumerate(m.artifacts):
                 artifacts.append(
                     {
-                        "queue": queue,
-                        "queue_created_at": qc,
-                        "msg_id": d.msg_id,
+                        "msg_id": msg_id,
                         "ordinal": i,
                         "instance_id": inst,
                         "artifact_id": a.artifact_id,
@@ -94,9 +84,7 @@ def build_rows(queue: str, created_at: datetime, valid: list) -> dict[str, list[
         elif kind == "heartbeat":
             heartbeats.append(
                 {
-                    "queue": queue,
-                    "queue_created_at": qc,
-                    "msg_id": d.msg_id,
+                    "msg_id": msg_id,
                     "instance_id": inst,
                     "version": m.version,
                     "status": m.status,
