@@ -101,7 +101,8 @@ def test_every_kind_of_queue_is_measured(conn):
     assert kinds["pattern_messages_dlq"] == "dlq"
     assert kinds["llm_results"] == "request_reply"
     assert kinds["template_updates"] == "hub"
-    assert len(kinds) == 8 + 4 + 3 + 1 + 1 + 2  # + pattern_discovery, hub_llm_results and its DLQ
+    # + pattern_discovery, hub_llm_results and hub_approval_responses with their DLQs
+    assert len(kinds) == 8 + 4 + 3 + 1 + 1 + 2 + 2
     assert kinds["pattern_discovery"] == "hub"
 
 
@@ -171,7 +172,7 @@ def test_a_queue_dropped_during_the_run_is_left_out(conn, monkeypatch):
     monkeypatch.setattr(mod, "existing_queues", listing_then_drop)
     report = collect_statistics(conn, as_of=T)
     assert "inbox_leaving" not in report.by_queue()
-    assert len(report.queues) == 18
+    assert len(report.queues) == 20  # + hub_approval_responses and its DLQ
 
 
 def test_history_gets_one_row_per_queue(conn, corpus):
@@ -247,9 +248,9 @@ def test_asset_reports_per_queue_counts_and_totals_as_metadata(conn, db_url):
     assert md["dlq_depth.pattern_messages"].value == 1
     assert md["total.depth"].value == 3
     assert md["total.dlq_messages"].value == 1
-    assert md["total.queues"].value == 18
+    assert md["total.queues"].value == 20
     assert md["queues"].value.splitlines()[2].startswith("| `pattern_messages`")
-    assert count(conn, "hub.queue_statistics") == 18
+    assert count(conn, "hub.queue_statistics") == 20
 
 
 def _checks(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:

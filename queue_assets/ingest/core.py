@@ -30,11 +30,14 @@ from psycopg import sql
 from .. import db
 from ..contracts import ContractError, parse_ingest
 from ..names import dlq_for, validate_queue_name
-from ..patterns import catalogue, enrichment
-from ..queues import HUB_LLM_RESULTS
+from ..patterns import approval, catalogue, enrichment
+from ..queues import HUB_APPROVAL_RESPONSES, HUB_LLM_RESULTS
 from . import rows as row_builders
 
 MAX_IDEMPOTENCY_KEY = 200
+# Replies to the hub's own requests: no hub.* data rows of their own; their effect is applied by
+# patterns.enrichment / patterns.approval in the ledger's transaction.
+REPLY_QUEUES = (HUB_LLM_RESULTS, HUB_APPROVAL_RESPONSES)
 # The queue's incarnation (`pgmq.meta.created_at`) comes with every row of the read, from the
 # statement's own snapshot: one statement, one round trip.
 READ_SQL = (
@@ -206,6 +209,11 @@ def validate(queue: str, d: Delivery, cfg: IngestConfig) -> None:
                 raise error
             # one stored reply per request: a duplicate reply is a ledger duplicate
             d.idempotency_key = f"llm_result:{d.request_id}"
+        elif queue == HUB_APPROVAL_RESPONSES:
+            model, key, error = approval.parse_response(d.raw, cfg.max_message_bytes)
+            if error is not None:
+                raise error
+            d.idempotency_key = key  # the same decision delivered twice is a ledger duplicate
         else:
             model = parse_ingest(queue, d.raw, max_bytes=cfg.max_message_bytes)
     except ContractError as exc:
@@ -279,6 +287,8 @@ def store_batch(conn: psycopg.Connection, queue: str, batch: list[Delivery], res
         )
     if queue == HUB_LLM_RESULTS:
         enrichment.screen_replies(conn, [d for d in batch if d.error is None])
+    elif queue == HUB_APPROVAL_RESPONSES:
+        approval.screen_responses(conn, [d for d in batch if d.error is None])
     valid = [d for d in batch if d.error is None]
     ledger = [
         {
@@ -299,7 +309,7 @@ def store_batch(conn: psycopg.Connection, queue: str, batch: list[Delivery], res
     # server crash that loses this commit loses all of it, and the batch is simply read again.
     conn.execute("SET LOCAL synchronous_commit = off")
     params = {"queue": queue, "created_at": created_at, "ledger": _dumps(ledger)}
-    row_sources = [] if queue == HUB_LLM_RESULTS else valid  # replies have no hub.* data rows of their own
+    row_sources = [] if queue in REPLY_QUEUES else valid  # replies have no hub.* data rows of their own
     params.update(
         {t: _dumps(rows) for t, rows in row_builders.build_rows(queue, created_at, row_sources).items()}
     )
@@ -327,7 +337,7 @@ def store_batch(conn: psycopg.Connection, queue: str, batch: list[Delivery], res
                 " ON CONFLICT DO NOTHING RETURNING msg_id",
                 (queue, created_at, _dumps(lost)),
             )
-        if queue == HUB_LLM_RESULTS:
+        if queue in REPLY_QUEUES:
             pass
         elif fresh:
             row_builders.upsert_instances(conn, row_builders.instance_summary(fresh))
@@ -344,7 +354,11 @@ def store_batch(conn: psycopg.Connection, queue: str, batch: list[Delivery], res
         conn.execute(ARCHIVE_SQL, (ids, queue, created_at))
     key_duplicates = {r[0] for r in dup_cur.fetchall()} if dup_cur is not None else set()
     if queue == HUB_LLM_RESULTS and (fresh or dead):
-        enrichment.apply_replies(conn, fresh, dead, stale_after_s=_stale_after_s())
+        settings = _settings()
+        hold = approval.hold_for_approval if settings.pattern_approval == "required" else None
+        enrichment.apply_replies(conn, fresh, dead, stale_after_s=settings.stale_after_s, hold=hold)
+    elif queue == HUB_APPROVAL_RESPONSES and fresh:
+        approval.apply_responses(conn, fresh, stale_after_s=_stale_after_s())
     elif fresh and queue == "pattern_messages":
         enrichment.broadcast_confirmed(conn, stale_after_s=_stale_after_s())
     conflicts = [d for d in batch if d.msg_id not in won and d.msg_id not in key_duplicates]
@@ -358,10 +372,14 @@ def store_batch(conn: psycopg.Connection, queue: str, batch: list[Delivery], res
         result.dlq_reasons[d.error_kind] += 1
 
 
-def _stale_after_s() -> int:
+def _settings():
     from ..settings import Settings
 
-    return Settings.from_env().stale_after_s
+    return Settings.from_env()
+
+
+def _stale_after_s() -> int:
+    return _settings().stale_after_s
 
 
 def _refuse_reused_msg_ids(
