@@ -17,6 +17,7 @@ from queue_assets_tests.helpers import count, dlq_messages, queue_depth, send_ra
 from queue_assets_tests.test_enrichment import CFG, GOOD, ICFG, ingest_replies, router
 from queue_assets_tests.test_fanout import heartbeat, inbox
 from queue_assets_tests.test_patterns import _ingest, _pattern_message, _query
+from queue_assets_tests.test_security import Producers, denied
 
 
 @pytest.fixture
@@ -334,3 +335,21 @@ def test_status_and_pattern_commands_show_the_decision(conn, db_url, approval_re
     assert cli.main(["pattern", "framework", "Phoenix"]) == 0
     out = capsys.readouterr().out
     assert "status rejected" in out and "approval        rejected by bob: wrong project" in out
+
+
+def test_an_instance_cannot_send_a_decision(db_url, conn):
+    """Breaks if hub_approval_responses became writable by instances (e.g. listed as a consumed
+    queue): an instance could then approve its own pattern."""
+    producers = Producers(db_url)
+    try:
+        me = producers.new()
+        with producers.connect(me) as pc:
+            reason = denied(
+                pc,
+                "SELECT pgmq.send('hub_approval_responses', %s::jsonb)",
+                (json.dumps({"request_id": "approve-x", "approved": True, "reviewer": "me"}),),
+            )
+        assert "permission denied" in reason
+    finally:
+        producers.close()
+    assert queue_depth(conn, "hub_approval_responses") == 0
