@@ -12,6 +12,7 @@ import pytest
 
 from queue_assets.ingest.core import ingest_queue
 from queue_assets.patterns.enrichment import run_enrichment
+from queue_assets.sdk import HubClient
 from queue_assets.settings import Settings, SettingsError
 from queue_assets_tests.helpers import count, dlq_messages, queue_depth, send_raw
 from queue_assets_tests.test_enrichment import CFG, GOOD, ICFG, ingest_replies, router
@@ -110,6 +111,15 @@ def test_approval_publishes_the_pattern_as_approved_with_reviewer_once(conn, db_
     served = _query(conn, "framework", "Phoenix")
     assert (
         served["status"] == "approved" and served["enrichment"] == GOOD and served["reviewed_by"] == "alice"
+    )
+    conn.commit()  # the query's count of this hour is a row the SDK's query below updates too
+    with HubClient(db_url, "singularity-1") as client:
+        info = client.query_pattern("framework", "phoenix-framework")
+    assert (info.status, info.approval, info.reviewed_by, info.enrichment) == (
+        "approved",
+        "approved",
+        "alice",
+        GOOD,
     )
     assert (
         count(conn, "hub.pattern_approvals", f"request_id = '{req['request_id']}' AND status = 'approved'")
