@@ -161,3 +161,28 @@ def test_with_the_real_hub_the_services_leave_approved_rejected_and_failed_patte
     assert status == "enrichment_failed" and "no knowledge of framework 'unheard-of-1'" in error
     learned = [m.message for m in inbox(db_url, "singularity-1") if m.message["type"] == "pattern_learned"]
     assert sorted((m["name"], m["status"]) for m in learned) == sorted(decided.items())
+
+
+def test_bad_rates_are_refused_with_the_values_before_connecting(monkeypatch, capsys):
+    from queue_assets import cli
+
+    monkeypatch.setenv("SHARED_QUEUE_DB_URL", "postgresql://nobody@127.0.0.1:1/none")
+    assert cli.main(["simulate-services", "--garbage", "0.9", "--late", "0.2"]) != 0
+    assert "garbage + late + silent = 1.15: must be at most 1" in capsys.readouterr().err
+    assert cli.main(["simulate-services", "--reject", "1.5"]) != 0
+    assert "--reject 1.5: must be between 0 and 1" in capsys.readouterr().err
+
+
+def test_the_demo_runs_with_approval_required_unless_the_environment_says_otherwise():
+    from queue_assets.cli.app import demo_environment
+
+    assert demo_environment("required", {}) == {
+        "QUEUE_ASSETS_PATTERN_APPROVAL": "required",
+        "QUEUE_ASSETS_LLM_TIMEOUT_S": "20",
+    }
+    assert demo_environment("off", {"QUEUE_ASSETS_LLM_TIMEOUT_S": "300"}) == {
+        "QUEUE_ASSETS_PATTERN_APPROVAL": "off"
+    }
+    assert demo_environment("required", {"QUEUE_ASSETS_PATTERN_APPROVAL": "off"}) == {
+        "QUEUE_ASSETS_LLM_TIMEOUT_S": "20"
+    }
