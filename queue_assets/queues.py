@@ -44,16 +44,24 @@ DLQ_QUEUES: tuple[str, ...] = tuple(dlq_for(q) for q in CONSUMED_QUEUES)
 PATTERN_DISCOVERY = "pattern_discovery"
 # Issue 12: the hub's own reply queue for its llm_requests (`reply_to`); the hub never reads llm_results.
 HUB_LLM_RESULTS = "hub_llm_results"
+# Issue 12: the hub's own reply queue for its approval_requests (QUEUE_ASSETS_PATTERN_APPROVAL=required);
+# the hub never reads approval_responses.
+HUB_APPROVAL_RESPONSES = "hub_approval_responses"
 PATTERN_QUEUES: tuple[str, ...] = (
     PATTERN_DISCOVERY,
     dlq_for(PATTERN_DISCOVERY),
     HUB_LLM_RESULTS,
     dlq_for(HUB_LLM_RESULTS),
+    HUB_APPROVAL_RESPONSES,
+    dlq_for(HUB_APPROVAL_RESPONSES),
 )
 
 # Replies to the hub's own requests, ingested like the consumed queues (ledger, DLQ) but NOT writable
 # by instances (they are not in CONSUMED_QUEUES, whose send rights security.py grants to instances).
-REPLY_INGEST_ASSET_FOR: dict[str, str] = {HUB_LLM_RESULTS: "enrichment_replies"}
+REPLY_INGEST_ASSET_FOR: dict[str, str] = {
+    HUB_LLM_RESULTS: "enrichment_replies",
+    HUB_APPROVAL_RESPONSES: "approval_decisions",
+}
 
 ALL_STATIC_QUEUES: tuple[str, ...] = REQUEST_REPLY_QUEUES + HUB_QUEUES + DLQ_QUEUES + PATTERN_QUEUES
 

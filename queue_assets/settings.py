@@ -90,6 +90,8 @@ class Settings:
     llm_max_per_hour: int = 100
     llm_timeout_s: int = 300
     llm_max_attempts: int = 3
+    pattern_approval: str = "off"
+    """off, or required: an enriched pattern waits for a person (approval_requests -> hub_approval_responses)."""
     data_dir: Path = Path(".queue_assets")
     db_parts: DbParts | None = None
     """Set when `db_url` was composed from `SHARED_QUEUE_HOST` etc. rather than `SHARED_QUEUE_DB_URL`."""
@@ -172,6 +174,7 @@ class Settings:
             llm_max_per_hour=get("QUEUE_ASSETS_LLM_MAX_PER_HOUR", _int_range(0, 1_000_000), 100),
             llm_timeout_s=get("QUEUE_ASSETS_LLM_TIMEOUT_S", _int_range(1, 86_400), 300),
             llm_max_attempts=get("QUEUE_ASSETS_LLM_MAX_ATTEMPTS", _int_range(1, 100), 3),
+            pattern_approval=get("QUEUE_ASSETS_PATTERN_APPROVAL", _choice("off", "required"), "off"),
             data_dir=data_dir,
             db_parts=db_parts,
             queue_thresholds=get("QUEUE_ASSETS_QUEUE_THRESHOLDS", str, ""),

@@ -20,10 +20,14 @@ def test_init_installs_pgmq_queues_and_migrations_on_an_empty_database(fresh_db_
         queues = {r[0] for r in conn.execute("SELECT queue_name FROM pgmq.meta")}
         applied = [r[0] for r in conn.execute("SELECT version FROM hub.schema_migrations ORDER BY version")]
     assert queues == set(ALL_STATIC_QUEUES)
-    assert (
-        len(ALL_STATIC_QUEUES) == 8 + 4 + 3 + 2 + 2
-    )  # + pattern_discovery + DLQ (issue 11), hub_llm_results + DLQ (issue 12)
-    assert {"hub_llm_results", "hub_llm_results_dlq"} <= queues
+    # + pattern_discovery + DLQ (issue 11), hub_llm_results and hub_approval_responses + DLQs (issue 12)
+    assert len(ALL_STATIC_QUEUES) == 8 + 4 + 3 + 2 + 2 + 2
+    assert {
+        "hub_llm_results",
+        "hub_llm_results_dlq",
+        "hub_approval_responses",
+        "hub_approval_responses_dlq",
+    } <= queues
     assert applied == [v for v, _, _ in bootstrap.load_migrations()]
     assert report.pgmq_version >= "1.11"
     assert any("pgmq" in a for a in report.actions)

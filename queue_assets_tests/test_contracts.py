@@ -926,7 +926,14 @@ def test_committed_json_schemas_and_index_are_up_to_date(tmp_path):
 def test_there_is_one_schema_per_type_plus_the_union_and_the_hub_llm_forms(tmp_path):
     write_json_schemas(tmp_path / "schemas")
     names = {p.stem for p in (tmp_path / "schemas").glob("*.json")}
-    assert names == set(ALL_TYPES) | {"message", "hub_llm_request", "hub_llm_result", "enrichment_result"}
+    assert names == set(ALL_TYPES) | {
+        "message",
+        "hub_llm_request",
+        "hub_llm_result",
+        "enrichment_result",
+        "hub_approval_request",
+        "hub_approval_response",
+    }
     union = json.loads((tmp_path / "schemas" / "message.json").read_text())
     assert set(union["discriminator"]["mapping"]) == set(ALL_TYPES)
     index = (tmp_path / "contracts.md").read_text()

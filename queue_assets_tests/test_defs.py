@@ -21,6 +21,7 @@ EXPECTED_QUEUE_SPECS = {f"pgmq/{q}" for q in CONSUMED_QUEUES} | {
     "pgmq/instance_inboxes",
     "pgmq/pattern_discovery",
     "pgmq/hub_llm_results",
+    "pgmq/hub_approval_responses",
 }
 
 

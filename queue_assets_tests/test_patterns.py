@@ -356,6 +356,7 @@ API_KEYS = {
     "status", "pattern_type", "name", "display_name", "aliases", "instances", "observations", "confidence",
     "confidence_instances", "languages", "top_indicators", "examples", "first_seen", "last_seen", "rank",
     "version", "enrichment", "enrichment_error", "broadcast_provisional", "provenance",
+    "approval", "reviewed_by", "review_reason", "reviewed_at",  # sql/014 (a person's decision)
 }  # fmt: skip
 
 

@@ -1,6 +1,7 @@
 -- hub_api.query_pattern with less work per hit (issue 11: at most 1.5x a plain indexed SELECT).
 -- Same signature, grants (CREATE OR REPLACE keeps them), SECURITY DEFINER and fixed search_path, same
--- JSON, same errors, same miss path as sql/011. What changed on the hit path:
+-- JSON (with sql/014's approval columns, which sql/011's to_jsonb(row) carried), same errors, same
+-- miss path as sql/011. What changed on the hit path:
 --   * the input checks call no function for the common input: a pattern_type of the four kinds, and a
 --     name of printable ASCII without surrounding spaces, 1..200 characters (one cached regex), which
 --     hub.check_pattern_name would return unchanged; any other input goes through the sql/011
@@ -46,6 +47,8 @@ BEGIN
                'first_seen', p.first_seen, 'last_seen', p.last_seen, 'rank', p.rank, 'version', p.version,
                'enrichment', p.enrichment, 'enrichment_error', p.enrichment_error,
                'broadcast_provisional', p.broadcast_provisional,
+               'approval', p.approval, 'reviewed_by', p.reviewed_by, 'review_reason', p.review_reason,
+               'reviewed_at', p.reviewed_at,
                'provenance', CASE WHEN p.enriched_at IS NULL THEN NULL ELSE jsonb_build_object(
                    'provider', p.enrichment_provider, 'model', p.enrichment_model,
                    'request_id', p.enrichment_request_id, 'enriched_at', p.enriched_at) END),

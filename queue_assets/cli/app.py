@@ -124,6 +124,26 @@ def cmd_simulate(settings: Settings, args) -> int:
     return 0
 
 
+def cmd_simulate_services(settings: Settings, args) -> int:
+    """The demo's LLM router and HITL bridge (queue_assets/simulate_services.py), until Ctrl-C."""
+    from .. import simulate_services as services
+
+    try:
+        rates = services.RouterRates(
+            garbage=args.garbage, late=args.late, silent=args.silent, late_delay_s=args.late_delay
+        )
+    except ValueError as exc:
+        return fail(str(exc))
+    if not 0 <= args.reject <= 1:
+        return fail(f"--reject {args.reject!r}: must be between 0 and 1")
+    urls = resolve_urls(settings)
+    stats = services.run(
+        urls["shared_queue"], seed=args.seed, rates=rates, reject=args.reject, duration_s=args.duration
+    )
+    print(f"router: {dict(stats.router)}; bridge: {dict(stats.bridge)}")
+    return 0
+
+
 def cmd_ingest(settings: Settings, args) -> int:
     """Drain one queue now, outside Dagster (what the ingest asset does)."""
     from ..db import connection
@@ -193,15 +213,41 @@ def after_dev(settings: Settings, started_here: bool) -> str:
     return "stopped the embedded PostgreSQL (`queue-assets init` starts it again, e.g. for `dagster dev`)"
 
 
+# The demo's enrichment clock: a 20 s timeout (retries after 20 s, then 40 s) shows a failed
+# enrichment within about two minutes instead of 15; the router's late replies come after 30 s.
+DEMO_LLM_TIMEOUT_S = "20"
+DEMO_LATE_DELAY_S = "30"
+
+
+def demo_environment(approval: str, env: dict[str, str]) -> dict[str, str]:
+    """What `queue-assets dev` sets for the demo, unless the environment already sets it."""
+    wanted = {"QUEUE_ASSETS_PATTERN_APPROVAL": approval, "QUEUE_ASSETS_LLM_TIMEOUT_S": DEMO_LLM_TIMEOUT_S}
+    return {k: v for k, v in wanted.items() if not env.get(k)}
+
+
 def cmd_dev(settings: Settings, args) -> int:
     """The embedded hub: server, bootstrap, demo traffic and `dagster dev`, in one command."""
     started_here = settings.embedded and not embedded.is_running(settings.data_dir)
     env = hub_environment(settings)
     if not args.no_demo:
         env["QUEUE_ASSETS_DEMO"] = "1"  # turns on demo_lineage_sensor (see queue_assets/demo.py)
+        env.update(demo_environment(args.approval, env))
     initialise(settings, {"shared_queue": env["SHARED_QUEUE_DB_URL"], "dagster": env["DAGSTER_PG_URL"]})
-    sim = None
+    sim = services = None
     if not args.no_demo:
+        # The simulated LLM router and HITL bridge answer the hub's requests (docs/patterns.md, "The demo").
+        services = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "queue_assets.cli",
+                "simulate-services",
+                "--late-delay",
+                DEMO_LATE_DELAY_S,
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+        )
         sim = subprocess.Popen(
             [
                 sys.executable,
@@ -238,9 +284,10 @@ def cmd_dev(settings: Settings, args) -> int:
         proc.send_signal(signal.SIGINT)
         return proc.wait()
     finally:
-        if sim:
-            sim.terminate()
-            sim.wait()
+        for child in (sim, services):
+            if child:
+                child.terminate()
+                child.wait()
         note = after_dev(settings, started_here)
         if note:
             print(note, flush=True)
@@ -273,7 +320,23 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--port", type=int, default=3000)
     d.add_argument("--instances", type=int, default=3)
     d.add_argument("--rate", type=float, default=5.0)
-    d.add_argument("--no-demo", action="store_true", help="do not start simulated instances")
+    d.add_argument("--no-demo", action="store_true", help="do not start simulated instances and services")
+    d.add_argument(
+        "--approval",
+        choices=["required", "off"],
+        default="required",
+        help="the demo's QUEUE_ASSETS_PATTERN_APPROVAL (default required: the simulated HITL bridge decides)",
+    )
+    v = sub.add_parser(
+        "simulate-services", help="run the demo's simulated LLM router and HITL bridge (honour reply_to)"
+    )
+    v.add_argument("--seed", type=int, default=7)
+    v.add_argument("--garbage", type=float, default=0.10, help="share of router replies that are garbage")
+    v.add_argument("--late", type=float, default=0.05, help="share of router replies sent late")
+    v.add_argument("--silent", type=float, default=0.05, help="share of requests the router never answers")
+    v.add_argument("--late-delay", type=int, default=45, help="seconds a late reply is held back")
+    v.add_argument("--reject", type=float, default=0.2, help="share of approval requests the bridge rejects")
+    v.add_argument("--duration", type=float, default=None, help="seconds (default: until Ctrl-C)")
     sub.add_parser("stop", help="stop the embedded PostgreSQL")
     ops.add_subcommands(sub)
     roles.add_subcommands(sub)
@@ -285,6 +348,7 @@ COMMANDS = {
     "init": cmd_init,
     "settings": cmd_settings,
     "simulate": cmd_simulate,
+    "simulate-services": cmd_simulate_services,
     "ingest": cmd_ingest,
     "dev": cmd_dev,
     "stop": cmd_stop,

@@ -85,6 +85,10 @@ def cmd_pattern(settings, args) -> int:
     ):
         print(f"  {label:15} {_fmt(info[label])}")
     print(f"  {'examples':15} {json.dumps(info['examples'])[:300]}")
+    if info.get("approval"):  # QUEUE_ASSETS_PATTERN_APPROVAL=required (sql/014)
+        who = f" by {info['reviewed_by']}" if info.get("reviewed_by") else ""
+        why = f": {info['review_reason']}" if info.get("review_reason") else ""
+        print(f"  {'approval':15} {info['approval']}{who}{why}"[:400])
     print(f"\nALIASES: {len(info['aliases'])}")
     print(
         "\n".join(

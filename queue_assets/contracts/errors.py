@@ -35,7 +35,9 @@ ERROR_KINDS: dict[str, str] = {
     "bad_timestamp": "the timestamp is missing, not ISO-8601 or absurd",
     "bad_instance_id": "the instance id is missing or not a safe id",
     "bad_text": "a string holds control, bidi override/isolate characters or NUL",
-    "unknown_request": "a reply on hub_llm_results names a request id the hub never sent",
+    "unknown_request": "a reply on hub_llm_results or hub_approval_responses names a request id the hub never "
+    "sent (or another pattern than that request's)",
+    "already_decided": "an approval_response for a pattern a person already approved or rejected",
     "bad_result": "an llm_result's result (or error) is not a valid enrichment",
 }
 

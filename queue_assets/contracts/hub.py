@@ -113,6 +113,10 @@ class PatternLearned(HubMessage):
     related: list[ShortText] = Field(default_factory=list)
     languages: list[ShortText] = Field(default_factory=list)
     answers: list[ShortText] = Field(default_factory=list, description="discovery request ids answered")
+    reviewed_by: ShortText | None = Field(
+        default=None, description="who approved or rejected it (QUEUE_ASSETS_PATTERN_APPROVAL=required)"
+    )
+    review_reason: Text | None = Field(default=None, description="the reviewer's reason, if given")
 
 
 HUB_MODELS: tuple[type[HubMessage], ...] = (

@@ -18,6 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, TypeAdapter
 
+from .approval import HubApprovalRequest, HubApprovalResponse
 from .base import MAX_BYTES, MAX_DEPTH, MAX_NAME_CHARS, MAX_YEAR, MIN_YEAR, PATTERN_TYPES
 from .enrichment import EnrichmentResult, HubLlmRequest, HubLlmResult
 from .errors import ERROR_KINDS
@@ -77,6 +78,8 @@ HUB_LLM_SCHEMAS: dict[str, type[BaseModel]] = {
     "hub_llm_request": HubLlmRequest,
     "hub_llm_result": HubLlmResult,
     "enrichment_result": EnrichmentResult,
+    "hub_approval_request": HubApprovalRequest,
+    "hub_approval_response": HubApprovalResponse,
 }
 
 
@@ -125,6 +128,10 @@ def _index(schemas: dict[str, dict[str, Any]], link_dir: str) -> str:
         "it sends on `llm_requests` ([hub_llm_request.json]({d}/hub_llm_request.json)), the `llm_result` it",
         "accepts on `hub_llm_results` ([hub_llm_result.json]({d}/hub_llm_result.json)), whose `result` must fit",
         "[enrichment_result.json]({d}/enrichment_result.json) (unknown fields refused, every text capped).",
+        "With `QUEUE_ASSETS_PATTERN_APPROVAL=required` it is also the HITL bridge's client: the",
+        "`approval_request` it sends on `approval_requests` ([hub_approval_request.json]({d}/hub_approval_request.json))",
+        "and the `approval_response` it accepts on `hub_approval_responses`",
+        "([hub_approval_response.json]({d}/hub_approval_response.json)).",
     ]
     lines = [line.replace("{d}", link_dir) for line in lines]
     ingest_rows = "\n".join(

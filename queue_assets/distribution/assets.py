@@ -216,12 +216,14 @@ TEMPLATE_UPDATES_QUEUE_SPEC = dg.AssetSpec(
 INSTANCE_INBOXES_SPEC = dg.AssetSpec(
     key=dg.AssetKey(["pgmq", "instance_inboxes"]),
     # Everything that sends to every inbox with one pgmq.send_topic: the hourly ranking and template
-    # updates, the `pattern_learned` broadcast of an enriched pattern (sent as its reply is ingested),
-    # and the export's `learning_exported` announcement. By key: those assets live in other domains.
+    # updates, the `pattern_learned` broadcast of an enriched pattern (sent as its reply is ingested)
+    # and of a person's decision on it, and the export's `learning_exported` announcement. By key:
+    # those assets live in other domains.
     deps=[
         pattern_distribution,
         template_updates,
         dg.AssetKey("enrichment_replies"),
+        dg.AssetKey("approval_decisions"),
         dg.AssetKey("learned_pattern_export"),
     ],
     group_name=DISTRIBUTION_GROUP,

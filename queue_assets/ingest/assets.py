@@ -7,7 +7,7 @@ import dagster as dg
 from psycopg import sql
 
 from ..names import dlq_for
-from ..queues import HUB_LLM_RESULTS, INGEST_ASSET_FOR, REPLY_INGEST_ASSET_FOR
+from ..queues import HUB_APPROVAL_RESPONSES, HUB_LLM_RESULTS, INGEST_ASSET_FOR, REPLY_INGEST_ASSET_FOR
 from ..resources import SharedQueueResource
 from .core import IngestConfig, IngestResult, ingest_queue
 
@@ -25,7 +25,18 @@ QUEUE_TABLES = {
     "pattern_messages": "hub.pattern_observations, hub.code_analyses",
     "learned_patterns": "hub.learned_artifacts",
     "instance_heartbeat": "hub.heartbeats, hub.instances",
-    HUB_LLM_RESULTS: "hub.patterns (enrichment), hub.enrichment_requests, and a pattern_learned broadcast",
+    HUB_LLM_RESULTS: "hub.patterns (enrichment), hub.enrichment_requests, and a pattern_learned broadcast "
+    "(or, with approval required, an approval_request)",
+    HUB_APPROVAL_RESPONSES: "hub.pattern_approvals, hub.patterns (approved / rejected), and a pattern_learned "
+    "broadcast",
+}
+# The reply queues: who answers on them, and the asset whose requests name them as `reply_to`.
+REPLY_QUEUE_SOURCES = {
+    HUB_LLM_RESULTS: ("the LLM router's replies to the hub's llm_requests", "pattern_enrichment"),
+    HUB_APPROVAL_RESPONSES: (
+        "the HITL bridge's decisions on the hub's approval_requests (QUEUE_ASSETS_PATTERN_APPROVAL=required)",
+        "enrichment_replies",
+    ),
 }
 
 
@@ -44,10 +55,8 @@ QUEUE_SPECS = [
     for q, a in INGEST_ASSET_FOR.items()
 ] + [
     queue_spec(
-        q,
-        f"pgmq queue `{q}`: the LLM router's replies to the hub's llm_requests (`reply_to`); "
-        f"drained by the `{a}` asset.",
-    ).replace_attributes(deps=[dg.AssetKey("pattern_enrichment")])
+        q, f"pgmq queue `{q}`: {REPLY_QUEUE_SOURCES[q][0]} (`reply_to`); drained by the `{a}` asset."
+    ).replace_attributes(deps=[dg.AssetKey(REPLY_QUEUE_SOURCES[q][1])])
     for q, a in REPLY_INGEST_ASSET_FOR.items()
 ]
 

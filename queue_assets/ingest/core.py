@@ -33,11 +33,14 @@ from psycopg import sql
 from .. import db
 from ..contracts import ContractError, parse_ingest
 from ..names import dlq_for, validate_queue_name
-from ..patterns import catalogue, enrichment
-from ..queues import HUB_LLM_RESULTS
+from ..patterns import approval, catalogue, enrichment
+from ..queues import HUB_APPROVAL_RESPONSES, HUB_LLM_RESULTS
 from . import rows as row_builders
 
 MAX_IDEMPOTENCY_KEY = 200
+# Replies to the hub's own requests: no hub.* data rows of their own; their effect is applied by
+# patterns.enrichment / patterns.approval in the ledger's transaction.
+REPLY_QUEUES = (HUB_LLM_RESULTS, HUB_APPROVAL_RESPONSES)
 # The queue's incarnation (`pgmq.meta.created_at`) comes with every row of the read, from the
 # statement's own snapshot: one statement, one round trip.
 READ_SQL = (
@@ -75,6 +78,8 @@ class IngestConfig:
     """After the queue runs dry, keep polling this long before ending the run (saves run launches)."""
     stale_after_s: int = 3600
     """Instances silent this long get no inbox copy of what storing a batch fans out (QUEUE_ASSETS_STALE_AFTER_S)."""
+    pattern_approval: str = "off"
+    """QUEUE_ASSETS_PATTERN_APPROVAL: `required` holds enriched patterns for a person's decision."""
 
     @classmethod
     def from_settings(cls, s) -> IngestConfig:
@@ -87,6 +92,7 @@ class IngestConfig:
             max_seconds=float(s.run_max_seconds),
             linger_s=float(s.run_linger_s),
             stale_after_s=s.stale_after_s,
+            pattern_approval=s.pattern_approval,
         )
 
 
@@ -212,6 +218,11 @@ def validate(queue: str, d: Delivery, cfg: IngestConfig) -> None:
                 raise error
             # one stored reply per request: a duplicate reply is a ledger duplicate
             d.idempotency_key = f"llm_result:{d.request_id}"
+        elif queue == HUB_APPROVAL_RESPONSES:
+            model, key, error = approval.parse_response(d.raw, cfg.max_message_bytes)
+            if error is not None:
+                raise error
+            d.idempotency_key = key  # the same decision delivered twice is a ledger duplicate
         else:
             model = parse_ingest(queue, d.raw, max_bytes=cfg.max_message_bytes)
     except ContractError as exc:
@@ -283,8 +294,11 @@ def store_batch(
     result: IngestResult,
     *,
     stale_after_s: int,
+    pattern_approval: str = "off",
 ) -> None:
-    """Ledger, data rows, dead letters and archive for `batch`, inside the caller's transaction."""
+    """Ledger, data rows, dead letters and archive for `batch`, inside the caller's transaction.
+    `pattern_approval` (QUEUE_ASSETS_PATTERN_APPROVAL): `required` holds an enriched pattern for a
+    person's decision instead of publishing it."""
     ids = [d.msg_id for d in batch]
     created_at = batch[0].queue_created_at
     if created_at is None or any(d.queue_created_at != created_at for d in batch):
@@ -293,6 +307,8 @@ def store_batch(
         )
     if queue == HUB_LLM_RESULTS:
         enrichment.screen_replies(conn, [d for d in batch if d.error is None])
+    elif queue == HUB_APPROVAL_RESPONSES:
+        approval.screen_responses(conn, [d for d in batch if d.error is None])
     valid = [d for d in batch if d.error is None]
     ledger = [
         {
@@ -311,7 +327,7 @@ def store_batch(
     # server crash that loses this commit loses all of it, and the batch is simply read again.
     conn.execute("SET LOCAL synchronous_commit = off")
     params = {"queue": queue, "created_at": created_at, "ledger": _dumps(ledger)}
-    row_sources = [] if queue == HUB_LLM_RESULTS else valid  # replies have no hub.* data rows of their own
+    row_sources = [] if queue in REPLY_QUEUES else valid  # replies have no hub.* data rows of their own
     params.update({t: _dumps(rows) for t, rows in row_builders.build_rows(row_sources).items()})
     won = {r[0] for r in conn.execute(STORE_SQL, params)}
     lost = [
@@ -337,7 +353,7 @@ def store_batch(
                 " ON CONFLICT DO NOTHING RETURNING msg_id",
                 (queue, created_at, _dumps(lost)),
             )
-        if queue == HUB_LLM_RESULTS:
+        if queue in REPLY_QUEUES:
             pass
         elif fresh:
             row_builders.upsert_instances(conn, row_builders.instance_summary(fresh))
@@ -354,7 +370,10 @@ def store_batch(
         conn.execute(ARCHIVE_SQL, (ids, queue, created_at))
     key_duplicates = {r[0] for r in dup_cur.fetchall()} if dup_cur is not None else set()
     if queue == HUB_LLM_RESULTS and (fresh or dead):
-        enrichment.apply_replies(conn, fresh, dead, stale_after_s=stale_after_s)
+        hold = approval.hold_for_approval if pattern_approval == "required" else None
+        enrichment.apply_replies(conn, fresh, dead, stale_after_s=stale_after_s, hold=hold)
+    elif queue == HUB_APPROVAL_RESPONSES and fresh:
+        approval.apply_responses(conn, fresh, stale_after_s=stale_after_s)
     elif fresh and queue == "pattern_messages":
         enrichment.broadcast_confirmed(conn, stale_after_s=stale_after_s)
     conflicts = [d for d in batch if d.msg_id not in won and d.msg_id not in key_duplicates]
@@ -393,14 +412,26 @@ def _refuse_reused_msg_ids(
 
 
 def _store_one_by_one(
-    conn: psycopg.Connection, queue: str, batch: list[Delivery], result: IngestResult, stale_after_s: int
+    conn: psycopg.Connection,
+    queue: str,
+    batch: list[Delivery],
+    result: IngestResult,
+    stale_after_s: int,
+    pattern_approval: str = "off",
 ) -> None:
     """The batch was refused as a whole: store each message alone, dead-letter the ones refused."""
     with conn.transaction():
         for d in batch:
             try:
                 with conn.transaction():
-                    store_batch(conn, queue, [d], result, stale_after_s=stale_after_s)
+                    store_batch(
+                        conn,
+                        queue,
+                        [d],
+                        result,
+                        stale_after_s=stale_after_s,
+                        pattern_approval=pattern_approval,
+                    )
             except psycopg.OperationalError:
                 raise
             except psycopg.Error as exc:
@@ -408,7 +439,14 @@ def _store_one_by_one(
                 d.error = f"the database refused to store it: {str(exc).strip().splitlines()[0][:300]}"
                 d.error_kind = "store_failed"
                 with conn.transaction():
-                    store_batch(conn, queue, [d], result, stale_after_s=stale_after_s)
+                    store_batch(
+                        conn,
+                        queue,
+                        [d],
+                        result,
+                        stale_after_s=stale_after_s,
+                        pattern_approval=pattern_approval,
+                    )
 
 
 def extend_if_slow(
@@ -598,11 +636,18 @@ def _ingest_queue(
             try:
                 # Pipelined: BEGIN, SET and the store statement go out in one round trip.
                 with conn.pipeline(), conn.transaction():
-                    store_batch(conn, queue, batch, result, stale_after_s=cfg.stale_after_s)
+                    store_batch(
+                        conn,
+                        queue,
+                        batch,
+                        result,
+                        stale_after_s=cfg.stale_after_s,
+                        pattern_approval=cfg.pattern_approval,
+                    )
             except psycopg.OperationalError:
                 raise
             except psycopg.Error:
-                _store_one_by_one(conn, queue, batch, result, cfg.stale_after_s)
+                _store_one_by_one(conn, queue, batch, result, cfg.stale_after_s, cfg.pattern_approval)
             result.read += len(batch)
             result.batches += 1
             if on_batch:

@@ -52,6 +52,7 @@ class StatusReport:
     dagster_note: str = ""
     pattern_queries: list[tuple] = field(default_factory=list)  # (hour, queries, misses), newest first
     enrichment: dict | None = None  # queue_assets.patterns.enrichment.summary (None before sql/013)
+    approvals: dict | None = None  # queue_assets.patterns.approval.summary (None before sql/014)
 
 
 def read_instances(conn: psycopg.Connection, *, stale_after_s: int) -> list[InstanceRow]:
@@ -194,8 +195,26 @@ def gather(
         read_materializations(project_home, dagster_url) if include_dagster else ([], "not requested")
     )
     return StatusReport(
-        stats.measured_at, stats, instances, dead, mats, note, _pattern_queries(conn), _enrichment(conn)
+        stats.measured_at,
+        stats,
+        instances,
+        dead,
+        mats,
+        note,
+        _pattern_queries(conn),
+        _enrichment(conn),
+        _approvals(conn),
     )
+
+
+def _approvals(conn: psycopg.Connection) -> dict | None:
+    from ..patterns.approval import summary
+
+    try:
+        return summary(conn)
+    except psycopg.errors.UndefinedTable:  # a database from before sql/014
+        conn.rollback()
+        return None
 
 
 def _enrichment(conn: psycopg.Connection) -> dict | None:
@@ -318,6 +337,12 @@ def render(report: StatusReport, thresholds: Thresholds, *, max_queues: int = 20
         ]
         for ptype, key, reason in e["failed"]:
             lines.append(f"  enrichment_failed {ptype}/{key}: {reason}")
+    a = report.approvals
+    if a is not None and any(a.values()):
+        lines.append(
+            "APPROVAL (a person, QUEUE_ASSETS_PATTERN_APPROVAL): "
+            + ", ".join(f"{n} {s}" for s, n in a.items())
+        )
     lines += ["", f"LAST MATERIALIZATIONS: {report.dagster_note}"]
     if report.materializations:
         lines += _table(

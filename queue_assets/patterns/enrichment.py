@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import json
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -547,10 +548,18 @@ def screen_replies(conn: psycopg.Connection, deliveries: list) -> None:
             d.error = f"request_id {d.request_id[:120]!r} names no llm_request the hub sent"
 
 
-def apply_replies(conn: psycopg.Connection, fresh: list, dead: list, *, stale_after_s: int) -> int:
+def apply_replies(
+    conn: psycopg.Connection,
+    fresh: list,
+    dead: list,
+    *,
+    stale_after_s: int,
+    hold: Callable[[psycopg.Connection, str, str], Any] | None = None,
+) -> int:
     """Store the enrichments of `fresh` replies (first reply per request wins; the ledger already
     made each message count once) and record `dead` replies as failed attempts. Returns the number
-    of patterns enriched (each broadcast once)."""
+    of patterns enriched: each is broadcast once, or, with `hold` (approval required,
+    patterns.approval.hold_for_approval), handed to it instead of being broadcast."""
     for d in dead:
         if d.request_id and d.error_kind != "unknown_request":
             conn.execute(
@@ -581,7 +590,10 @@ def apply_replies(conn: psycopg.Connection, fresh: list, dead: list, *, stale_af
         ).fetchone()
         if pattern is not None:
             enriched.append(pattern)
-    if enriched:
+    if enriched and hold is not None:
+        for ptype, key in enriched:
+            hold(conn, ptype, key)
+    elif enriched:
         fanout.sync_inboxes(conn, stale_after_s)
         for ptype, key in enriched:
             broadcast(conn, ptype, key)

@@ -41,6 +41,12 @@ class PatternInfo(_Model):
     version: int
     enrichment: dict[str, Any] | None = None
     provenance: Provenance | None = None
+    approval: Literal["pending", "approved", "rejected"] | None = Field(
+        default=None,
+        description="QUEUE_ASSETS_PATTERN_APPROVAL=required: a person's decision (pending: not yet)",
+    )
+    reviewed_by: str | None = None
+    review_reason: str | None = None
 
     @property
     def known(self) -> bool:
