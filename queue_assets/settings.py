@@ -14,8 +14,6 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
-import psycopg
-
 from .horizons import SDK_RETRY_HORIZON_S
 from .redact import redact, register_secret, secrets_in
 
@@ -256,6 +254,8 @@ def _postgres_url(raw: str, scheme: str = "postgresql") -> str:
     except ValueError:
         raise ValueError("the port is not a number between 0 and 65535") from None
     url = f"{scheme}://{raw.split('://', 1)[1]}"
+    import psycopg  # here, not at the top: `queue-assets --help` reads the settings module too
+
     try:
         psycopg.conninfo.conninfo_to_dict(libpq_url(url))
     except psycopg.ProgrammingError as exc:  # libpq's words may quote the URL: redacted
