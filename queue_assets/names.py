@@ -19,6 +19,8 @@ QUEUE_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 # queue-safe form by `inbox_queue_for`.
 INSTANCE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 MAX_INSTANCE_ID = PGMQ_MAX_QUEUE_NAME - len(INBOX_PREFIX)
+# The NOLOGIN group every instance's role belongs to (its grants: `queue_assets.security`).
+PRODUCER_ROLE = "queue_assets_producer"
 
 
 class InvalidNameError(ValueError):

@@ -42,11 +42,10 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg import sql
 
-from .names import InvalidNameError, inbox_queue_for, validate_instance_id
+from .names import PRODUCER_ROLE, InvalidNameError, inbox_queue_for, validate_instance_id
 from .queues import CONSUMED_QUEUES
 from .redact import redact
 
-PRODUCER_ROLE = "queue_assets_producer"
 INSTANCE_ROLE_PREFIX = "instance_"
 # The pgmq functions a producer calls, with the helpers they call in turn (EXECUTE is checked on
 # nested calls too). Granted explicitly so producers keep working where a DBA has revoked PUBLIC's

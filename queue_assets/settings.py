@@ -15,8 +15,6 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
-import psycopg
-
 from .envparse import EnvReader
 from .envparse import choice as _choice
 from .envparse import int_range as _int_range
@@ -272,6 +270,8 @@ def _postgres_url(raw: str, scheme: str = "postgresql") -> str:
     except ValueError:
         raise ValueError("the port is not a number between 0 and 65535") from None
     url = f"{scheme}://{raw.split('://', 1)[1]}"
+    import psycopg  # here, not at the top: `queue-assets --help` reads the settings module too
+
     try:
         psycopg.conninfo.conninfo_to_dict(libpq_url(url))
     except psycopg.ProgrammingError as exc:  # libpq's words may quote the URL: redacted

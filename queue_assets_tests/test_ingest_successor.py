@@ -90,6 +90,13 @@ def _wait_started(instance: dg.DagsterInstance, n: int) -> list[dg.RunRecord]:
     raise AssertionError(f"{n} run(s) of {JOB} did not start within 60 s")
 
 
+def _wait_step_started(instance: dg.DagsterInstance, run_id: str) -> None:
+    deadline = time.monotonic() + 60
+    while not instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.STEP_START).records:
+        assert time.monotonic() < deadline, f"run {run_id} did not start its step within 60 s"
+        time.sleep(0.05)
+
+
 def test_successor_is_requested_near_the_cap_or_on_a_backlog_and_never_a_third_run(conn, db_url, run_env):
     """Breaks if the sensor waits for the active run to end (the launch gap), requests a successor for
     a young run, for an idle queue, or with two runs active, or if the successor's key does not name
@@ -184,6 +191,67 @@ def test_the_ingest_asset_asks_the_instance_whether_its_successor_has_started(co
         instance.delete_run(successor.run_id)
         thread.join(60)
         assert not thread.is_alive()
+        [result] = results
+        [mat] = result.asset_materializations_for_node(result.job_def.nodes_in_topological_order[0].name)
+        assert mat.metadata["stopped_by"].value == "max_seconds"
+
+
+def test_when_a_successors_launch_failed_the_sensor_asks_again_under_a_new_key(conn, db_url, run_env):
+    """Breaks if the sensor repeats the failed successor's run key (the daemon launches a key once,
+    so the queue would get no successor until its run ends and a fresh run launches)."""
+    job = defs.resolve_job_def(JOB)
+    with dg.instance_for_test() as instance:
+        sensor = Sensor(instance, db_url)
+        first = _start_run(instance, db_url)
+        [a] = _wait_started(instance, 1)
+        a_id = a.dagster_run.run_id
+        with psycopg.connect(db_url) as other_consumer:
+            _send_held(conn, other_consumer, range(3))
+            request = sensor.tick(later_s=30)
+            assert isinstance(request, dg.RunRequest) and request.run_key == f"{QUEUE}:after:{a_id}"
+            # The daemon could not launch it (e.g. the code server's StartRun timed out): it failed unstarted.
+            instance.create_run_for_job(job, status=dg.DagsterRunStatus.FAILURE, tags=request.tags)
+            again = sensor.tick(later_s=60)  # past the sensor's backoff after one failed run
+            assert isinstance(again, dg.RunRequest), again
+            assert again.run_key == f"{QUEUE}:after:{a_id}:1"
+            assert again.tags[SUCCESSOR_OF_TAG] == a_id
+            other_consumer.commit()
+        first.join(60)
+        assert not first.is_alive()
+
+
+def test_a_run_whose_successor_failed_to_launch_drains_on_until_another_one_starts(conn, db_url, monkeypatch):
+    """Breaks if a run past its cap ends because its successor's launch failed: the queue would then
+    wait for a whole new launch (seen in the soak on an overloaded machine: 2-3 minutes)."""
+    monkeypatch.setenv("QUEUE_ASSETS_RUN_MAX_SECONDS", "1")
+    monkeypatch.setenv("QUEUE_ASSETS_RUN_LINGER_S", "30")
+    job = defs.resolve_job_def(JOB)
+    with dg.instance_for_test() as instance:
+        predecessor_id = str(uuid.uuid4())
+        instance.create_run_for_job(
+            job, status=dg.DagsterRunStatus.FAILURE, tags={SUCCESSOR_OF_TAG: predecessor_id}
+        )
+        results = []
+
+        def run():
+            results.append(
+                job.execute_in_process(
+                    instance=instance,
+                    run_id=predecessor_id,
+                    resources={"shared_queue": SharedQueueResource(db_url=db_url)},
+                )
+            )
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        _wait_step_started(instance, predecessor_id)  # the cap counts from here, however slow the run's start
+        time.sleep(4.0)
+        assert thread.is_alive()  # 1 s cap, but the only successor failed unstarted
+        instance.create_run_for_job(
+            job, status=dg.DagsterRunStatus.STARTED, tags={SUCCESSOR_OF_TAG: predecessor_id}
+        )
+        thread.join(30)
+        assert not thread.is_alive()  # handed over to the successor that started
         [result] = results
         [mat] = result.asset_materializations_for_node(result.job_def.nodes_in_topological_order[0].name)
         assert mat.metadata["stopped_by"].value == "max_seconds"

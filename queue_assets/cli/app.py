@@ -12,13 +12,14 @@ import sys
 import traceback
 from pathlib import Path
 
-from .. import bootstrap, embedded
-from ..db import DatabaseUnavailable, resolve_urls
 from ..names import InvalidNameError
 from ..redact import redact
 from ..settings import Settings, SettingsError, project_root
 from . import ops, patterns, roles
 from .errors import fail
+
+# psycopg, pydantic and the hub's modules are imported inside the commands that use them:
+# `queue-assets --help` loads none of them, and `status` only psycopg (docs/benchmarks.md).
 
 DOTENV_HEADER = "# Written by `queue-assets init` (and `queue-assets dev`); rewritten by each run."
 
@@ -72,7 +73,7 @@ def write_dotenv(root: Path, settings: Settings, urls: dict[str, str]) -> str | 
 
 def initialise(settings: Settings, urls: dict[str, str]) -> None:
     """Everything `queue-assets init` does: pgmq, queues, migrations, roles, the templates remote, `.env`."""
-    from .. import security
+    from .. import bootstrap, security
 
     report = bootstrap.bootstrap(
         urls["shared_queue"], extra_steps=security.bootstrap_steps(urls.get("dagster") or None)
@@ -88,6 +89,8 @@ def initialise(settings: Settings, urls: dict[str, str]) -> None:
 
 
 def cmd_init(settings: Settings, args) -> int:
+    from ..db import resolve_urls
+
     initialise(settings, resolve_urls(settings))
     return 0
 
@@ -100,6 +103,7 @@ def cmd_settings(settings: Settings, args) -> int:
 
 def cmd_simulate(settings: Settings, args) -> int:
     from .. import simulate
+    from ..db import resolve_urls
 
     urls = resolve_urls(settings)
 
@@ -127,6 +131,7 @@ def cmd_simulate(settings: Settings, args) -> int:
 def cmd_simulate_services(settings: Settings, args) -> int:
     """The demo's LLM router and HITL bridge (queue_assets/simulate_services.py), until Ctrl-C."""
     from .. import simulate_services as services
+    from ..db import resolve_urls
 
     try:
         rates = services.RouterRates(
@@ -146,7 +151,7 @@ def cmd_simulate_services(settings: Settings, args) -> int:
 
 def cmd_ingest(settings: Settings, args) -> int:
     """Drain one queue now, outside Dagster (what the ingest asset does)."""
-    from ..db import connection
+    from ..db import connection, resolve_urls
     from ..ingest.core import IngestConfig, ingest_queue
     from ..queues import CONSUMED_QUEUES
 
@@ -183,6 +188,8 @@ def dagster_home(settings: Settings) -> Path:
 
 def hub_environment(settings: Settings) -> dict[str, str]:
     """Environment for the Dagster processes: the resolved URLs and DAGSTER_HOME."""
+    from ..db import resolve_urls
+
     urls = resolve_urls(settings)
     if not urls.get("dagster"):
         raise SettingsError(
@@ -201,6 +208,8 @@ def after_dev(settings: Settings, started_here: bool) -> str:
     A server that ran before `dev` started (someone's `queue-assets init`, a `dagster dev` through
     `.env`) is left running, and so is one that other clients still use.
     """
+    from .. import embedded
+
     if not settings.embedded:
         return ""
     how = "`queue-assets stop` (or `make clean-data`, which also deletes its data) stops it"
@@ -227,6 +236,8 @@ def demo_environment(approval: str, env: dict[str, str]) -> dict[str, str]:
 
 def cmd_dev(settings: Settings, args) -> int:
     """The embedded hub: server, bootstrap, demo traffic and `dagster dev`, in one command."""
+    from .. import embedded
+
     started_here = settings.embedded and not embedded.is_running(settings.data_dir)
     env = hub_environment(settings)
     if not args.no_demo:
@@ -294,6 +305,8 @@ def cmd_dev(settings: Settings, args) -> int:
 
 
 def cmd_stop(settings: Settings, args) -> int:
+    from .. import embedded
+
     if settings.db_url:
         return fail("SHARED_QUEUE_DB_URL is set: there is no embedded server to stop")
     print(
@@ -363,10 +376,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = Settings.from_env()
         return COMMANDS[args.command](settings, args)
-    except SettingsError as exc:
+    except (SettingsError, InvalidNameError) as exc:
         return fail(str(exc))
-    except (DatabaseUnavailable, bootstrap.BootstrapError, InvalidNameError) as exc:
-        return fail(str(exc))
-    except Exception:  # a bug or an error nobody foresaw: the traceback helps, but only redacted
+    except Exception as exc:
+        if isinstance(exc, _expected_errors()):
+            return fail(str(exc))
+        # A bug or an error nobody foresaw: the traceback helps, but only redacted.
         print(redact(traceback.format_exc()), file=sys.stderr, end="")
         return 1
+
+
+def _expected_errors() -> tuple[type[Exception], ...]:
+    """Errors reported as one line, not a traceback; imported only once a command has failed."""
+    from ..bootstrap import BootstrapError
+    from ..db import DatabaseUnavailable
+
+    return (DatabaseUnavailable, BootstrapError)

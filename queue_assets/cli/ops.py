@@ -13,17 +13,17 @@ import getpass
 import json
 import sys
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-from ..backoff import connect_with_backoff
-from ..db import resolve_urls
 from ..names import InvalidNameError, validate_queue_name
-from ..operations import dlq as dlq_ops
-from ..operations.retention import DEFAULT_BATCH as RETENTION_BATCH
-from ..operations.retention import HubRetention, run_retention
-from ..operations.statistics import format_seconds
-from ..operations.thresholds import ThresholdError, Thresholds
 from ..settings import Settings
 from .errors import fail
+
+if TYPE_CHECKING:
+    from ..operations import dlq as dlq_ops
+
+# The operations modules (and psycopg, which they import) are loaded inside the commands, so
+# `queue-assets --help` and the other commands' start do not pay for them (docs/benchmarks.md).
 
 
 def _progress(text: str) -> None:
@@ -60,6 +60,8 @@ def _queue(text: str) -> str:
 
 
 def _duration(text: str) -> str:
+    from ..operations import dlq as dlq_ops
+
     dlq_ops.parse_duration(text)
     return text
 
@@ -82,11 +84,15 @@ def _retention_batch(text: str) -> int:
 
 
 def _reason(text: str) -> str:
+    from ..operations import dlq as dlq_ops
+
     dlq_ops.DlqFilter(reason=text)
     return text
 
 
 def _type(text: str) -> str:
+    from ..operations import dlq as dlq_ops
+
     dlq_ops.DlqFilter(message_type=text)
     return text
 
@@ -127,7 +133,7 @@ def add_subcommands(sub) -> None:
     r.add_argument(
         "--batch-size",
         type=_arg(_retention_batch),
-        default=RETENTION_BATCH,
+        default=None,
         help="rows per DELETE, each its own short transaction",
     )
 
@@ -151,7 +157,7 @@ def add_subcommands(sub) -> None:
         p.add_argument(
             "--batch-size",
             type=_arg(_positive),
-            default=dlq_ops.DEFAULT_BATCH,
+            default=None,
             help="messages per transaction",
         )
         p.add_argument("--limit", type=_arg(_positive), default=None, help="stop after this many")
@@ -160,6 +166,9 @@ def add_subcommands(sub) -> None:
 
 
 def _connect(settings: Settings):
+    from ..backoff import connect_with_backoff
+    from ..db import resolve_urls
+
     return connect_with_backoff(resolve_urls(settings)["shared_queue"])
 
 
@@ -171,7 +180,10 @@ def _actor() -> str:
 
 
 def cmd_status(settings: Settings, args) -> int:
+    from ..backoff import connect_with_backoff
+    from ..db import resolve_urls
     from ..operations.status import gather, render
+    from ..operations.thresholds import ThresholdError, Thresholds
 
     try:
         thresholds = Thresholds.load(env_json=settings.queue_thresholds)
@@ -193,6 +205,8 @@ def cmd_status(settings: Settings, args) -> int:
 
 
 def cmd_retention(settings: Settings, args) -> int:
+    from ..operations.retention import DEFAULT_BATCH, HubRetention, run_retention
+
     def progress(label: str, n: int, report) -> None:
         if n:
             _progress(f"{label}: {'would remove' if report.dry_run else 'removed'} {n} rows")
@@ -202,7 +216,7 @@ def cmd_retention(settings: Settings, args) -> int:
             conn,
             retention_days=settings.retention_days,
             dlq_retention_days=settings.dlq_retention_days,
-            batch_size=args.batch_size,
+            batch_size=args.batch_size or DEFAULT_BATCH,
             dry_run=args.dry_run,
             progress=progress,
             hub=HubRetention.from_settings(settings),
@@ -216,6 +230,8 @@ def cmd_retention(settings: Settings, args) -> int:
 
 
 def _filter_from(args) -> dlq_ops.DlqFilter:
+    from ..operations import dlq as dlq_ops
+
     return dlq_ops.DlqFilter.from_options(
         queue=args.queue,
         reason=args.reason,
@@ -234,6 +250,9 @@ def _instance_of(message) -> str:
 
 
 def _dlq_list(conn, args) -> int:
+    from ..operations import dlq as dlq_ops
+    from ..operations.statistics import format_seconds
+
     f = _filter_from(args)
     counts = dlq_ops.count_dead_letters(conn, f)
     letters = dlq_ops.list_dead_letters(conn, f, limit=args.limit)
@@ -262,6 +281,8 @@ def _dlq_list(conn, args) -> int:
 
 
 def _dlq_show(conn, args) -> int:
+    from ..operations import dlq as dlq_ops
+
     found = dlq_ops.get_dead_letter(conn, args.id, queue=args.queue)
     if not found:
         where = (
@@ -287,6 +308,8 @@ def _dlq_show(conn, args) -> int:
 
 
 def _dlq_act(conn, args, action: str) -> int:
+    from ..operations import dlq as dlq_ops
+
     f = _filter_from(args)
     if f.empty and not args.all:
         return fail(
@@ -311,7 +334,7 @@ def _dlq_act(conn, args, action: str) -> int:
         conn,
         f,
         actor=_actor(),
-        batch_size=args.batch_size,
+        batch_size=args.batch_size or dlq_ops.DEFAULT_BATCH,
         limit=args.limit,
         dry_run=args.dry_run,
         progress=progress,
@@ -333,6 +356,8 @@ def _dlq_act(conn, args, action: str) -> int:
 
 
 def cmd_dlq(settings: Settings, args) -> int:
+    from ..operations import dlq as dlq_ops
+
     try:
         with _connect(settings) as conn:
             if args.dlq_command == "list":

@@ -7,17 +7,19 @@ from __future__ import annotations
 import json
 import sys
 
-from ..patterns import canonical, catalogue
+from ..patterns.vocabulary import PATTERN_TYPES, STATUSES
+
+# `canonical` and `catalogue` (pydantic, psycopg) are imported by the commands, not for `--help`.
 
 
 def add_subcommands(sub) -> None:
     p = sub.add_parser("patterns", help="the pattern catalogue (hub.patterns) by rank")
-    p.add_argument("--type", dest="pattern_type", choices=canonical.PATTERN_TYPES)
+    p.add_argument("--type", dest="pattern_type", choices=PATTERN_TYPES)
     p.add_argument("--language")
-    p.add_argument("--status", choices=canonical.STATUSES)
+    p.add_argument("--status", choices=STATUSES)
     p.add_argument("--limit", type=int, default=20)
     one = sub.add_parser("pattern", help="one pattern by any of its names: aliases and evidence")
-    one.add_argument("pattern_type", choices=canonical.PATTERN_TYPES)
+    one.add_argument("pattern_type", choices=PATTERN_TYPES)
     one.add_argument("name")
 
 
@@ -33,6 +35,7 @@ def _fmt(value) -> str:
 
 def cmd_patterns(settings, args) -> int:
     from ..operations.status import _table
+    from ..patterns import catalogue
     from .ops import _connect
 
     if not 1 <= args.limit <= 10_000:
@@ -57,6 +60,7 @@ def cmd_patterns(settings, args) -> int:
 
 def cmd_pattern(settings, args) -> int:
     from ..operations.status import _table
+    from ..patterns import canonical, catalogue
     from .ops import _connect
 
     try:

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import os
 
-from ..db import connection, resolve_urls
-from ..names import inbox_queue_for
+from ..names import PRODUCER_ROLE, inbox_queue_for
 from ..queues import CONSUMED_QUEUES
 from ..redact import register_secret
-from ..security import PRODUCER_ROLE, SecurityError, drop_instance_role, grant_instance, instance_role_for
 from .errors import fail
+
+# `security` and `db` (psycopg) are imported by the commands, not for `queue-assets --help`.
 
 
 def add_subcommands(sub) -> None:
@@ -35,6 +35,9 @@ def add_subcommands(sub) -> None:
 
 
 def cmd_grant_instance(settings, args) -> int:
+    from ..db import connection, resolve_urls
+    from ..security import SecurityError, grant_instance, instance_role_for
+
     password = None
     if args.password_env:
         password = os.environ.get(args.password_env)
@@ -58,6 +61,9 @@ def cmd_grant_instance(settings, args) -> int:
 
 
 def cmd_revoke_instance(settings, args) -> int:
+    from ..db import connection, resolve_urls
+    from ..security import SecurityError, drop_instance_role, instance_role_for
+
     urls = resolve_urls(settings)
     try:
         with connection(urls["shared_queue"]) as conn:

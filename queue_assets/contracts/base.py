@@ -31,6 +31,9 @@ from pydantic_core import PydanticCustomError
 
 from queue_assets import names
 
+# Re-exported: the contracts and the aggregation name it from here.
+from queue_assets.patterns.vocabulary import PATTERN_TYPES as PATTERN_TYPES
+
 #: Default limit on the size of one raw message, in UTF-8 bytes.
 MAX_BYTES = 1_048_576
 #: Default limit on how deeply arrays/objects may nest (the top-level object is depth 1).
@@ -43,7 +46,6 @@ MAX_NAME_CHARS = 200
 #: PostgreSQL bigint upper bound: counts are stored in bigint columns.
 MAX_COUNT = 2**63 - 1
 
-PATTERN_TYPES: tuple[str, ...] = ("framework", "technology", "microservice", "code")
 PatternType = Literal["framework", "technology", "microservice", "code"]
 
 HUB_SOURCE = "centralcloud"

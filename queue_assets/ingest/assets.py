@@ -14,11 +14,8 @@ from .core import IngestConfig, IngestResult, ingest_queue
 INGEST_GROUP = "ingest"
 SUCCESSOR_OF_TAG = "queue_assets/successor_of"
 """Tag of a run the ingest sensor requested as the successor of the run it names."""
-SUCCESSOR_PENDING_STATUSES = [
-    dg.DagsterRunStatus.QUEUED,
-    dg.DagsterRunStatus.NOT_STARTED,
-    dg.DagsterRunStatus.STARTING,
-]
+SUCCESSOR_TAKES_OVER_STATUSES = [dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.SUCCESS]
+"""A successor in one of these is draining the queue (or drained it): its predecessor hands over."""
 QUEUE_GROUP = "queues"
 
 QUEUE_TABLES = {
@@ -109,15 +106,15 @@ def build_ingest_asset(queue: str, name: str) -> dg.AssetsDefinition:
                 )
 
         def successor_pending() -> bool:
-            # The sensor requested this run's successor (tag queue_assets/successor_of) and it has not
-            # started yet: keep draining past the cap, so the queue never waits for a launch.
-            return bool(
-                context.instance.get_run_records(
-                    filters=dg.RunsFilter(
-                        tags={SUCCESSOR_OF_TAG: context.run.run_id}, statuses=SUCCESSOR_PENDING_STATUSES
-                    ),
-                    limit=1,
-                )
+            # The sensor requested this run's successor (tag queue_assets/successor_of) and none has
+            # started: keep draining past the cap, so the queue never waits for a launch. A successor
+            # whose launch failed (on an overloaded machine the code server's StartRun times out)
+            # counts as not started: the sensor requests another one, and this run drains meanwhile.
+            successors = context.instance.get_run_records(
+                filters=dg.RunsFilter(tags={SUCCESSOR_OF_TAG: context.run.run_id}), limit=10
+            )
+            return bool(successors) and not any(
+                r.dagster_run.status in SUCCESSOR_TAKES_OVER_STATUSES for r in successors
             )
 
         with shared_queue.connection() as conn:

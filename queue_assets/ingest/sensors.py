@@ -16,7 +16,8 @@ successor, and with two runs active the sensor asks for nothing: never more than
 (`dagster.yaml` allows two). Two runs on one queue are safe: pgmq reads with SKIP LOCKED and the
 ledger makes a repeat a no-op. On an idle queue (nothing visible, nothing arrived) nothing runs.
 A run past its cap drains on until its successor has started (the asset asks the instance), so a
-launch slower than the cap leaves no gap either.
+launch slower than the cap leaves no gap either; and when the successor's launch fails, the run
+drains on and the sensor requests another successor (`<queue>:after:<run id>:<n>`).
 """
 
 import json
@@ -234,9 +235,16 @@ def build_ingest_sensor(queue: str, job, interval_s: int, clock=time.time) -> dg
         tags = {"queue_assets/visible_at_request": str(probe.visible)}
         if active:
             predecessor = active[0].dagster_run.run_id
-            # The key names the predecessor: the daemon launches one run per key, so one successor per run.
+            # The key names the predecessor: the daemon launches one run per key, so one successor per
+            # run. Two runs are never active here, so an earlier successor of this run has ended: its
+            # launch failed (the predecessor drains on meanwhile), and the next key asks again.
+            earlier = len(
+                context.instance.get_run_records(
+                    filters=dg.RunsFilter(job_name=job.name, tags={SUCCESSOR_OF_TAG: predecessor})
+                )
+            )
             return dg.RunRequest(
-                run_key=f"{queue}:after:{predecessor}",
+                run_key=f"{queue}:after:{predecessor}" + (f":{earlier}" if earlier else ""),
                 tags={**tags, SUCCESSOR_OF_TAG: predecessor},
             )
         request = next_request(queue, probe.newest_msg_id, probe.visible, context.cursor)

@@ -27,10 +27,10 @@ import sys
 import unicodedata
 
 from ..contracts.base import BAD_CHARS, MAX_NAME_CHARS, PATTERN_TYPES, char_kind
+from .vocabulary import STATUSES as STATUSES  # re-exported: `canonical.STATUSES`
 
 SUFFIXES: tuple[str, ...] = ("framework", "library", "lib")
 SEPARATORS = " -_./"
-STATUSES: tuple[str, ...] = ("observed", "enriching", "enriched", "approved", "rejected", "enrichment_failed")
 
 _SEPARATOR_RUN = re.compile(r"[ ./_-]+")
 _SUFFIX = re.compile(r"(.+)-(" + "|".join(SUFFIXES) + r")", re.DOTALL)

@@ -218,3 +218,68 @@ def run_overheads(runs: list[RunInfo], rows: list[LedgerRow]) -> dict:
 def tick_intervals(timestamps: list[float]) -> dict:
     ts = sorted(timestamps)
     return summary([b - a for a, b in zip(ts, ts[1:], strict=False)])
+
+
+def first_read_times(conn: psycopg.Connection, visibility_timeout_s: float) -> dict[tuple[str, int], float]:
+    """(queue, msg_id) -> when the message was first read, for the archived messages read once.
+
+    `pgmq.read` sets `vt` to the read's clock time plus the visibility timeout, and `archive` keeps
+    it; a message read again (after its lease expired) or whose lease was extended is left out.
+    """
+    out: dict[tuple[str, int], float] = {}
+    for q in CONSUMED_QUEUES:
+        rows = conn.execute(
+            sql.SQL("SELECT msg_id, extract(epoch FROM vt)::float8 FROM pgmq.{} WHERE read_ct = 1").format(
+                sql.Identifier("a_" + q)
+            )
+        ).fetchall()
+        out.update({(q, msg_id): vt - visibility_timeout_s for msg_id, vt in rows})
+    conn.commit()
+    return out
+
+
+def read_split(rows: list[LedgerRow], reads: dict[tuple[str, int], float], keys: set[str]) -> dict:
+    """Inside a running run: enqueued -> first read (the consumer's poll and the batch ahead of it)
+    and read -> stored (validation, the wait for the storing thread, the store statement)."""
+    to_read, to_store = [], []
+    for r in rows:
+        read = reads.get((r.queue, r.msg_id))
+        if r.outcome != "stored" or r.key not in keys or read is None or not r.enqueued <= read <= r.stored:
+            continue
+        to_read.append(read - r.enqueued)
+        to_store.append(r.stored - read)
+    return {"enqueued_to_read": summary(to_read), "read_to_stored": summary(to_store)}
+
+
+def first_run_started(runs: list[RunInfo]) -> dict[str, float]:
+    """Per queue: when its first ingest run started (before it, the queue had no consumer)."""
+    out: dict[str, float] = {}
+    for r in runs:
+        q = r.tags.get("queue_assets/ingest_queue")
+        if q and r.started and r.started < out.get(q, float("inf")):
+            out[q] = r.started
+    return out
+
+
+def first_caught_up(
+    samples: list[Sample], first_started: dict[str, float], max_age_s: float = 1.0
+) -> dict[str, float]:
+    """Per queue: the first lag sample, after its first ingest run started, in which the queue's
+    oldest message was younger than `max_age_s`: the run had drained what piled up before it."""
+    out: dict[str, float] = {}
+    for s in sorted(samples, key=lambda s: s.t):
+        for q, started in first_started.items():
+            if q not in out and s.queues and s.t >= started and s.queues[q]["oldest_age_s"] < max_age_s:
+                out[q] = s.t
+    return out
+
+
+def steady_keys(rows: list[LedgerRow], since: dict[str, float], keys: set[str]) -> set[str]:
+    """The keys of `keys` enqueued after `since[queue]` (e.g. when the queue first caught up): steady
+    traffic, without the hub's cold start (an idle queue's first messages wait for a sensor tick and
+    a run launch, and those behind them for the backlog to drain)."""
+    return {
+        r.key
+        for r in rows
+        if r.outcome == "stored" and r.key in keys and r.enqueued >= since.get(r.queue, float("inf"))
+    }

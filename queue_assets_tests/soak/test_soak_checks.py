@@ -18,6 +18,8 @@ from types import SimpleNamespace
 
 from .accounting import HubState, LedgerRow, tally
 from .faults import FaultResult, git_remote_outage, outage_run_problems
+from .graphql import RunInfo
+from .metrics import Sample, first_caught_up, first_run_started, read_split, steady_keys
 from .publisher import Record
 from .run import Soak, SoakOptions, markdown, problems
 
@@ -71,6 +73,7 @@ def report(**changes) -> dict:
     """A complete report as `Soak.run` makes it, for a run with nothing wrong."""
     acc = tally(records(), hub_state(), bad_sent=1).summary()
     lat = {"n": 4, "p50": 0.1, "p95": 7.5, "p99": 12.25, "max": 13.0, "mean": 2.0}
+    steady = {"n": 3, "p50": 0.1, "p95": 0.5, "p99": 0.75, "max": 0.8, "mean": 0.2}
     fault = FaultResult("malformed_burst", 1.0, ended=2.0, recovered_s=1.0, details={"accounting": acc})
     final = FaultResult("final_drain", 3.0, ended=4.0, recovered_s=0.5, details={"accounting": acc})
     rss = {"webserver": 200.0, "daemon": 150.0, "code_server": 210.0}
@@ -86,10 +89,13 @@ def report(**changes) -> dict:
         "rate": {"soak_msgs_per_s": 27.0, "soak_published_per_queue": {"pattern_messages": 4}},
         "latency": {
             "soak_enqueued_to_stored": lat,
+            "soak_steady_enqueued_to_stored": steady,
+            "first_run_started_after_s": {"pattern_messages": 9.5},
             "soak_per_queue": {"pattern_messages": lat},
             "faults_producer_made_to_stored": lat,
             "all_enqueued_to_stored": lat,
-            "target_p95_s": 20.0,
+            "target_p95_s": 1.0,
+            "target_p99_s": 2.0,
         },
         "latency_components_soak": {
             "wait_for_run_request": {"n": 0},
@@ -252,9 +258,58 @@ def test_a_queue_left_non_empty_fails_the_run():
 def test_the_printed_report_gives_p95_and_p99_and_the_restarts():
     restart = {"role": "webserver", "exit_code": 1, "at": "16:05:00", "phase": "soak"}
     text = markdown(report(supervisor_restarts=[restart]))
-    assert "publish→stored in the soak phase: p95 7.5 s, p99 12.25 s (reported, not asserted" in text
+    assert (
+        "publish→stored in the soak phase: p95 7.5 s, p99 12.25 s; once each queue's first run had caught up "
+        "(steady traffic): p95 0.5 s, p99 0.75 s (reported, not asserted"
+    ) in text
     assert "Result: **FAILED**: the supervisor restarted the webserver" in text
     assert "Processes restarted by the harness (as a supervisor would; each fails the run)" in text
+
+
+# --- the latency figures ---------------------------------------------------------------------
+
+
+def _ingest_run(queue: str, started: float | None) -> RunInfo:
+    return RunInfo(
+        "r", f"ingest_{queue}_job", "SUCCESS", 0.0, started, None, {"queue_assets/ingest_queue": queue}
+    )
+
+
+def test_steady_state_starts_when_the_queues_first_run_has_drained_what_piled_up_before_it():
+    runs = [
+        _ingest_run("pattern_messages", 12.0),
+        _ingest_run("pattern_messages", 40.0),
+        _ingest_run("x", None),
+    ]
+    first = first_run_started(runs)
+    assert first == {"pattern_messages": 12.0}
+
+    def sample(t: float, age: float) -> Sample:
+        return Sample(t, "soak", {"pattern_messages": {"oldest_age_s": age, "depth": 1}}, {}, 0)
+
+    # Before the run: young messages (one just arrived); after it started: the backlog, then caught up.
+    samples = [sample(9.0, 0.2), sample(12.0, 11.0), sample(15.0, 4.0), sample(18.0, 0.3), sample(21.0, 0.1)]
+    caught_up = first_caught_up(samples, first)
+    assert caught_up == {"pattern_messages": 18.0}
+    rows = [
+        LedgerRow("pattern_messages", 1, "cold", "stored", enqueued=3.0, stored=12.5),
+        LedgerRow("pattern_messages", 2, "backlog", "stored", enqueued=13.0, stored=16.0),
+        LedgerRow("pattern_messages", 3, "steady", "stored", enqueued=19.0, stored=19.1),
+        LedgerRow("learned_patterns", 4, "no-run", "stored", enqueued=20.0, stored=20.1),
+        LedgerRow("pattern_messages", 5, "other-phase", "stored", enqueued=30.0, stored=30.1),
+    ]
+    assert steady_keys(rows, caught_up, {"cold", "backlog", "steady", "no-run"}) == {"steady"}
+
+
+def test_the_read_split_leaves_out_a_read_time_outside_the_message_life():
+    rows = [
+        LedgerRow("q", 1, "a", "stored", enqueued=10.0, stored=10.5),
+        LedgerRow("q", 2, "b", "stored", enqueued=10.0, stored=10.5),  # lease extended: "read" after stored
+        LedgerRow("q", 3, "c", "stored", enqueued=10.0, stored=10.5),  # read twice: no first read time
+    ]
+    split = read_split(rows, {("q", 1): 10.25, ("q", 2): 11.0}, {"a", "b", "c"})
+    assert split["enqueued_to_read"]["n"] == 1 and split["enqueued_to_read"]["p50"] == 0.25
+    assert split["read_to_stored"]["p50"] == 0.25
 
 
 # --- the supervisor ------------------------------------------------------------------------------
