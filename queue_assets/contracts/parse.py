@@ -204,6 +204,21 @@ def _check_size(raw: str | bytes | bytearray, max_bytes: int) -> None:
         raise ContractError("too_large", f"message is {size} bytes, over the limit of {max_bytes} bytes")
 
 
+def json_object(raw: str, max_bytes: int, what: str) -> dict[str, Any]:
+    """`raw` as a JSON object, for a reply to one of the hub's own requests (an llm_result, an
+    approval response). Raises `ContractError` (too_large, invalid_json, not_object) naming `what`."""
+    size = len(raw.encode())
+    if size > max_bytes:
+        raise ContractError("too_large", f"{what} is {size} bytes, over {max_bytes}")
+    try:
+        doc = json.loads(raw)
+    except ValueError as exc:
+        raise ContractError("invalid_json", f"{what} is not JSON: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise ContractError("not_object", f"{what} is not a JSON object")
+    return doc
+
+
 _STRING_STR = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _STRING_BYTES = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _NON_BRACKET_STR = re.compile(r"[^\[\]{}]+")

@@ -32,6 +32,7 @@ from ..contracts.approval import ApprovalTask, HubApprovalRequest, HubApprovalRe
 from ..contracts.base import PatternType
 from ..contracts.enrichment import EnrichmentResult
 from ..contracts.errors import from_validation_error
+from ..contracts.parse import json_object
 from .enrichment import learned_message
 
 APPROVAL_REQUESTS = "approval_requests"
@@ -118,18 +119,10 @@ def parse_response(
     """(response, idempotency key, error). The key is the request id and the decision itself, so
     the same response delivered twice is stored once, and a different second decision is not
     mistaken for a duplicate (it is refused as already decided)."""
-    if len(raw.encode()) > max_bytes:
-        return (
-            None,
-            None,
-            ContractError("too_large", f"response is {len(raw.encode())} bytes, over {max_bytes}"),
-        )
     try:
-        doc = json.loads(raw)
-    except ValueError as exc:
-        return None, None, ContractError("invalid_json", f"response is not JSON: {exc}")
-    if not isinstance(doc, dict):
-        return None, None, ContractError("not_object", "response is not a JSON object")
+        doc = json_object(raw, max_bytes, "response")
+    except ContractError as exc:
+        return None, None, exc
     try:
         response = HubApprovalResponse.model_validate(doc)
     except ValidationError as exc:

@@ -40,6 +40,7 @@ from ..contracts.enrichment import (
     HubLlmResult,
 )
 from ..contracts.errors import from_validation_error
+from ..contracts.parse import json_object
 from ..names import dlq_for
 from ..queues import HUB_LLM_RESULTS, PATTERN_DISCOVERY
 from .canonical import pattern_key
@@ -478,14 +479,10 @@ def summary(conn: psycopg.Connection, failed_shown: int = 5) -> dict[str, Any]:
 def parse_reply(raw: str, max_bytes: int) -> tuple[HubLlmResult | None, str | None, ContractError | None]:
     """(reply, request_id, error). A reply whose `request_id` can be read but whose result is no
     valid enrichment keeps its request id, so the failure is recorded on that request."""
-    if len(raw.encode()) > max_bytes:
-        return None, None, ContractError("too_large", f"reply is {len(raw.encode())} bytes, over {max_bytes}")
     try:
-        doc = json.loads(raw)
-    except ValueError as exc:
-        return None, None, ContractError("invalid_json", f"reply is not JSON: {exc}")
-    if not isinstance(doc, dict):
-        return None, None, ContractError("not_object", "reply is not a JSON object")
+        doc = json_object(raw, max_bytes, "reply")
+    except ContractError as exc:
+        return None, None, exc
     try:
         reply = HubLlmResult.model_validate(doc)
     except ValidationError as exc:
