@@ -109,3 +109,13 @@ def make_pgmq(url: str, *, pool_size: int = 2) -> pgmq.PGMQueue:
         kwargs={"connect_timeout": CONNECT_TIMEOUT_S, "application_name": "queue_assets"},
     )
     return pgmq.PGMQueue(pool=pool, init_extension=False)
+
+
+def close_pgmq(client: pgmq.PGMQueue) -> None:
+    """Close a `make_pgmq` client and its pool: the official client closes only a pool it made
+    itself, so `client.close()` alone leaves this one's worker threads to a garbage collector
+    (psycopg_pool then warns "cannot join current thread")."""
+    pool = client.pool
+    client.close()
+    if pool is not None:
+        pool.close()

@@ -21,7 +21,7 @@ from pydantic import Field, PrivateAttr
 
 from . import embedded
 from .backoff import RUN_BACKOFF, Backoff, connect_with_backoff
-from .db import make_pgmq, resolve_urls
+from .db import close_pgmq, make_pgmq, resolve_urls
 from .settings import SHARED_QUEUE_DATABASE, Settings, compose_db_url
 
 
@@ -103,4 +103,4 @@ class SharedQueueResource(dg.ConfigurableResource):
         try:
             yield client
         finally:
-            client.close()
+            close_pgmq(client)

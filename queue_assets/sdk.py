@@ -20,7 +20,7 @@ import psycopg
 
 from . import contracts
 from .backoff import send_with_backoff
-from .db import make_pgmq
+from .db import close_pgmq, make_pgmq
 from .names import inbox_queue_for, validate_instance_id
 from .patterns import canonical
 from .patterns.models import PatternInfo, PatternList, UnknownPattern, parse_query_result
@@ -55,7 +55,7 @@ class HubClient:
 
     def close(self) -> None:
         if self._own:
-            self.q.close()
+            close_pgmq(self.q)
 
     def __enter__(self) -> HubClient:
         return self
@@ -229,7 +229,7 @@ class RequestReplyClient:
 
     def close(self) -> None:
         if self._own:
-            self.q.close()
+            close_pgmq(self.q)
 
     def _request_queue(self, kind: str) -> str:
         if kind not in self.KINDS:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from .db import make_pgmq
+from .db import close_pgmq, make_pgmq
 from .simulate import CODE, FRAMEWORKS, MICROSERVICES, TECHNOLOGIES
 
 if TYPE_CHECKING:
@@ -193,8 +193,5 @@ def run(
     except KeyboardInterrupt:
         pass
     finally:
-        pool = q.pool
-        q.close()
-        if pool is not None:
-            pool.close()  # make_pgmq hands the client a pool of its own, which q.close() leaves open
+        close_pgmq(q)
     return ServiceStats(router.outcomes, bridge.outcomes)
