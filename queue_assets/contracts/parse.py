@@ -71,9 +71,8 @@ def _model_types(model: type[BaseModel]) -> tuple[str, ...]:
 
 
 #: type -> model, for every message type.
-MODEL_OF_TYPE: dict[str, type[BaseModel]] = {
-    t: model for model in (*INGEST_MODELS, *HUB_MODELS, *SERVICE_MODELS) for t in _model_types(model)
-}
+_ALL_MODELS: tuple[type[BaseModel], ...] = (*INGEST_MODELS, *HUB_MODELS, *SERVICE_MODELS)
+MODEL_OF_TYPE: dict[str, type[BaseModel]] = {t: model for model in _ALL_MODELS for t in _model_types(model)}
 ALL_TYPES: frozenset[str] = frozenset(MODEL_OF_TYPE)
 INGEST_MESSAGE_TYPES: frozenset[str] = frozenset(t for m in INGEST_MODELS for t in _model_types(m))
 HUB_MESSAGE_TYPES: frozenset[str] = frozenset(t for m in HUB_MODELS for t in _model_types(m))
