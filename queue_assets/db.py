@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import psycopg
 
@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     import pgmq
 
 CONNECT_TIMEOUT_S = 5
+
+_Row = TypeVar("_Row")
 
 
 class DatabaseUnavailable(RuntimeError):
@@ -78,6 +80,17 @@ def connection(url: str, **kwargs) -> Iterator[psycopg.Connection]:
         yield conn
     finally:
         conn.close()
+
+
+def one_row(cur: psycopg.Cursor[_Row], what: str) -> _Row:
+    """The row of a statement that always returns one (an aggregate, INSERT ... RETURNING).
+
+    psycopg types `fetchone()` as optional; a missing row here means the database broke that
+    promise, so it raises rather than letting a `None` travel on as data."""
+    row = cur.fetchone()
+    if row is None:
+        raise RuntimeError(f"the database returned no row for {what}")
+    return row
 
 
 def resolve_urls(settings: Settings) -> dict[str, str]:

@@ -28,6 +28,8 @@ import psycopg
 
 from . import contracts
 from .contracts.base import HUB_SOURCE
+from .contracts.hub import HUB_MODELS
+from .db import one_row
 from .names import InvalidNameError, inbox_queue_for, validate_queue_name
 from .queues import INBOX_BINDING, TOPIC_PREFIX
 
@@ -184,14 +186,14 @@ def _record_states(conn: psycopg.Connection, states: list[tuple]) -> None:
     )
 
 
-def validate_hub_message(message: dict[str, Any]) -> contracts.HubMessage:
+def validate_hub_message(message: dict[str, Any]) -> contracts.HubToInstanceMessage:
     """Check a hub -> instance message against its contract; `ContractError` names what is wrong."""
     try:
         raw = json.dumps(message, allow_nan=False, default=str)
     except ValueError as exc:
         raise contracts.ContractError("non_finite", f"message cannot be published: {exc}") from None
     parsed = contracts.parse_message(raw)
-    if parsed.type not in contracts.HUB_MESSAGE_TYPES:
+    if not isinstance(parsed, HUB_MODELS):  # the models of HUB_MESSAGE_TYPES
         raise contracts.ContractError(
             "wrong_queue",
             f"a {parsed.type!r} message is not a hub -> instance message and is not published to inboxes",
@@ -246,7 +248,7 @@ def publish(
         )
     if sync and stale_after_s is not None:
         sync_inboxes(conn, stale_after_s)
-    (copies,) = conn.execute("SELECT pgmq.send_topic(%s, %s::jsonb)", (key, body)).fetchone()
+    (copies,) = one_row(conn.execute("SELECT pgmq.send_topic(%s, %s::jsonb)", (key, body)), "pgmq.send_topic")
     return copies
 
 

@@ -333,7 +333,9 @@ def restrict_database_connect(url: str) -> list[str]:
     from . import db
 
     with db.connection(url, autocommit=True) as conn:
-        dbname, user = conn.execute("SELECT current_database(), current_user").fetchone()
+        dbname, user = db.one_row(
+            conn.execute("SELECT current_database(), current_user"), "current_database(), current_user"
+        )
         if not conn.execute("SELECT has_database_privilege('public', %s, 'CONNECT')", (dbname,)).fetchone()[
             0
         ]:
@@ -365,10 +367,13 @@ def bootstrap_steps(dagster_url: str | None = None):
         except SecurityError as exc:
             raise BootstrapError(str(exc)) from None
 
+    if not dagster_url:
+        return (producer_role,)
+
     def dagster_database(conn, report) -> None:
         try:
             report.actions.extend(restrict_database_connect(dagster_url))
         except SecurityError as exc:
             print(f"queue-assets: warning: {exc}", file=sys.stderr)
 
-    return (producer_role, dagster_database) if dagster_url else (producer_role,)
+    return (producer_role, dagster_database)

@@ -6,7 +6,7 @@ pgmq and the ingest loop are real."""
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -328,6 +328,13 @@ def test_hostile_names_and_examples_stay_inside_the_capped_evidence_block(conn):
     assert ingest_replies(conn).stored == len(requests)
     stored = [r[0] for r in conn.execute("SELECT enrichment FROM hub.patterns WHERE pattern_type = 'code'")]
     assert all(e == GOOD for e in stored)
+
+
+def test_a_request_for_an_unknown_pattern_type_is_refused_naming_it():
+    with pytest.raises(ValueError, match="pattern_type 'widget' is not one of framework, technology"):
+        enrichment.build_request(
+            "widget", "x", 1, enrichment.build_evidence(1, ["x"], [], []), datetime.now(UTC)
+        )
 
 
 def test_dagster_sensor_asset_and_reply_ingest_enrich_a_key(conn, db_url):

@@ -35,6 +35,7 @@ import psycopg
 from psycopg import sql
 
 from ..contracts import PATTERN_TYPES
+from ..db import one_row
 from ..patterns import catalogue
 
 W_CONFIDENCE = 0.6
@@ -283,14 +284,17 @@ def _aggregate(
 ) -> AggregationResult:
     # Server-side memory for the hash aggregates, for this transaction only.
     conn.execute("SELECT set_config('work_mem', %s, true)", (work_mem,))
-    run_id, started_at = conn.execute(
-        "INSERT INTO hub.aggregation_runs (dagster_run_id, published) VALUES (%s, false)"
-        " RETURNING run_id, started_at",
-        (dagster_run_id,),
-    ).fetchone()
+    run_id, started_at = one_row(
+        conn.execute(
+            "INSERT INTO hub.aggregation_runs (dagster_run_id, published) VALUES (%s, false)"
+            " RETURNING run_id, started_at",
+            (dagster_run_id,),
+        ),
+        "the new aggregation run",
+    )
     conn.execute(_PER_LANGUAGE_SQL)
     conn.execute(_INDICATORS_SQL)
-    instances, observations, max_stored_at = conn.execute(_TOTALS_SQL).fetchone()
+    instances, observations, max_stored_at = one_row(conn.execute(_TOTALS_SQL), "the ranking totals")
     conn.execute(_STAGE_SQL)
     patterns = conn.execute(
         _REPLACE_RANKING_SQL,
@@ -368,8 +372,9 @@ def rank_history(conn: psycopg.Connection, pattern_type: str, name: str) -> list
 def rank_changes(conn: psycopg.Connection, run_id: int) -> dict[str, int]:
     """How the ranking of `run_id` differs from the previous published snapshot: patterns that are
     new, gone, moved up or down."""
-    row = conn.execute(
-        """
+    row = one_row(
+        conn.execute(
+            """
         WITH prev AS (SELECT max(run_id) AS run_id FROM hub.aggregation_runs WHERE run_id < %(r)s AND published),
         cur AS (SELECT pattern_type, name, rank FROM hub.aggregated_pattern_snapshots WHERE run_id = %(r)s),
         old AS (SELECT s.pattern_type, s.name, s.rank FROM hub.aggregated_pattern_snapshots s, prev
@@ -380,8 +385,10 @@ def rank_changes(conn: psycopg.Connection, run_id: int) -> dict[str, int]:
                count(*) FILTER (WHERE cur.rank > old.rank)
         FROM cur FULL JOIN old USING (pattern_type, name)
         """,
-        {"r": run_id},
-    ).fetchone()
+            {"r": run_id},
+        ),
+        "the rank changes",
+    )
     return dict(zip(("new", "gone", "moved_up", "moved_down"), row, strict=True))
 
 
@@ -435,22 +442,28 @@ def check_keys(conn: psycopg.Connection, pattern_types: tuple[str, ...], *, tabl
     ).fetchall()
     if kinds:
         problems.append("unknown pattern_type: " + ", ".join(repr(k) for (k,) in kinds))
-    n, distinct_ranks, lo, hi, runs = conn.execute(
-        sql.SQL(
-            "SELECT count(*), count(DISTINCT rank), min(rank), max(rank), count(DISTINCT run_id) FROM {}"
-        ).format(t)
-    ).fetchone()
+    n, distinct_ranks, lo, hi, runs = one_row(
+        conn.execute(
+            sql.SQL(
+                "SELECT count(*), count(DISTINCT rank), min(rank), max(rank), count(DISTINCT run_id) FROM {}"
+            ).format(t)
+        ),
+        "the ranking's rank summary",
+    )
     if n and (distinct_ranks != n or lo != 1 or hi != n):
         problems.append(f"ranks are not exactly 1..{n}: {distinct_ranks} distinct, from {lo} to {hi}")
     if runs > 1:
         problems.append(f"the ranking mixes rows of {runs} aggregation runs")
     if n:
-        (snap,) = conn.execute(
-            sql.SQL(
-                "SELECT count(*) FROM hub.aggregated_pattern_snapshots s JOIN {} p"
-                " USING (run_id, pattern_type, name, rank)"
-            ).format(t)
-        ).fetchone()
+        (snap,) = one_row(
+            conn.execute(
+                sql.SQL(
+                    "SELECT count(*) FROM hub.aggregated_pattern_snapshots s JOIN {} p"
+                    " USING (run_id, pattern_type, name, rank)"
+                ).format(t)
+            ),
+            "the snapshot match count",
+        )
         if snap != n:
             problems.append(f"the run's snapshot matches {snap} of the {n} ranked patterns")
     return problems

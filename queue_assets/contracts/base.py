@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeGuard
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 from pydantic_core import PydanticCustomError
@@ -47,6 +47,12 @@ MAX_NAME_CHARS = 200
 MAX_COUNT = 2**63 - 1
 
 PatternType = Literal["framework", "technology", "microservice", "code"]
+
+
+def is_pattern_type(value: object) -> TypeGuard[PatternType]:
+    """True for one of `PATTERN_TYPES` (a database column's `str` becomes a `PatternType`)."""
+    return value in PATTERN_TYPES
+
 
 HUB_SOURCE = "centralcloud"
 

@@ -254,7 +254,10 @@ def from_validation_error(
     otherwise `type_name` names the single model validated. `known` are the types accepted here.
     """
     errors = exc.errors(include_url=False)
-    type_kwargs = {"queue": queue, "all_types": all_types, "type_queues": type_queues}
+
+    def wrong_type(value: Any) -> ContractError:
+        return type_error(value, known, queue=queue, all_types=all_types, type_queues=type_queues)
+
     for err in errors:
         loc = err["loc"]
         etype = err["type"]
@@ -274,11 +277,11 @@ def from_validation_error(
             if etype == "union_tag_not_found" or value.get("type") is None:
                 return missing_type_error(value, known)
             if etype == "union_tag_invalid":
-                return type_error(value.get("type"), known, **type_kwargs)
+                return wrong_type(value.get("type"))
         if not tagged and loc == ("type",):
             if etype == "missing" or err.get("input") is None:
                 return missing_type_error({"type": None} if etype != "missing" else {}, known)
-            return type_error(err.get("input"), known, **type_kwargs)
+            return wrong_type(err.get("input"))
 
     described = []
     message_type = type_name

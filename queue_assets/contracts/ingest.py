@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, model_validator
+from pydantic.json_schema import JsonDict
 from pydantic_core import PydanticCustomError
 
 from .base import (
@@ -38,7 +39,7 @@ INGEST_QUEUE_OF_TYPE: dict[str, str] = {
     "heartbeat": "instance_heartbeat",
 }
 
-_INSTANCE_SCHEMA = {
+_INSTANCE_SCHEMA: JsonDict = {
     "anyOf": [{"required": ["instance_id"]}, {"required": ["source"]}],
 }
 

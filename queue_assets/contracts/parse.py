@@ -19,9 +19,9 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from itertools import accumulate
-from typing import Annotated, Any, Union
+from typing import Annotated, Any, Union, get_args
 
 from pydantic import BaseModel, Discriminator, Field, Tag, TypeAdapter, ValidationError
 
@@ -64,14 +64,15 @@ def _model_types(model: type[BaseModel]) -> tuple[str, ...]:
     service_type = getattr(model, "TYPE", None)
     if service_type:
         return (service_type,)
-    annotation = model.model_fields["type"].annotation
-    return tuple(annotation.__args__)  # a Literal
+    literal = get_args(model.model_fields["type"].annotation)
+    if not literal:
+        raise TypeError(f"{model.__name__}.type must be a Literal of its type value(s)")
+    return literal
 
 
 #: type -> model, for every message type.
-MODEL_OF_TYPE: dict[str, type[BaseModel]] = {
-    t: model for model in (*INGEST_MODELS, *HUB_MODELS, *SERVICE_MODELS) for t in _model_types(model)
-}
+_ALL_MODELS: tuple[type[BaseModel], ...] = (*INGEST_MODELS, *HUB_MODELS, *SERVICE_MODELS)
+MODEL_OF_TYPE: dict[str, type[BaseModel]] = {t: model for model in _ALL_MODELS for t in _model_types(model)}
 ALL_TYPES: frozenset[str] = frozenset(MODEL_OF_TYPE)
 INGEST_MESSAGE_TYPES: frozenset[str] = frozenset(t for m in INGEST_MODELS for t in _model_types(m))
 HUB_MESSAGE_TYPES: frozenset[str] = frozenset(t for m in HUB_MODELS for t in _model_types(m))
@@ -229,12 +230,11 @@ _DELTA_BYTES = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}.__getitem_
 
 def nesting_depth(raw: str | bytes | bytearray) -> int:
     """How deeply arrays/objects nest in JSON text (brackets inside strings are ignored)."""
+    deltas: Iterator[int]
     if isinstance(raw, str):
-        brackets = _NON_BRACKET_STR.sub("", _STRING_STR.sub("", raw))
-        deltas = map(_DELTA_STR, brackets)
+        deltas = map(_DELTA_STR, _NON_BRACKET_STR.sub("", _STRING_STR.sub("", raw)))
     else:
-        brackets = _NON_BRACKET_BYTES.sub(b"", _STRING_BYTES.sub(b"", raw))
-        deltas = map(_DELTA_BYTES, brackets)
+        deltas = map(_DELTA_BYTES, _NON_BRACKET_BYTES.sub(b"", _STRING_BYTES.sub(b"", raw)))
     return max(accumulate(deltas), default=0)
 
 

@@ -21,6 +21,7 @@ import psycopg
 
 from .. import contracts
 from ..aggregation import core as aggregation
+from ..db import one_row
 from ..fanout import InboxSync, hub_message, publish, sync_inboxes, validate_hub_message
 from ..git.repo import GitPushRejected, WorkCopy
 
@@ -219,6 +220,10 @@ def distribute_patterns(
     if not ranking:
         return PatternDistribution(aggregation_run_id=None, patterns=0)
     run_id = ranking[0].run_id
+    if run_id is None:  # the column is NOT NULL; a RankedPattern built elsewhere may lack it
+        raise DistributionRefused(
+            "the ranking's first row names no aggregation run, so it is not distributed"
+        )
     result = PatternDistribution(aggregation_run_id=run_id, patterns=len(ranking))
     files = render_files(ranking)
     with work_copy() as wc:
@@ -235,9 +240,12 @@ def distribute_patterns(
     result.sync = sync_inboxes(conn, stale_after_s)
     with conn.transaction():
         result.copies = publish(conn, message, sync=False)
-        (result.distribution_id,) = conn.execute(
-            "INSERT INTO hub.distributions (kind, git_url, commit, files, aggregation_run_id, inbox_copies,"
-            " dagster_run_id) VALUES ('aggregated_patterns', %s, %s, %s, %s, %s, %s) RETURNING distribution_id",
-            (git_url, result.commit, result.files, run_id, result.copies, dagster_run_id),
-        ).fetchone()
+        (result.distribution_id,) = one_row(
+            conn.execute(
+                "INSERT INTO hub.distributions (kind, git_url, commit, files, aggregation_run_id, inbox_copies,"
+                " dagster_run_id) VALUES ('aggregated_patterns', %s, %s, %s, %s, %s, %s) RETURNING distribution_id",
+                (git_url, result.commit, result.files, run_id, result.copies, dagster_run_id),
+            ),
+            "the new distribution record",
+        )
     return result

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import psycopg
 
 from .. import contracts
+from ..db import one_row
 from ..fanout import InboxSync, hub_message, publish, sync_inboxes, validate_hub_message
 from ..git.repo import GitError, WorkCopy
 from ..queues import TEMPLATE_UPDATES
@@ -153,7 +154,7 @@ def distribute_templates(
                 f"another run distributed commit {current} of {git_url} while this one was reading "
                 f"Git (this run saw {previous}); run template_updates again"
             )
-        if not files:
+        if message is None:  # no template files changed
             result.outcome = "no_template_changes"
             _record_state(conn, git_url, head)
             return result
@@ -162,9 +163,10 @@ def distribute_templates(
         body = contracts.parse_for_queue(TEMPLATE_UPDATES, json.dumps(message)).model_dump(
             mode="json", exclude_unset=True
         )
-        (result.queue_msg_id,) = conn.execute(
-            "SELECT * FROM pgmq.send(%s, %s::jsonb)", (TEMPLATE_UPDATES, json.dumps(body))
-        ).fetchone()
+        (result.queue_msg_id,) = one_row(
+            conn.execute("SELECT * FROM pgmq.send(%s, %s::jsonb)", (TEMPLATE_UPDATES, json.dumps(body))),
+            "pgmq.send to template_updates",
+        )
         conn.execute(
             "INSERT INTO hub.distributions (kind, git_url, commit, previous_commit, files, inbox_copies,"
             " queue_msg_id, dagster_run_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",

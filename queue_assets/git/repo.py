@@ -193,7 +193,15 @@ class WorkCopy:
 
     @property
     def path(self) -> Path:
-        return Path(self.repo.working_tree_dir)
+        tree = self.repo.working_tree_dir
+        if tree is None:  # a work copy is a clone with a checkout, never a bare repository
+            raise GitError(
+                redact(
+                    f"the work copy of {redact(self.url)} at {self.repo.git_dir} has no working tree",
+                    self._secrets,
+                )
+            )
+        return Path(tree)
 
     @contextlib.contextmanager
     def _errors(self, what: str) -> Iterator[None]:

@@ -31,7 +31,9 @@ import psycopg
 from psycopg import sql
 
 from .. import db
-from ..contracts import ContractError, parse_ingest
+from ..contracts import ContractError, IngestMessage, parse_ingest
+from ..contracts.approval import HubApprovalResponse
+from ..contracts.enrichment import HubLlmResult
 from ..names import dlq_for, validate_queue_name
 from ..patterns import approval, catalogue, enrichment
 from ..queues import HUB_APPROVAL_RESPONSES, HUB_LLM_RESULTS
@@ -105,7 +107,7 @@ class Delivery:
     enqueued_at: datetime
     raw: str
     headers_raw: str | None
-    model: object | None = None
+    model: IngestMessage | HubLlmResult | HubApprovalResponse | None = None
     instance_id: str | None = None
     message_type: str | None = None
     idempotency_key: str | None = None
@@ -188,11 +190,12 @@ def read_batch(
         raise IngestError(
             f"queue {queue!r} is not in pgmq.meta (dropped while it was read?); run the ingest again"
         )
-    return [Delivery(*r[:5], queue_created_at=r[5]) for r in rows]
+    return [Delivery(r[0], r[1], r[2], r[3], r[4], queue_created_at=r[5]) for r in rows]
 
 
 def validate(queue: str, d: Delivery, cfg: IngestConfig) -> None:
     """Fill in the model or the error of one delivery."""
+    model: IngestMessage | HubLlmResult | HubApprovalResponse | None
     try:
         headers = json.loads(d.headers_raw) if d.headers_raw else None
         if headers is not None and not isinstance(headers, dict):
@@ -228,12 +231,16 @@ def validate(queue: str, d: Delivery, cfg: IngestConfig) -> None:
     except ContractError as exc:
         d.error, d.error_kind = exc.reason, exc.kind
         return
+    if model is None:  # the reply/response parsers return a model or an error, never neither
+        raise IngestError(f"message {d.msg_id} on {queue!r} was parsed to neither a model nor an error")
     d.model = model
     d.message_type = model.type
     d.instance_id = model.instance
 
 
-def _dlq_headers(queue: str, d: Delivery, reason: str, kind: str) -> str:
+def _dlq_headers(queue: str, d: Delivery) -> str:
+    if d.error is None or d.error_kind is None:
+        raise IngestError(f"message {d.msg_id} on {queue!r} has no error to dead-letter it with")
     try:
         original = json.loads(d.headers_raw) if d.headers_raw else {}
     except ValueError:
@@ -242,8 +249,8 @@ def _dlq_headers(queue: str, d: Delivery, reason: str, kind: str) -> str:
         original = {"original_headers": original}
     original.update(
         {
-            "x-dlq-reason": reason,
-            "x-dlq-kind": kind,
+            "x-dlq-reason": d.error,
+            "x-dlq-kind": d.error_kind,
             "x-dlq-source-queue": queue,
             "x-dlq-source-msg-id": d.msg_id,
             "x-dlq-read-ct": d.read_ct,
@@ -364,7 +371,7 @@ def store_batch(
                 (
                     dlq_for(queue),
                     [d.raw for d in dead],
-                    [_dlq_headers(queue, d, d.error, d.error_kind) for d in dead],
+                    [_dlq_headers(queue, d) for d in dead],
                 ),
             )
         conn.execute(ARCHIVE_SQL, (ids, queue, created_at))

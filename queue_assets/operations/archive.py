@@ -24,6 +24,7 @@ from datetime import datetime, timedelta
 import pandas as pd
 import psycopg
 from psycopg import sql
+from pydantic import BaseModel
 
 from ..contracts import QUEUE_MODELS, ContractError, parse_for_queue, parse_message
 from ..names import validate_queue_name
@@ -174,11 +175,12 @@ def read_archive(conn: psycopg.Connection, queue: str, **filters) -> pd.DataFram
     return read_messages(conn, queue, include_live=False, **filters)
 
 
-def to_models(frame: pd.DataFrame) -> list[tuple[int, object]]:
+def to_models(frame: pd.DataFrame) -> list[tuple[int, BaseModel | ContractError]]:
     """(msg_id, contract model or ContractError) for each row, parsed by the row's queue."""
-    out = []
+    out: list[tuple[int, BaseModel | ContractError]] = []
     for queue, msg_id, message in zip(frame["queue"], frame["msg_id"], frame["message"], strict=True):
         raw = json.dumps(message)
+        model: BaseModel | ContractError
         try:
             try:
                 model = parse_for_queue(str(queue), raw)

@@ -189,7 +189,7 @@ def _targets(conn: psycopg.Connection, f: DlqFilter) -> list[str]:
     return [f.queue]
 
 
-def _select(dlq: str, f: DlqFilter, *, extra: str = "", lock: bool = False) -> tuple[sql.Composable, dict]:
+def _select(dlq: str, f: DlqFilter, *, extra: str = "", lock: bool = False) -> tuple[sql.Composed, dict]:
     where, params = f.where()
     stmt = sql.SQL(
         "SELECT msg_id, enqueued_at, read_ct, message, headers FROM {table} WHERE {where}{extra}"
@@ -327,7 +327,7 @@ def _apply(
     ids = [d.msg_id for d in letters]
     new_ids: list[int | None] = [None] * len(letters)
     if action == "redrive":
-        new_ids = [
+        sent: list[int] = [
             r[0]
             for r in conn.execute(
                 "SELECT * FROM pgmq.send_batch(%s, %s::jsonb[], %s::jsonb[])",
@@ -338,7 +338,8 @@ def _apply(
                 ),
             ).fetchall()
         ]
-        report.new_msg_ids.setdefault(source, []).extend(new_ids)
+        report.new_msg_ids.setdefault(source, []).extend(sent)
+        new_ids = [*sent]
     archived = conn.execute("SELECT * FROM pgmq.archive(%s, %s::bigint[])", (dlq, ids)).fetchall()
     if len(archived) != len(ids):
         # The rows are locked by this transaction, so this cannot happen; if it did, roll back the sends.

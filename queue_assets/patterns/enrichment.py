@@ -31,7 +31,8 @@ import psycopg
 from pydantic import ValidationError
 
 from .. import fanout
-from ..contracts import ContractError
+from ..contracts import PATTERN_TYPES, ContractError
+from ..contracts.base import is_pattern_type
 from ..contracts.enrichment import (
     EnrichmentResult,
     EnrichmentTask,
@@ -41,6 +42,7 @@ from ..contracts.enrichment import (
 )
 from ..contracts.errors import from_validation_error
 from ..contracts.parse import json_object
+from ..db import one_row
 from ..names import dlq_for
 from ..queues import HUB_LLM_RESULTS, PATTERN_DISCOVERY
 from .canonical import pattern_key
@@ -152,6 +154,8 @@ def build_prompt(pattern_type: str, canonical_name: str, evidence: Evidence) -> 
 def build_request(
     pattern_type: str, canonical_name: str, attempt: int, evidence: Evidence, now: datetime
 ) -> HubLlmRequest:
+    if not is_pattern_type(pattern_type):
+        raise ValueError(f"pattern_type {pattern_type!r} is not one of {', '.join(PATTERN_TYPES)}")
     request_id = f"enrich-{pattern_type}-{canonical_name[:80]}-{attempt}-{secrets.token_hex(4)}"
     return HubLlmRequest(
         request_id=request_id,
@@ -320,9 +324,10 @@ def run_enrichment(
         discovery_ids, run.discoveries, run.discoveries_dead_lettered = _take_discoveries(conn, now)
         hour = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
         conn.execute("INSERT INTO hub.enrichment_budget (hour) VALUES (%s) ON CONFLICT DO NOTHING", (hour,))
-        (spent,) = conn.execute(
-            "SELECT sent FROM hub.enrichment_budget WHERE hour = %s FOR UPDATE", (hour,)
-        ).fetchone()
+        (spent,) = one_row(
+            conn.execute("SELECT sent FROM hub.enrichment_budget WHERE hour = %s FOR UPDATE", (hour,)),
+            "this hour's enrichment budget",
+        )
         left = max(0, cfg.max_per_hour - spent)
         limit = left if transport.max_per_run is None else min(left, transport.max_per_run)
         picked = conn.execute(_PICK_SQL, {**params, "limit": limit}).fetchall() if limit else []
@@ -427,12 +432,15 @@ def pending_work(conn: psycopg.Connection, cfg: EnrichmentConfig) -> bool:
             "max_attempts": cfg.max_attempts,
             "cap": MAX_BACKOFF_S,
         }
-        (due,) = conn.execute(
-            "SELECT EXISTS (SELECT 1 FROM hub.enrichment_requests WHERE status = 'in_flight'"
-            "               AND sent_at < %(now)s::timestamptz - make_interval(secs => %(timeout)s))"
-            " OR EXISTS (SELECT 1 FROM pgmq.q_pattern_discovery WHERE vt <= %(now)s)",
-            params,
-        ).fetchone()
+        (due,) = one_row(
+            conn.execute(
+                "SELECT EXISTS (SELECT 1 FROM hub.enrichment_requests WHERE status = 'in_flight'"
+                "               AND sent_at < %(now)s::timestamptz - make_interval(secs => %(timeout)s))"
+                " OR EXISTS (SELECT 1 FROM pgmq.q_pattern_discovery WHERE vt <= %(now)s)",
+                params,
+            ),
+            "whether enrichment work is due",
+        )
         if due:
             return True
         hour = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
@@ -445,13 +453,13 @@ def pending_work(conn: psycopg.Connection, cfg: EnrichmentConfig) -> bool:
 def summary(conn: psycopg.Connection, failed_shown: int = 5) -> dict[str, Any]:
     """Counts for `queue-assets status`: patterns by enrichment state, requests by status, the hour's
     spend, and the latest patterns that failed for good with their reason."""
-    patterns = dict(
+    patterns: dict[str, int] = dict(
         conn.execute(
             "SELECT status, count(*) FROM hub.patterns WHERE status IN ('enriching', 'enriched', 'enrichment_failed')"
             " GROUP BY status ORDER BY status"
         ).fetchall()
     )
-    requests = dict(
+    requests: dict[str, int] = dict(
         conn.execute(
             "SELECT status, count(*) FROM hub.enrichment_requests GROUP BY status ORDER BY status"
         ).fetchall()
@@ -599,11 +607,14 @@ def apply_replies(
 
 def learned_message(conn: psycopg.Connection, pattern_type: str, canonical_name: str) -> dict[str, Any]:
     """The `pattern_learned` message for the pattern's current version."""
-    version, status, instances, enrichment, display = conn.execute(
+    row = conn.execute(
         "SELECT version, status, instances, enrichment, display_name FROM hub.patterns"
         " WHERE pattern_type = %s AND canonical_name = %s",
         (pattern_type, canonical_name),
     ).fetchone()
+    if row is None:
+        raise LookupError(f"no {pattern_type} pattern {canonical_name!r} in hub.patterns")
+    version, status, instances, enrichment, display = row
     aliases = [
         r[0]
         for r in conn.execute(
