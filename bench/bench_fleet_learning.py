@@ -410,7 +410,7 @@ def new_key_figures(
         for k in (
             "publish_to_ingested",
             "ingested_to_request_sent",
-            "  wait_for_enrichment_run",
+            "  enrichment_run_requested_after",
             "  enrichment_run_launch",
             "  inside_enrichment_run",
             "request_to_router_answer",
@@ -438,7 +438,7 @@ def new_key_figures(
         parts["publish_to_ingested"].append(ing - p["sent"])
         parts["ingested_to_request_sent"].append(st["sent_at"] - ing)
         if run is not None:
-            parts["  wait_for_enrichment_run"].append(run.created - ing)
+            parts["  enrichment_run_requested_after"].append(run.created - ing)
             parts["  enrichment_run_launch"].append((run.started or run.created) - run.created)
             parts["  inside_enrichment_run"].append(st["sent_at"] - (run.started or run.created))
         if st["router_read"] is not None:
