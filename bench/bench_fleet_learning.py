@@ -64,6 +64,7 @@ from queue_assets.names import inbox_queue_for  # noqa: E402
 from queue_assets.patterns.canonical import pattern_key  # noqa: E402
 from queue_assets.patterns.defs import pattern_enrichment_job  # noqa: E402
 from queue_assets.patterns.enrichment import EnrichmentConfig, run_enrichment  # noqa: E402
+from queue_assets.patterns.models import UnknownPattern  # noqa: E402
 from queue_assets.queues import HUB_LLM_RESULTS, PATTERN_MESSAGES  # noqa: E402
 from queue_assets.sdk import HubClient  # noqa: E402
 from queue_assets.simulate import CODE, FRAMEWORKS, MICROSERVICES, TECHNOLOGIES  # noqa: E402
@@ -287,9 +288,9 @@ def fleet_parts(a: argparse.Namespace) -> dict:
         with psycopg.connect(db, autocommit=True) as conn:
             deadline = time.monotonic() + 300
             while time.monotonic() < deadline:
-                (known,) = conn.execute(
+                known = conn.execute(
                     "SELECT count(*) FROM hub.instances WHERE last_heartbeat IS NOT NULL"
-                ).fetchone()
+                ).fetchone()[0]
                 if known >= a.instances:
                     break
                 time.sleep(1)
@@ -349,7 +350,7 @@ def fleet_parts(a: argparse.Namespace) -> dict:
             iid = rng.choice(fleet.instance_ids)
             sent = time.time()
             found = HubClient(db, iid, client=client).query_pattern(ptype, name)
-            if found.known:
+            if not isinstance(found, UnknownPattern):
                 raise SystemExit(f"{ptype}/{name} is known to the hub already: not a miss")
             w = poller.add(Watch(inbox_queue_for(iid), name, answers=str(found.discovery_request_id)))
             misses.append(
@@ -361,7 +362,8 @@ def fleet_parts(a: argparse.Namespace) -> dict:
         arrived2 = poller.wait(a.timeout)
         log(f"part 2: all answers visible: {arrived2}")
         poller.stop_event.set()
-        client.pool.close()
+        if client.pool is not None:
+            client.pool.close()
 
         runs = gql.runs(created_after=t1 - 30)
         reply_job = ingest_job_name(HUB_LLM_RESULTS)
@@ -537,14 +539,14 @@ def budget_part(a: argparse.Namespace) -> dict:
                         "load": load(),
                     }
                 )
-            (spent,) = conn.execute(
+            spent = conn.execute(
                 "SELECT sent FROM hub.enrichment_budget WHERE hour = %s", (hour,)
-            ).fetchone()
-            (queued,) = conn.execute(
+            ).fetchone()[0]
+            queued = conn.execute(
                 "SELECT count(*) FROM hub.enrichment_requests WHERE sent_at >= %s AND sent_at < %s",
                 (hour, hour + timedelta(hours=1)),
-            ).fetchone()
-            (in_queue,) = conn.execute("SELECT count(*) FROM pgmq.q_llm_requests").fetchone()
+            ).fetchone()[0]
+            in_queue = conn.execute("SELECT count(*) FROM pgmq.q_llm_requests").fetchone()[0]
             conn.commit()
             nxt = run_enrichment(conn, cfg, now=hour + timedelta(hours=1, seconds=1))
             out["hour"] = {
