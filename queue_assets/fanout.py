@@ -70,7 +70,13 @@ def topic_for(message_type: str) -> str:
     return f"{TOPIC_PREFIX}.{message_type}"
 
 
-def sync_inboxes(conn: psycopg.Connection, stale_after_s: int, *, now: datetime | None = None) -> InboxSync:
+def sync_inboxes(
+    conn: psycopg.Connection,
+    stale_after_s: int,
+    *,
+    now: datetime | None = None,
+    defer_excess: bool = False,
+) -> InboxSync:
     """Create every known instance's inbox queue; bind the active ones and unbind the stale ones.
 
     Active: a heartbeat (producer timestamp) no older than `stale_after_s` before `now` (default:
@@ -80,8 +86,10 @@ def sync_inboxes(conn: psycopg.Connection, stale_after_s: int, *, now: datetime 
     hold only `max_locks_per_transaction` (64 by default) times the connection count: on a
     connection with no open transaction, missing inboxes are therefore created in transactions of
     `CREATE_BATCH` each. Inside a caller's transaction they are created in it, at most
-    `CREATE_BATCH` of them (more raises, asking for a sync outside the transaction first). Binding,
-    unbinding and the states are one transaction (a savepoint inside the caller's).
+    `CREATE_BATCH` of them (more raises, asking for a sync outside the transaction first; with
+    `defer_excess`, the first `CREATE_BATCH` are created and the others are left, in `skipped`, to the
+    next sync outside a transaction: for a broadcast that must not fail the transaction it rides in).
+    Binding, unbinding and the states are one transaction (a savepoint inside the caller's).
     """
     if stale_after_s <= 0:
         raise ValueError(f"stale_after_s={stale_after_s}: must be a positive number of seconds")
@@ -92,6 +100,15 @@ def sync_inboxes(conn: psycopg.Connection, stale_after_s: int, *, now: datetime 
         inboxes, states = _read_instances(conn, stale_after_s, now, result)
         existing = {r[0] for r in conn.execute("SELECT queue_name FROM pgmq.list_queues()")}
         missing = [(i, q) for i, q in inboxes if q not in existing]
+        if not own and len(missing) > CREATE_BATCH and defer_excess:
+            for instance_id, _ in missing[CREATE_BATCH:]:
+                result.skipped[instance_id] = (
+                    f"inbox not created yet: more than {CREATE_BATCH} were missing in one transaction; "
+                    "the next sync outside a transaction creates it"
+                )
+            deferred = {q for _, q in missing[CREATE_BATCH:]}
+            missing = missing[:CREATE_BATCH]
+            states = [st for st in states if st[1] not in deferred]
         if not own and len(missing) > CREATE_BATCH:
             raise RuntimeError(
                 f"{len(missing)} instance inboxes need creating, more than the {CREATE_BATCH} that fit in one "

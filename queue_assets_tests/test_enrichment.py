@@ -424,3 +424,45 @@ def test_sigkill_between_sending_and_recording_leaves_exactly_one_request(conn, 
     assert len(run_enrichment(conn, CFG).sent) == 1
     assert queue_depth(conn, "llm_requests") == 1
     assert count(conn, "hub.enrichment_requests", "status = 'in_flight'") == 1
+
+
+def test_a_reply_broadcast_reaches_a_fleet_with_more_new_inboxes_than_one_transaction_holds(conn, db_url):
+    """The `pattern_learned` broadcast syncs inboxes inside the reply's ingest transaction, where at
+    most fanout.CREATE_BATCH new inboxes fit. Breaks (the reply's store raises, and the reply is
+    read again and again) when the ingest of a reply queue does not create missing inboxes first."""
+    from queue_assets.fanout import CREATE_BATCH
+    from queue_assets_tests.test_fanout import many_heartbeats
+
+    n = CREATE_BATCH + 5
+    many_heartbeats(conn, n)  # active instances, none with an inbox yet
+    _ingest(conn, [_pattern_message("node-0", ["Phoenix"])])
+    run_enrichment(conn, CFG)
+    router(conn)
+    assert ingest_replies(conn).stored == 1
+    assert pattern(conn)[0] == "enriched"
+    for i in range(n):
+        assert [m.message["type"] for m in inbox(db_url, f"node-{i}")].count("pattern_learned") == 1
+
+
+def test_a_confirmation_broadcast_does_not_fail_pattern_ingest_when_many_inboxes_are_missing(conn, db_url):
+    """The confirmed version is broadcast inside pattern_messages' ingest transaction. Breaks (the
+    ingest raises: more new inboxes than one transaction holds) when the sync there refuses instead of
+    creating what fits and leaving the rest to the next sync outside a transaction."""
+    from queue_assets.fanout import CREATE_BATCH, sync_inboxes
+    from queue_assets_tests.test_fanout import HOUR, many_heartbeats
+
+    heartbeat(conn, "singularity-0")
+    _ingest(conn, [_pattern_message("singularity-0", ["Phoenix"])])
+    run_enrichment(conn, CFG)
+    router(conn)
+    ingest_replies(conn)  # broadcast as provisional: one instance saw it
+    n = CREATE_BATCH + 5
+    many_heartbeats(conn, n)  # a new fleet, no inboxes yet
+    _ingest(conn, [_pattern_message("node-0", ["Phoenix"])])  # the confirmation, in this ingest
+    learned = [m.message for m in inbox(db_url, "singularity-0") if m.message["type"] == "pattern_learned"]
+    assert [m["provisional"] for m in learned] == [True, False]
+    reached = sum(
+        1 for i in range(n) if any(m.message["type"] == "pattern_learned" for m in inbox(db_url, f"node-{i}"))
+    )
+    assert reached == CREATE_BATCH
+    assert len(sync_inboxes(conn, HOUR).created) == n - CREATE_BATCH  # the rest, at the next sync

@@ -30,7 +30,7 @@ import orjson
 import psycopg
 from psycopg import sql
 
-from .. import db
+from .. import db, fanout
 from ..contracts import ContractError, IngestMessage, parse_ingest
 from ..contracts.approval import HubApprovalResponse
 from ..contracts.enrichment import HubLlmResult
@@ -640,6 +640,11 @@ def _ingest_queue(
                 break
             last_data, poll = time.monotonic(), False
             extend_if_slow(conn, queue, batch, read_at, cfg, result)
+            if queue in REPLY_QUEUES:
+                # A reply's `pattern_learned` broadcast syncs the inboxes inside the store's
+                # transaction, which holds at most fanout.CREATE_BATCH new ones: create any missing
+                # inbox first, in transactions of their own (a reply queue's batches are few).
+                fanout.sync_inboxes(conn, cfg.stale_after_s)
             try:
                 # Pipelined: BEGIN, SET and the store statement go out in one round trip.
                 with conn.pipeline(), conn.transaction():

@@ -668,7 +668,9 @@ def broadcast_confirmed(conn: psycopg.Connection, *, stale_after_s: int) -> int:
         " AND status IN ('enriched', 'approved') ORDER BY 1, 2 FOR UPDATE"
     ).fetchall()
     if keys:
-        fanout.sync_inboxes(conn, stale_after_s)
+        # Inside pattern_messages' ingest transaction: a fleet with more new inboxes than one
+        # transaction holds gets the rest at the next sync, and the ingest does not fail.
+        fanout.sync_inboxes(conn, stale_after_s, defer_excess=True)
         for ptype, key in keys:
             broadcast(conn, ptype, key)
     return len(keys)
