@@ -186,7 +186,9 @@ def test_two_concurrent_consumers_on_one_queue_store_each_message_once(db_url):
                 store_batch(b, "pattern_messages", batch_b, res_b, IngestConfig())
 
         with a.transaction():
-            store_batch(a, "pattern_messages", batch_a, res_a, IngestConfig())  # A's rows written, not committed
+            store_batch(
+                a, "pattern_messages", batch_a, res_a, IngestConfig()
+            )  # A's rows written, not committed
             t = threading.Thread(target=store_b)
             t.start()
             deadline = time.monotonic() + 10

@@ -76,9 +76,7 @@ def test_without_enrich_new_keys_ingest_sends_nothing(conn):
 def test_ingest_spends_the_hourly_budget_most_seen_key_first(conn):
     """Breaks if ingest's sends ignore the cap, or jump a waiting key that more instances saw."""
     # a backlog: `ecto`, seen by three instances, waits unsent (ingested with nothing sending)
-    ingest_patterns(
-        conn, [_pattern_message(f"singularity-{i}", ["Ecto"]) for i in range(3)], IngestConfig()
-    )
+    ingest_patterns(conn, [_pattern_message(f"singularity-{i}", ["Ecto"]) for i in range(3)], IngestConfig())
     capped = IngestConfig(enrich_new_keys=EnrichmentConfig(max_per_hour=1, timeout_s=300, max_attempts=3))
     result = ingest_patterns(conn, [_pattern_message("singularity-9", ["Phoenix", "Plug"])], capped)
     assert len(result.llm_requests) == 1  # two new keys, one request: the budget
