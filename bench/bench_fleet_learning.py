@@ -411,6 +411,8 @@ def new_key_figures(
         k: []
         for k in (
             "publish_to_ingested",
+            "  ingest_run_requested_after",
+            "  ingest_run_launch",
             "ingested_to_request_sent",
             "  enrichment_run_requested_after",
             "  enrichment_run_launch",
@@ -438,6 +440,12 @@ def new_key_figures(
             continue
         run = run_covering(runs, pattern_enrichment_job.name, st["sent_at"])
         parts["publish_to_ingested"].append(ing - p["sent"])
+        irun = run_covering(runs, ingest_job_name(PATTERN_MESSAGES), ing)
+        if irun is not None:  # negative: the key arrived while that run was already draining
+            parts["  ingest_run_requested_after"].append(irun.created - p["sent"])
+            parts["  ingest_run_launch"].append(
+                max(0.0, (irun.started or irun.created) - max(irun.created, p["sent"]))
+            )
         parts["ingested_to_request_sent"].append(st["sent_at"] - ing)
         if run is not None:
             parts["  enrichment_run_requested_after"].append(run.created - ing)

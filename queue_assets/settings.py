@@ -88,6 +88,9 @@ class Settings:
     llm_max_per_hour: int = 100
     llm_timeout_s: int = 300
     llm_max_attempts: int = 3
+    llm_reply_wait_s: int = 30
+    """A run that sent llm_requests ingests their replies itself for up to this long after the newest
+    (ingest.replies.ReplyWaiter); 0: leave them to hub_llm_results' own run."""
     pattern_approval: str = "off"
     """off, or required: an enriched pattern waits for a person (approval_requests -> hub_approval_responses)."""
     data_dir: Path = Path(".queue_assets")
@@ -172,6 +175,7 @@ class Settings:
             llm_max_per_hour=get("QUEUE_ASSETS_LLM_MAX_PER_HOUR", _int_range(0, 1_000_000), 100),
             llm_timeout_s=get("QUEUE_ASSETS_LLM_TIMEOUT_S", _int_range(1, 86_400), 300),
             llm_max_attempts=get("QUEUE_ASSETS_LLM_MAX_ATTEMPTS", _int_range(1, 100), 3),
+            llm_reply_wait_s=get("QUEUE_ASSETS_LLM_REPLY_WAIT_S", _int_range(0, 3600), 30),
             pattern_approval=get("QUEUE_ASSETS_PATTERN_APPROVAL", _choice("off", "required"), "off"),
             data_dir=data_dir,
             db_parts=db_parts,

@@ -370,7 +370,19 @@ def test_dagster_sensor_asset_and_reply_ingest_enrich_a_key(conn, db_url):
     assert defs.resolve_sensor_def("hub_llm_results_sensor") is not None
 
 
-def test_sigkill_between_sending_and_recording_leaves_exactly_one_request(conn, db_url):
+# The two senders of an llm_request: the enrichment run, and pattern_messages' ingest of a new key.
+_KILLED_SENDERS = {
+    "enrichment_run": "from queue_assets.patterns.enrichment import EnrichmentConfig, run_enrichment;"
+    "run_enrichment(c, EnrichmentConfig())",
+    "ingest": "from queue_assets.ingest.core import IngestConfig, ingest_queue;"
+    "from queue_assets.patterns.enrichment import EnrichmentConfig;"
+    "ingest_queue(c, 'pattern_messages', IngestConfig(visibility_timeout_s=1,"
+    " enrich_new_keys=EnrichmentConfig()))",
+}
+
+
+@pytest.mark.parametrize("sender", sorted(_KILLED_SENDERS))
+def test_sigkill_between_sending_and_recording_leaves_exactly_one_request(conn, db_url, sender):
     """Breaks if the llm_request were sent outside the transaction that records it (a crash would then
     leave a request on llm_requests with no row, and the next run would send a second one)."""
     import os
@@ -379,7 +391,12 @@ def test_sigkill_between_sending_and_recording_leaves_exactly_one_request(conn, 
     import sys
     import time
 
-    _ingest(conn, [_pattern_message("singularity-0", ["Phoenix"])])
+    message = _pattern_message("singularity-0", ["Phoenix"])
+    if sender == "ingest":
+        send_raw(conn, "pattern_messages", message)
+        conn.commit()
+    else:
+        _ingest(conn, [message])
     # Hold the run right after pgmq.send, at the insert that records the request.
     conn.execute(
         "CREATE FUNCTION hub.qa_stall() RETURNS trigger LANGUAGE plpgsql AS"
@@ -390,10 +407,7 @@ def test_sigkill_between_sending_and_recording_leaves_exactly_one_request(conn, 
         " FOR EACH ROW EXECUTE FUNCTION hub.qa_stall()"
     )
     conn.commit()
-    code = (
-        "import psycopg, sys; from queue_assets.patterns.enrichment import EnrichmentConfig, run_enrichment;"
-        "c = psycopg.connect(sys.argv[1]); run_enrichment(c, EnrichmentConfig())"
-    )
+    code = "import psycopg, sys; c = psycopg.connect(sys.argv[1]);" + _KILLED_SENDERS[sender]
     proc = subprocess.Popen([sys.executable, "-c", code, db_url])
     try:
         deadline = time.monotonic() + 30
@@ -406,7 +420,7 @@ def test_sigkill_between_sending_and_recording_leaves_exactly_one_request(conn, 
             if stalled:
                 break
             time.sleep(0.1)
-        assert stalled, "the enrichment run never reached the insert"
+        assert stalled, f"the {sender} never reached the insert"
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)
     finally:
@@ -421,7 +435,12 @@ def test_sigkill_between_sending_and_recording_leaves_exactly_one_request(conn, 
     conn.commit()
     time.sleep(0.5)
     assert queue_depth(conn, "llm_requests") == 0 and count(conn, "hub.enrichment_requests") == 0
-    assert len(run_enrichment(conn, CFG).sent) == 1
+    if sender == "ingest":  # the message is read again once its lease ends, and stored once
+        time.sleep(1.5)
+        again = ingest_queue(conn, "pattern_messages", IngestConfig(enrich_new_keys=CFG))
+        assert again.stored == 1 and len(again.llm_requests) == 1
+    else:
+        assert len(run_enrichment(conn, CFG).sent) == 1
     assert queue_depth(conn, "llm_requests") == 1
     assert count(conn, "hub.enrichment_requests", "status = 'in_flight'") == 1
 

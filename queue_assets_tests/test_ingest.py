@@ -183,11 +183,11 @@ def test_two_concurrent_consumers_on_one_queue_store_each_message_once(db_url):
 
         def store_b():
             with b.transaction():
-                store_batch(b, "pattern_messages", batch_b, res_b, stale_after_s=3600)
+                store_batch(b, "pattern_messages", batch_b, res_b, IngestConfig())
 
         with a.transaction():
             store_batch(
-                a, "pattern_messages", batch_a, res_a, stale_after_s=3600
+                a, "pattern_messages", batch_a, res_a, IngestConfig()
             )  # A's rows written, not committed
             t = threading.Thread(target=store_b)
             t.start()
@@ -375,7 +375,7 @@ def test_a_batch_read_before_its_queue_was_recreated_is_stored_but_never_archive
     send_many(conn, "pattern_messages", [pattern_message("singularity-2", 100 + i) for i in range(5)])
     result = IngestResult(queue="pattern_messages")
     with conn.transaction():
-        store_batch(conn, "pattern_messages", batch, result, stale_after_s=3600)
+        store_batch(conn, "pattern_messages", batch, result, IngestConfig())
     assert result.stored == 5
     assert queue_depth(conn, "pattern_messages") == 5  # the new messages are still there, unread
     assert ingest_queue(conn, "pattern_messages", CFG).stored == 5

@@ -6,10 +6,12 @@ The queues themselves are external `AssetSpec`s (`pgmq/<queue>`), so the UI draw
 import dagster as dg
 from psycopg import sql
 
+from ..db import one_row
 from ..names import dlq_for
 from ..queues import HUB_APPROVAL_RESPONSES, HUB_LLM_RESULTS, INGEST_ASSET_FOR, REPLY_INGEST_ASSET_FOR
 from ..resources import SharedQueueResource
 from .core import IngestConfig, IngestResult, ingest_queue
+from .replies import ReplyWaiter
 
 INGEST_GROUP = "ingest"
 SUCCESSOR_OF_TAG = "queue_assets/successor_of"
@@ -82,6 +84,42 @@ def ingest_metadata(result: IngestResult, dlq_depth: int, lag_s: float) -> dict:
     }
 
 
+def report_replies(context, waiter: ReplyWaiter, shared_queue: SharedQueueResource) -> None:
+    """Wait for `waiter` and, when it ingested replies, record them as a materialization of the
+    reply queue's asset (the UI shows them where the reply queue's own runs show theirs)."""
+    if waiter.expected:
+        context.log.info(
+            f"waiting up to {waiter.wait_s:g}s for the replies to {waiter.expected} llm_request(s)"
+        )
+    got = waiter.close()
+    for error in waiter.errors:
+        context.log.warning(
+            f"taking the replies in this run failed (hub_llm_results' own run takes them): {error}"
+        )
+    if got.read:
+        with shared_queue.connection() as conn:
+            dlq_depth, now = one_row(
+                conn.execute(
+                    sql.SQL("SELECT count(*), clock_timestamp() FROM pgmq.{}").format(
+                        sql.Identifier("q_" + dlq_for(HUB_LLM_RESULTS))
+                    )
+                ),
+                "the reply queue's dead-letter depth",
+            )
+        lag = (now - got.oldest_enqueued_at).total_seconds() if got.oldest_enqueued_at else 0.0
+        context.log_event(
+            dg.AssetMaterialization(
+                asset_key=dg.AssetKey(REPLY_INGEST_ASSET_FOR[HUB_LLM_RESULTS]),
+                description=f"replies taken by the run that sent their requests ({context.asset_key.to_user_string()})",
+                metadata={
+                    **ingest_metadata(got, dlq_depth, lag),
+                    "taken_by": dg.MetadataValue.text(context.run.run_id),
+                },
+            )
+        )
+        context.log.info(f"{HUB_LLM_RESULTS}: {got.read} replies read, {got.stored} stored in this run")
+
+
 def build_ingest_asset(queue: str, name: str) -> dg.AssetsDefinition:
     @dg.asset(
         name=name,
@@ -117,15 +155,37 @@ def build_ingest_asset(queue: str, name: str) -> dg.AssetsDefinition:
                 r.dagster_run.status in SUCCESSOR_TAKES_OVER_STATUSES for r in successors
             )
 
+        # pattern_messages may send llm_requests for new keys (cfg.enrich_new_keys): their replies
+        # are taken in this run, not after a launch of hub_llm_results' own (ingest/replies.py).
+        waiter = (
+            ReplyWaiter(shared_queue.url, cfg, shared_queue.settings.llm_reply_wait_s)
+            if cfg.enrich_new_keys is not None and queue == "pattern_messages"
+            else None
+        )
+
+        def on_batch(r: IngestResult) -> None:
+            if waiter is not None and len(r.llm_requests) > waiter.expected:
+                waiter.expect(r.llm_requests)
+            progress(r)
+
         with shared_queue.connection() as conn:
-            result = ingest_queue(
-                conn,
-                queue,
-                cfg,
-                on_batch=progress,
-                prefetch_url=shared_queue.url,
-                successor_pending=successor_pending,
-            )
+            try:
+                result = ingest_queue(
+                    conn,
+                    queue,
+                    cfg,
+                    on_batch=on_batch,
+                    prefetch_url=shared_queue.url,
+                    successor_pending=successor_pending,
+                    # while the replies are awaited the run goes on draining its own queue too
+                    wait_while=(lambda: waiter.waiting) if waiter is not None else None,
+                )
+            finally:
+                if waiter is not None:
+                    # at its cap the run hands over to its successor: the replies still awaited
+                    # are left to hub_llm_results' own run, so this run frees its slot at once
+                    waiter.stop()
+                    report_replies(context, waiter, shared_queue)
             dlq_depth = conn.execute(
                 sql.SQL("SELECT count(*) FROM pgmq.{}").format(sql.Identifier("q_" + dlq_for(queue)))
             ).fetchone()[0]

@@ -82,9 +82,14 @@ class IngestConfig:
     """Instances silent this long get no inbox copy of what storing a batch fans out (QUEUE_ASSETS_STALE_AFTER_S)."""
     pattern_approval: str = "off"
     """QUEUE_ASSETS_PATTERN_APPROVAL: `required` holds enriched patterns for a person's decision."""
+    enrich_new_keys: enrichment.EnrichmentConfig | None = None
+    """Set (provider `queue`): pattern_messages' ingest sends the `llm_request` for a key it sees for
+    the first time in the transaction that stores it (`enrichment.send_for_new_keys`), so a new key
+    needs no enrichment run. None: the `pattern_enrichment` run sends it."""
 
     @classmethod
     def from_settings(cls, s) -> IngestConfig:
+        llm = enrichment.EnrichmentConfig.from_settings(s)
         return cls(
             batch_size=s.batch_size,
             visibility_timeout_s=s.visibility_timeout_s,
@@ -95,6 +100,7 @@ class IngestConfig:
             linger_s=float(s.run_linger_s),
             stale_after_s=s.stale_after_s,
             pattern_approval=s.pattern_approval,
+            enrich_new_keys=llm if llm.provider == "queue" else None,
         )
 
 
@@ -140,6 +146,8 @@ class IngestResult:
     per_instance: Counter = field(default_factory=Counter)
     dlq_reasons: Counter = field(default_factory=Counter)
     oldest_enqueued_at: datetime | None = None
+    llm_requests: list[str] = field(default_factory=list)
+    """Ids of the `llm_request`s this ingest sent for new keys (`IngestConfig.enrich_new_keys`)."""
 
     @property
     def rate(self) -> float:
@@ -158,6 +166,7 @@ class IngestResult:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.per_instance.update(other.per_instance)
         self.dlq_reasons.update(other.dlq_reasons)
+        self.llm_requests.extend(other.llm_requests)
 
 
 def read_batch(
@@ -299,13 +308,11 @@ def store_batch(
     queue: str,
     batch: list[Delivery],
     result: IngestResult,
-    *,
-    stale_after_s: int,
-    pattern_approval: str = "off",
+    cfg: IngestConfig,
 ) -> None:
     """Ledger, data rows, dead letters and archive for `batch`, inside the caller's transaction.
-    `pattern_approval` (QUEUE_ASSETS_PATTERN_APPROVAL): `required` holds an enriched pattern for a
-    person's decision instead of publishing it."""
+    From `cfg`: `stale_after_s` (who gets a broadcast), `pattern_approval` (`required` holds an
+    enriched pattern for a person's decision instead of publishing it) and `enrich_new_keys`."""
     ids = [d.msg_id for d in batch]
     created_at = batch[0].queue_created_at
     if created_at is None or any(d.queue_created_at != created_at for d in batch):
@@ -365,6 +372,8 @@ def store_batch(
         elif fresh:
             row_builders.upsert_instances(conn, row_builders.instance_summary(fresh))
             catalogue.observe_batch(conn, fresh)  # the pattern catalogue, same transaction
+            if cfg.enrich_new_keys is not None and queue == "pattern_messages":
+                result.llm_requests.extend(enrichment.send_for_new_keys(conn, cfg.enrich_new_keys))
         if dead:
             conn.execute(
                 "SELECT pgmq.send_batch(%s, %s::jsonb[], %s::jsonb[])",
@@ -377,12 +386,12 @@ def store_batch(
         conn.execute(ARCHIVE_SQL, (ids, queue, created_at))
     key_duplicates = {r[0] for r in dup_cur.fetchall()} if dup_cur is not None else set()
     if queue == HUB_LLM_RESULTS and (fresh or dead):
-        hold = approval.hold_for_approval if pattern_approval == "required" else None
-        enrichment.apply_replies(conn, fresh, dead, stale_after_s=stale_after_s, hold=hold)
+        hold = approval.hold_for_approval if cfg.pattern_approval == "required" else None
+        enrichment.apply_replies(conn, fresh, dead, stale_after_s=cfg.stale_after_s, hold=hold)
     elif queue == HUB_APPROVAL_RESPONSES and fresh:
-        approval.apply_responses(conn, fresh, stale_after_s=stale_after_s)
+        approval.apply_responses(conn, fresh, stale_after_s=cfg.stale_after_s)
     elif fresh and queue == "pattern_messages":
-        enrichment.broadcast_confirmed(conn, stale_after_s=stale_after_s)
+        enrichment.broadcast_confirmed(conn, stale_after_s=cfg.stale_after_s)
     conflicts = [d for d in batch if d.msg_id not in won and d.msg_id not in key_duplicates]
     result.stored += len(fresh)
     result.dead_lettered += len(dead)
@@ -423,22 +432,14 @@ def _store_one_by_one(
     queue: str,
     batch: list[Delivery],
     result: IngestResult,
-    stale_after_s: int,
-    pattern_approval: str = "off",
+    cfg: IngestConfig,
 ) -> None:
     """The batch was refused as a whole: store each message alone, dead-letter the ones refused."""
     with conn.transaction():
         for d in batch:
             try:
                 with conn.transaction():
-                    store_batch(
-                        conn,
-                        queue,
-                        [d],
-                        result,
-                        stale_after_s=stale_after_s,
-                        pattern_approval=pattern_approval,
-                    )
+                    store_batch(conn, queue, [d], result, cfg)
             except psycopg.OperationalError:
                 raise
             except psycopg.Error as exc:
@@ -446,14 +447,7 @@ def _store_one_by_one(
                 d.error = f"the database refused to store it: {str(exc).strip().splitlines()[0][:300]}"
                 d.error_kind = "store_failed"
                 with conn.transaction():
-                    store_batch(
-                        conn,
-                        queue,
-                        [d],
-                        result,
-                        stale_after_s=stale_after_s,
-                        pattern_approval=pattern_approval,
-                    )
+                    store_batch(conn, queue, [d], result, cfg)
 
 
 def extend_if_slow(
@@ -482,10 +476,12 @@ class _Prefetcher:
     be stored is made visible again at once (`set_vt` 0) instead of waiting out its lease.
     """
 
-    def __init__(self, url: str, queue: str, cfg: IngestConfig):
+    def __init__(self, url: str, queue: str, cfg: IngestConfig, *, keep_polling: bool = False):
         import queue as stdlib_queue
 
         self.queue, self.cfg = queue, cfg
+        # poll on past a dry read (the consumer decides when to stop): lingering, or `wait_while`
+        self.keep_polling = keep_polling or cfg.linger_s > 0
         self.conn = db.connect(url, application_name="queue_assets-prefetch")
         self.out: stdlib_queue.Queue = stdlib_queue.Queue(maxsize=1)
         self.stop = threading.Event()
@@ -505,7 +501,7 @@ class _Prefetcher:
                         # otherwise wait out the interpreter's 5 ms switch interval each time.
                         time.sleep(0)
                 self.out.put((batch, read_at))
-                if not batch and not self.cfg.linger_s:
+                if not batch and not self.keep_polling:
                     return
                 poll = not batch  # lingering: the consumer decides when to stop
         except BaseException as exc:  # handed to the consumer, which re-raises it
@@ -575,6 +571,7 @@ def ingest_queue(
     on_batch: Callable[[IngestResult], None] | None = None,
     prefetch_url: str | None = None,
     successor_pending: Callable[[], bool] | None = None,
+    wait_while: Callable[[], bool] | None = None,
 ) -> IngestResult:
     """Drain `queue` until it is empty or the run's cap (messages or seconds) is reached.
 
@@ -582,6 +579,9 @@ def ingest_queue(
     current one is stored (see `_Prefetcher`). With `successor_pending`, a run past its time cap goes
     on draining while it returns True (its successor run is requested but not started yet, asked at
     most once a second), so the queue is never left without a consumer; lingering still ends it.
+    With `wait_while`, a dry queue is polled on while it returns True (asked once per empty poll,
+    which waits up to a second server-side), as with `linger_s`: `replies.ReplyWaiter` waits so for
+    the replies to the requests its run sent.
     """
     with fewer_gc_passes():
         return _ingest_queue(
@@ -591,6 +591,7 @@ def ingest_queue(
             on_batch=on_batch,
             prefetch_url=prefetch_url,
             successor_pending=successor_pending,
+            wait_while=wait_while,
         )
 
 
@@ -602,6 +603,7 @@ def _ingest_queue(
     on_batch: Callable[[IngestResult], None] | None,
     prefetch_url: str | None,
     successor_pending: Callable[[], bool] | None,
+    wait_while: Callable[[], bool] | None,
 ) -> IngestResult:
     validate_queue_name(queue)
     result = IngestResult(queue=queue)
@@ -610,7 +612,9 @@ def _ingest_queue(
         sql.SQL("SELECT min(enqueued_at) FROM pgmq.{}").format(sql.Identifier("q_" + queue))
     ).fetchone()[0]
     conn.commit()
-    fetcher = _Prefetcher(prefetch_url, queue, cfg) if prefetch_url else None
+    fetcher = (
+        _Prefetcher(prefetch_url, queue, cfg, keep_polling=wait_while is not None) if prefetch_url else None
+    )
     last_data = started
     poll = False
     handover_checked, handing_over = float("-inf"), False
@@ -634,7 +638,7 @@ def _ingest_queue(
                 for d in batch:
                     validate(queue, d, cfg)
             if not batch:
-                if time.monotonic() - last_data < cfg.linger_s:
+                if time.monotonic() - last_data < cfg.linger_s or (wait_while is not None and wait_while()):
                     poll = True
                     continue
                 break
@@ -648,18 +652,11 @@ def _ingest_queue(
             try:
                 # Pipelined: BEGIN, SET and the store statement go out in one round trip.
                 with conn.pipeline(), conn.transaction():
-                    store_batch(
-                        conn,
-                        queue,
-                        batch,
-                        result,
-                        stale_after_s=cfg.stale_after_s,
-                        pattern_approval=cfg.pattern_approval,
-                    )
+                    store_batch(conn, queue, batch, result, cfg)
             except psycopg.OperationalError:
                 raise
             except psycopg.Error:
-                _store_one_by_one(conn, queue, batch, result, cfg.stale_after_s, cfg.pattern_approval)
+                _store_one_by_one(conn, queue, batch, result, cfg)
             result.read += len(batch)
             result.batches += 1
             if on_batch:

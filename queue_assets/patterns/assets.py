@@ -7,7 +7,9 @@ the catalogue visible in the UI: its counts as plotted metadata and the top patt
 
 import dagster as dg
 
-from ..ingest.assets import QUEUE_GROUP
+from ..ingest.assets import QUEUE_GROUP, report_replies
+from ..ingest.core import IngestConfig
+from ..ingest.replies import ReplyWaiter
 from ..queues import PATTERN_DISCOVERY
 from ..resources import SharedQueueResource
 from . import catalogue, enrichment
@@ -101,11 +103,21 @@ PATTERN_DISCOVERY_SPEC = dg.AssetSpec(
         "reply_to": "hub_llm_results",
     },
 )
-def pattern_enrichment(shared_queue: SharedQueueResource, llm: LlmResource) -> dg.MaterializeResult:
-    cfg = enrichment.EnrichmentConfig.from_settings(shared_queue.settings)
+def pattern_enrichment(
+    context: dg.AssetExecutionContext, shared_queue: SharedQueueResource, llm: LlmResource
+) -> dg.MaterializeResult:
+    settings = shared_queue.settings
+    cfg = enrichment.EnrichmentConfig.from_settings(settings)
     transport = llm.transport(cfg) if cfg.provider != "off" else None
     with shared_queue.connection() as conn:
         run = enrichment.run_enrichment(conn, cfg, transport=transport)
+        if transport is not None and not transport.synchronous and run.sent:
+            # the replies to what this run sent are taken here, not after a launch of their own run
+            waiter = ReplyWaiter(
+                shared_queue.url, IngestConfig.from_settings(settings), settings.llm_reply_wait_s
+            )
+            waiter.expect(run.sent)
+            report_replies(context, waiter, shared_queue)
         states = dict(
             conn.execute("SELECT status, count(*) FROM hub.enrichment_requests GROUP BY status").fetchall()
         )

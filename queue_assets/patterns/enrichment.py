@@ -47,7 +47,7 @@ from ..names import dlq_for
 from ..queues import HUB_LLM_RESULTS, PATTERN_DISCOVERY
 from .canonical import pattern_key
 from .models import PatternDiscovery
-from .providers import Completion, Transport, transport_for
+from .providers import Completion, QueueTransport, Transport, transport_for
 
 PROVIDERS = ("queue", "openai")
 MAX_EVIDENCE_ITEMS = 5
@@ -291,6 +291,84 @@ def _take_discoveries(conn: psycopg.Connection, now: datetime) -> tuple[list[int
     return [r[0] for r in rows], new, dead
 
 
+def _params(cfg: EnrichmentConfig, now: datetime) -> dict[str, Any]:
+    """The parameters of the expiry, give-up and pick statements."""
+    return {"now": now, "timeout": cfg.timeout_s, "max_attempts": cfg.max_attempts, "cap": MAX_BACKOFF_S}
+
+
+def _send_due(
+    conn: psycopg.Connection,
+    cfg: EnrichmentConfig,
+    transport: Transport,
+    now: datetime,
+    params: dict[str, Any],
+    most: int | None = None,
+) -> tuple[list[HubLlmRequest], int]:
+    """Inside the caller's transaction: send the requests this hour's budget allows (at most `most`),
+    most-seen key first, recording each and marking its key `enriching`. Returns the requests and
+    the budget left. The budget row is locked (FOR UPDATE) until the caller commits, so concurrent
+    senders (an enrichment run, two ingest runs) never spend more than the cap between them."""
+    hour = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    conn.execute("INSERT INTO hub.enrichment_budget (hour) VALUES (%s) ON CONFLICT DO NOTHING", (hour,))
+    (spent,) = one_row(
+        conn.execute("SELECT sent FROM hub.enrichment_budget WHERE hour = %s FOR UPDATE", (hour,)),
+        "this hour's enrichment budget",
+    )
+    left = max(0, cfg.max_per_hour - spent)
+    limit = left if transport.max_per_run is None else min(left, transport.max_per_run)
+    if most is not None:
+        limit = min(limit, most)
+    picked = conn.execute(_PICK_SQL, {**params, "limit": limit}).fetchall() if limit else []
+    requests: list[HubLlmRequest] = []
+    for ptype, key, instances, indicators, examples, attempt, names, display in picked:
+        evidence = build_evidence(instances, list(names) or [display], list(indicators), list(examples or []))
+        request = build_request(ptype, key, attempt, evidence, now)
+        msg_id = transport.send(conn, request)
+        conn.execute(
+            "INSERT INTO hub.enrichment_requests (request_id, pattern_type, canonical_name, attempt, provider,"
+            " msg_id, sent_at) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            (request.request_id, ptype, key, attempt, transport.name, msg_id, now),
+        )
+        conn.execute(
+            "UPDATE hub.patterns SET status = 'enriching', updated_at = clock_timestamp(),"
+            " version = version + CASE WHEN status = 'enriching' THEN 0 ELSE 1 END"
+            " WHERE pattern_type = %s AND canonical_name = %s",
+            (ptype, key),
+        )
+        requests.append(request)
+    if picked:
+        conn.execute("UPDATE hub.enrichment_budget SET sent = sent + %s WHERE hour = %s", (len(picked), hour))
+    return requests, left - len(picked)
+
+
+# Keys of the batch hub.catalogue_observe just folded in (its session scratch table
+# qa_catalogue_names, same transaction) that are new: observed, never asked about.
+_NEW_IN_BATCH_SQL = """
+SELECT count(*) FROM (SELECT DISTINCT k.pattern_type, k.canonical_name FROM qa_catalogue_names k
+    JOIN hub.patterns p USING (pattern_type, canonical_name)
+    WHERE p.status = 'observed' AND NOT EXISTS (
+        SELECT 1 FROM hub.enrichment_requests r
+        WHERE r.pattern_type = k.pattern_type AND r.canonical_name = k.canonical_name)) n
+"""
+
+
+def send_for_new_keys(conn: psycopg.Connection, cfg: EnrichmentConfig) -> list[str]:
+    """Inside pattern_messages' ingest transaction, right after `catalogue.observe_batch`: when the
+    batch brought keys nobody asked about yet, send as many `llm_request`s at once (provider `queue`
+    only), so a new key needs no enrichment run. They go to the most-seen waiting keys first, within
+    the hourly budget, exactly as `run_enrichment` picks them; with no budget left nothing is sent
+    and the enrichment run takes the keys later, in that order. Returns the request ids sent."""
+    if cfg.provider != "queue":
+        return []
+    (new,) = one_row(conn.execute(_NEW_IN_BATCH_SQL), "the batch's new pattern keys")
+    if not new:
+        return []
+    (now,) = one_row(conn.execute("SELECT clock_timestamp()"), "the clock")
+    params = _params(cfg, now)
+    requests, _ = _send_due(conn, cfg, QueueTransport(), now, params, most=new)
+    return [r.request_id for r in requests]
+
+
 def run_enrichment(
     conn: psycopg.Connection,
     cfg: EnrichmentConfig,
@@ -313,50 +391,15 @@ def run_enrichment(
     requests: list[HubLlmRequest] = []
     with conn.transaction():
         now = now or conn.execute("SELECT clock_timestamp()").fetchone()[0]
-        params = {
-            "now": now,
-            "timeout": cfg.timeout_s,
-            "max_attempts": cfg.max_attempts,
-            "cap": MAX_BACKOFF_S,
-        }
+        params = _params(cfg, now)
         run.timed_out = conn.execute(_EXPIRE_SQL, params).rowcount
         run.failed_for_good = conn.execute(_GIVE_UP_SQL, params).rowcount
         discovery_ids, run.discoveries, run.discoveries_dead_lettered = _take_discoveries(conn, now)
-        hour = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-        conn.execute("INSERT INTO hub.enrichment_budget (hour) VALUES (%s) ON CONFLICT DO NOTHING", (hour,))
-        (spent,) = one_row(
-            conn.execute("SELECT sent FROM hub.enrichment_budget WHERE hour = %s FOR UPDATE", (hour,)),
-            "this hour's enrichment budget",
-        )
-        left = max(0, cfg.max_per_hour - spent)
-        limit = left if transport.max_per_run is None else min(left, transport.max_per_run)
-        picked = conn.execute(_PICK_SQL, {**params, "limit": limit}).fetchall() if limit else []
-        for ptype, key, instances, indicators, examples, attempt, names, display in picked:
-            evidence = build_evidence(
-                instances, list(names) or [display], list(indicators), list(examples or [])
-            )
-            request = build_request(ptype, key, attempt, evidence, now)
-            msg_id = transport.send(conn, request)
-            conn.execute(
-                "INSERT INTO hub.enrichment_requests (request_id, pattern_type, canonical_name, attempt, provider,"
-                " msg_id, sent_at) VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                (request.request_id, ptype, key, attempt, transport.name, msg_id, now),
-            )
-            conn.execute(
-                "UPDATE hub.patterns SET status = 'enriching', updated_at = clock_timestamp(),"
-                " version = version + CASE WHEN status = 'enriching' THEN 0 ELSE 1 END"
-                " WHERE pattern_type = %s AND canonical_name = %s",
-                (ptype, key),
-            )
-            run.sent.append(request.request_id)
-            requests.append(request)
-        if picked:
-            conn.execute(
-                "UPDATE hub.enrichment_budget SET sent = sent + %s WHERE hour = %s", (len(picked), hour)
-            )
+        picked, run.budget_left = _send_due(conn, cfg, transport, now, params)
+        run.sent.extend(r.request_id for r in picked)
+        requests.extend(picked)
         if discovery_ids:
             conn.execute("SELECT pgmq.archive(%s::text, %s::bigint[])", (PATTERN_DISCOVERY, discovery_ids))
-        run.budget_left = left - len(picked)
     if transport.synchronous:
         for request in requests:  # picked most-seen first
             _complete(conn, cfg, transport, request, run)
@@ -426,12 +469,7 @@ def pending_work(conn: psycopg.Connection, cfg: EnrichmentConfig) -> bool:
         return False
     with conn.transaction():
         now = conn.execute("SELECT clock_timestamp()").fetchone()[0]
-        params = {
-            "now": now,
-            "timeout": cfg.timeout_s,
-            "max_attempts": cfg.max_attempts,
-            "cap": MAX_BACKOFF_S,
-        }
+        params = _params(cfg, now)
         (due,) = one_row(
             conn.execute(
                 "SELECT EXISTS (SELECT 1 FROM hub.enrichment_requests WHERE status = 'in_flight'"
@@ -688,4 +726,5 @@ __all__ = [
     "pending_work",
     "run_enrichment",
     "screen_replies",
+    "send_for_new_keys",
 ]
