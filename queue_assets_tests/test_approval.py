@@ -356,6 +356,11 @@ def test_status_and_pattern_commands_show_the_decision(conn, db_url, approval_re
     assert cli.main(["pattern", "framework", "Phoenix"]) == 0
     out = capsys.readouterr().out
     assert "status rejected" in out and "approval        rejected by bob: wrong project" in out
+    assert cli.main(["status"]) == 0  # a decided pattern still counts as enriched-then-decided
+    assert (
+        "ENRICHMENT (LLM): 0 enriching, 0 enriched, 0 approved, 1 rejected, 0 enrichment_failed patterns"
+        in capsys.readouterr().out
+    )
 
 
 def test_an_instance_cannot_send_a_decision(db_url, conn):

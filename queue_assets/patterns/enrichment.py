@@ -58,6 +58,8 @@ DISCOVERY_BATCH = 1000
 EVIDENCE_OPEN = "<<<EVIDENCE_JSON"
 EVIDENCE_CLOSE = "EVIDENCE_JSON>>>"
 FINAL_STATUSES = ("enriched", "approved", "rejected")
+SUMMARY_STATUSES = ("enriching", "enriched", "approved", "rejected", "enrichment_failed")
+"""The statuses `queue-assets status` counts: an approved or rejected pattern was enriched first."""
 
 
 @dataclass(frozen=True)
@@ -493,8 +495,8 @@ def summary(conn: psycopg.Connection, failed_shown: int = 5) -> dict[str, Any]:
     spend, and the latest patterns that failed for good with their reason."""
     patterns: dict[str, int] = dict(
         conn.execute(
-            "SELECT status, count(*) FROM hub.patterns WHERE status IN ('enriching', 'enriched', 'enrichment_failed')"
-            " GROUP BY status ORDER BY status"
+            "SELECT status, count(*) FROM hub.patterns WHERE status = ANY(%s) GROUP BY status",
+            (list(SUMMARY_STATUSES),),
         ).fetchall()
     )
     requests: dict[str, int] = dict(
@@ -512,7 +514,7 @@ def summary(conn: psycopg.Connection, failed_shown: int = 5) -> dict[str, Any]:
     ).fetchall()
     conn.commit()
     return {
-        "patterns": {s: patterns.get(s, 0) for s in ("enriching", "enriched", "enrichment_failed")},
+        "patterns": {s: patterns.get(s, 0) for s in SUMMARY_STATUSES},
         "requests": requests,
         "sent_this_hour": spent[0] if spent else 0,
         "failed": [(t, k, (r or "")[:200]) for t, k, r in failed],
