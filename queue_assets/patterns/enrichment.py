@@ -365,9 +365,16 @@ def send_for_new_keys(conn: psycopg.Connection, cfg: EnrichmentConfig) -> list[s
     (new,) = one_row(conn.execute(_NEW_IN_BATCH_SQL), "the batch's new pattern keys")
     if not new:
         return []
-    (now,) = one_row(conn.execute("SELECT clock_timestamp()"), "the clock")
-    params = _params(cfg, now)
-    requests, _ = _send_due(conn, cfg, QueueTransport(), now, params, most=new)
+    now, spent = one_row(
+        conn.execute(
+            "SELECT clock_timestamp(), (SELECT sent FROM hub.enrichment_budget"
+            " WHERE hour = date_trunc('hour', clock_timestamp(), 'UTC'))"
+        ),
+        "this hour's enrichment budget",
+    )
+    if spent is not None and spent >= cfg.max_per_hour:
+        return []  # spent: no lock on the budget row, so concurrent ingest runs do not queue on it
+    requests, _ = _send_due(conn, cfg, QueueTransport(), now, _params(cfg, now), most=new)
     return [r.request_id for r in requests]
 
 
