@@ -17,6 +17,7 @@ import psycopg
 from psycopg import sql
 
 from . import db
+from .db import one_row
 from .names import validate_queue_name
 from .queues import ALL_STATIC_QUEUES
 
@@ -104,13 +105,18 @@ def ensure_pgmq(conn: psycopg.Connection, report: BootstrapReport) -> None:
         _check_version(row[0], "installed extension")
         report.pgmq_version, report.pgmq_method = row[0], "extension"
         return
-    has_schema = conn.execute("SELECT to_regnamespace('pgmq') IS NOT NULL").fetchone()[0]
+    (has_schema,) = one_row(conn.execute("SELECT to_regnamespace('pgmq') IS NOT NULL"), "the pgmq schema")
     if has_schema:
-        comment = conn.execute("SELECT obj_description('pgmq'::regnamespace, 'pg_namespace')").fetchone()[0]
-        has_topics = conn.execute(
-            "SELECT EXISTS (SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
-            "WHERE n.nspname = 'pgmq' AND p.proname = 'send_topic')"
-        ).fetchone()[0]
+        (comment,) = one_row(
+            conn.execute("SELECT obj_description('pgmq'::regnamespace, 'pg_namespace')"), "the pgmq comment"
+        )
+        (has_topics,) = one_row(
+            conn.execute(
+                "SELECT EXISTS (SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+                "WHERE n.nspname = 'pgmq' AND p.proname = 'send_topic')"
+            ),
+            "whether pgmq.send_topic exists",
+        )
         if not has_topics:
             raise BootstrapError(
                 "the pgmq schema in this database is older than pgmq 1.11 (it has no pgmq.send_topic); "

@@ -136,10 +136,11 @@ def other_clients(data_dir: Path, *, wait_s: float = 15.0) -> int:
     deadline = time.monotonic() + wait_s
     with psycopg.connect(url_for(data_dir, "postgres"), autocommit=True) as conn:
         while True:
-            n = conn.execute(
+            row = conn.execute(
                 "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'"
                 " AND pid <> pg_backend_pid()"
-            ).fetchone()[0]
+            ).fetchone()
+            n = row[0] if row is not None else 0  # (db.one_row: db imports this module)
             if n == 0 or time.monotonic() >= deadline:
                 return n
             time.sleep(0.5)

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg import sql
 
+from .db import one_row
 from .names import PRODUCER_ROLE, InvalidNameError, inbox_queue_for, validate_instance_id
 from .queues import CONSUMED_QUEUES
 from .redact import redact
@@ -128,7 +129,8 @@ def _queue_table(prefix: str, queue: str) -> sql.Identifier:
 
 
 def _table_exists(conn: psycopg.Connection, prefix: str, queue: str) -> bool:
-    return conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"pgmq.{prefix}_{queue}",)).fetchone()[0]
+    name = f"pgmq.{prefix}_{queue}"
+    return one_row(conn.execute("SELECT to_regclass(%s) IS NOT NULL", (name,)), f"whether {name} exists")[0]
 
 
 def _function_signatures(conn: psycopg.Connection) -> list[str]:
@@ -151,7 +153,7 @@ def ensure_producer_role(conn: psycopg.Connection, report=None, *, group: str = 
     role = sql.Identifier(group)
     if _create_role(conn, group, sql.SQL("NOLOGIN")):
         out.actions.append(f"created group role {group} (NOLOGIN) for producers")
-    dbname = conn.execute("SELECT current_database()").fetchone()[0]
+    (dbname,) = one_row(conn.execute("SELECT current_database()"), "current_database()")
     if not _holds_directly(conn, _DATABASE_ACL, dbname, group, "c"):
         conn.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(sql.Identifier(dbname), role))
         out.actions.append(f"granted {group} CONNECT on database {dbname}")
@@ -204,7 +206,7 @@ def ensure_producer_role(conn: psycopg.Connection, report=None, *, group: str = 
 
 def _has(conn: psycopg.Connection, expr: str, *args: str) -> bool:
     """A `has_*_privilege` check (these count PUBLIC's grants and role memberships too)."""
-    return bool(conn.execute(sql.SQL("SELECT " + expr), args).fetchone()[0])  # noqa: S608 - fixed expressions
+    return bool(one_row(conn.execute(sql.SQL("SELECT " + expr), args), expr)[0])  # noqa: S608 - fixed expressions
 
 
 def _holds_directly(conn: psycopg.Connection, acl_query: str, obj: str, role: str, priv: str) -> bool:
@@ -213,7 +215,7 @@ def _holds_directly(conn: psycopg.Connection, acl_query: str, obj: str, role: st
     Used where PUBLIC holds the privilege by default: the grant must be the role's own, so that it
     survives a DBA revoking PUBLIC's.
     """
-    acl = conn.execute(acl_query, (obj,)).fetchone()[0]
+    (acl,) = one_row(conn.execute(acl_query, (obj,)), f"the ACL of {obj}")
     for item in acl or ():
         grantee, _, rest = item.partition("=")
         if grantee.strip('"') == role and priv in rest.split("/")[0]:
@@ -336,9 +338,11 @@ def restrict_database_connect(url: str) -> list[str]:
         dbname, user = db.one_row(
             conn.execute("SELECT current_database(), current_user"), "current_database(), current_user"
         )
-        if not conn.execute("SELECT has_database_privilege('public', %s, 'CONNECT')", (dbname,)).fetchone()[
-            0
-        ]:
+        (public_connects,) = db.one_row(
+            conn.execute("SELECT has_database_privilege('public', %s, 'CONNECT')", (dbname,)),
+            "whether PUBLIC may connect",
+        )
+        if not public_connects:
             return []
         ident = sql.Identifier(dbname)
         try:

@@ -247,7 +247,7 @@ def run_export(
         )
     record(ExportStatus.PUSHED, new_attempt=True)
     log(
-        f"{plan.branch} is at {result.commit_sha[:12]} on {result.remote_url}"
+        f"{plan.branch} is at {(result.commit_sha or '?')[:12]} on {result.remote_url}"
         f" ({'new commit' if result.committed else 'unchanged'})"
     )
 
@@ -337,7 +337,7 @@ def _propose_pr(
         problem = str(exc)
         record(ExportStatus.PR_FAILED, error=problem)
         raise ExportFailed(
-            f"cycle {plan.cycle}: branch {plan.branch} was pushed at {result.commit_sha[:12]} and recorded in "
+            f"cycle {plan.cycle}: branch {plan.branch} was pushed at {(result.commit_sha or '?')[:12]} and recorded in "
             f"hub.exports, but the pull request step failed: {problem}. Nothing is lost: re-run this "
             "cycle to open or update the pull request."
         ) from None
@@ -397,7 +397,7 @@ def _already_announced(conn: psycopg.Connection, result: ExportResult, *, lock: 
         + (" FOR UPDATE" if lock else ""),
         (result.cycle,),
     ).fetchone()
-    return bool(row) and row[0] == result.commit_sha and row[1] == result.pr_url
+    return row is not None and row[0] == result.commit_sha and row[1] == result.pr_url
 
 
 __all__ = [

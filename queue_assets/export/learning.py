@@ -13,6 +13,7 @@ from datetime import date, datetime, timedelta
 
 import psycopg
 
+from ..db import one_row
 from .render import ArtifactRow, ExportTotals, artifact_file_name
 from .settings import ExportSettings
 
@@ -188,13 +189,16 @@ def selected_artifacts(
 
 
 def export_totals(conn: psycopg.Connection, cycle: date) -> ExportTotals:
-    row = conn.execute(
-        "SELECT count(*), coalesce(sum(total_usage), 0)::bigint,"
-        " (SELECT count(DISTINCT i) FROM hub.aggregated_learning a2, unnest(a2.instances) AS i"
-        "   WHERE a2.cycle_date = %(c)s AND a2.selected)"
-        " FROM hub.aggregated_learning WHERE cycle_date = %(c)s AND selected",
-        {"c": cycle},
-    ).fetchone()
+    row = one_row(
+        conn.execute(
+            "SELECT count(*), coalesce(sum(total_usage), 0)::bigint,"
+            " (SELECT count(DISTINCT i) FROM hub.aggregated_learning a2, unnest(a2.instances) AS i"
+            "   WHERE a2.cycle_date = %(c)s AND a2.selected)"
+            " FROM hub.aggregated_learning WHERE cycle_date = %(c)s AND selected",
+            {"c": cycle},
+        ),
+        f"the export totals of cycle {cycle}",
+    )
     return ExportTotals(artifacts=row[0], total_usage=row[1], instances=row[2])
 
 

@@ -186,10 +186,14 @@ def build_ingest_asset(queue: str, name: str) -> dg.AssetsDefinition:
                     # are left to hub_llm_results' own run, so this run frees its slot at once
                     waiter.stop()
                     report_replies(context, waiter, shared_queue)
-            dlq_depth = conn.execute(
-                sql.SQL("SELECT count(*) FROM pgmq.{}").format(sql.Identifier("q_" + dlq_for(queue)))
-            ).fetchone()[0]
-            now = conn.execute("SELECT clock_timestamp()").fetchone()[0]
+            dlq_depth, now = one_row(
+                conn.execute(
+                    sql.SQL("SELECT count(*), clock_timestamp() FROM pgmq.{}").format(
+                        sql.Identifier("q_" + dlq_for(queue))
+                    )
+                ),
+                f"the depth of {dlq_for(queue)}",
+            )
         lag = (now - result.oldest_enqueued_at).total_seconds() if result.oldest_enqueued_at else 0.0
         context.log.info(
             f"{queue}: done ({result.stopped_by}): {result.read} read, {result.stored} stored, "

@@ -608,9 +608,10 @@ def _ingest_queue(
     validate_queue_name(queue)
     result = IngestResult(queue=queue)
     started = time.monotonic()
-    result.oldest_enqueued_at = conn.execute(
-        sql.SQL("SELECT min(enqueued_at) FROM pgmq.{}").format(sql.Identifier("q_" + queue))
-    ).fetchone()[0]
+    (result.oldest_enqueued_at,) = db.one_row(
+        conn.execute(sql.SQL("SELECT min(enqueued_at) FROM pgmq.{}").format(sql.Identifier("q_" + queue))),
+        f"the oldest message of {queue}",
+    )
     conn.commit()
     fetcher = (
         _Prefetcher(prefetch_url, queue, cfg, keep_polling=wait_while is not None) if prefetch_url else None

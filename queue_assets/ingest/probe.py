@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
+from ..db import one_row
 from ..names import validate_queue_name
 
 VISIBLE_CAP = 1000
@@ -24,11 +25,14 @@ class Probe:
 
 def probe_queue(conn: psycopg.Connection, queue: str) -> Probe:
     table = sql.Identifier("pgmq", "q_" + validate_queue_name(queue))
-    row = conn.execute(
-        sql.SQL(
-            "SELECT (SELECT max(msg_id) FROM {t}),"
-            " (SELECT count(*) FROM (SELECT 1 FROM {t} WHERE vt <= clock_timestamp() LIMIT {cap}) s),"
-            " pg_sequence_last_value(pg_get_serial_sequence({name}, 'msg_id')::regclass)"
-        ).format(t=table, cap=sql.Literal(VISIBLE_CAP), name=sql.Literal(table.as_string(conn)))
-    ).fetchone()
+    row = one_row(
+        conn.execute(
+            sql.SQL(
+                "SELECT (SELECT max(msg_id) FROM {t}),"
+                " (SELECT count(*) FROM (SELECT 1 FROM {t} WHERE vt <= clock_timestamp() LIMIT {cap}) s),"
+                " pg_sequence_last_value(pg_get_serial_sequence({name}, 'msg_id')::regclass)"
+            ).format(t=table, cap=sql.Literal(VISIBLE_CAP), name=sql.Literal(table.as_string(conn)))
+        ),
+        f"the probe of queue {queue!r}",
+    )
     return Probe(newest_msg_id=row[0], visible=row[1], sent=row[2] or 0)

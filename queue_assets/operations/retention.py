@@ -39,6 +39,7 @@ from datetime import datetime, timedelta
 import psycopg
 from psycopg import sql
 
+from ..db import one_row
 from ..horizons import SDK_RETRY_HORIZON_S
 from ..names import validate_queue_name
 from ..settings import dedupe_floor_s
@@ -157,7 +158,7 @@ def plan(
         if not isinstance(days, int) or days < 1:
             raise ValueError(f"{name} = {days!r}: must be a whole number of days, at least 1")
     if as_of is None:
-        as_of = conn.execute("SELECT now()").fetchone()[0]
+        (as_of,) = one_row(conn.execute("SELECT now()"), "the clock")
         conn.commit()
     archive_cutoff = as_of - timedelta(days=retention_days)
     dlq_cutoff = as_of - timedelta(days=dlq_retention_days)
@@ -224,11 +225,15 @@ def ledger_keep_from(conn: psycopg.Connection) -> dict[str, datetime]:
     keep = {}
     for queue in ledger_queues(conn):
         validate_queue_name(queue)
-        if conn.execute("SELECT to_regclass(%s)", (f"pgmq.q_{queue}",)).fetchone()[0] is None:
+        (table,) = one_row(conn.execute("SELECT to_regclass(%s)", (f"pgmq.q_{queue}",)), "to_regclass")
+        if table is None:
             continue  # the queue is gone: no message of it can come back
-        oldest = conn.execute(
-            sql.SQL("SELECT min(enqueued_at) FROM {}").format(sql.Identifier("pgmq", "q_" + queue))
-        ).fetchone()[0]
+        (oldest,) = one_row(
+            conn.execute(
+                sql.SQL("SELECT min(enqueued_at) FROM {}").format(sql.Identifier("pgmq", "q_" + queue))
+            ),
+            f"the oldest message of {queue}",
+        )
         if oldest is not None:
             keep[queue] = oldest - timedelta(seconds=SDK_RETRY_HORIZON_S)
     conn.commit()
@@ -267,16 +272,23 @@ def hub_targets(
 
 def _table_exists(conn: psycopg.Connection, t: Target) -> bool:
     label = t.label
-    found = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (label,)).fetchone()[0]
+    (found,) = one_row(
+        conn.execute("SELECT to_regclass(%s) IS NOT NULL", (label,)), f"whether {label} exists"
+    )
     conn.commit()
     return found
 
 
 def _count(conn: psycopg.Connection, t: Target) -> int:
-    n = conn.execute(
-        sql.SQL("SELECT count(*) FROM {} WHERE {} < %s{}").format(t.table, sql.Identifier(t.column), t.extra),
-        (t.cutoff, *t.params),
-    ).fetchone()[0]
+    (n,) = one_row(
+        conn.execute(
+            sql.SQL("SELECT count(*) FROM {} WHERE {} < %s{}").format(
+                t.table, sql.Identifier(t.column), t.extra
+            ),
+            (t.cutoff, *t.params),
+        ),
+        f"the count of {t.label}",
+    )
     conn.commit()
     return n
 

@@ -28,6 +28,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
+from ..db import one_row
 from ..names import DLQ_SUFFIX
 from .inventory import existing_queues, queue_kind
 from .thresholds import Thresholds
@@ -206,7 +207,7 @@ def collect_statistics(
         _read_only(conn)
         known = existing_queues(conn)
         if as_of is None:
-            as_of = conn.execute("SELECT now()").fetchone()[0]
+            (as_of,) = one_row(conn.execute("SELECT now()"), "the clock")
     if queues is None:
         selected = known
     else:

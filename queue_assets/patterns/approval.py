@@ -33,6 +33,7 @@ from ..contracts.base import PatternType
 from ..contracts.enrichment import EnrichmentResult
 from ..contracts.errors import from_validation_error
 from ..contracts.parse import json_object
+from ..db import one_row
 from .enrichment import learned_message
 
 APPROVAL_REQUESTS = "approval_requests"
@@ -87,9 +88,10 @@ def hold_for_approval(conn: psycopg.Connection, pattern_type: str, canonical_nam
             response_schema=response_schema(),
         ),
     )
-    msg_id = conn.execute(
-        "SELECT pgmq.send(%s, %s::jsonb)", (APPROVAL_REQUESTS, request.model_dump_json())
-    ).fetchone()[0]
+    (msg_id,) = one_row(
+        conn.execute("SELECT pgmq.send(%s, %s::jsonb)", (APPROVAL_REQUESTS, request.model_dump_json())),
+        "pgmq.send of an approval_request",
+    )
     conn.execute(
         "INSERT INTO hub.pattern_approvals (request_id, pattern_type, canonical_name, version,"
         " enrichment_request_id, proposal, msg_id) VALUES (%s, %s, %s, %s, %s, %s::jsonb, %s)",
@@ -239,11 +241,13 @@ def broadcast_decision(conn: psycopg.Connection, pattern_type: str, canonical_na
     """One `pgmq.send_topic` of the decided version: an approved pattern is never provisional; a
     rejected one carries no description (the rejected text stays in hub.pattern_approvals)."""
     message = learned_message(conn, pattern_type, canonical_name)
-    review = conn.execute(
-        "SELECT reviewed_by, review_reason FROM hub.patterns WHERE pattern_type = %s AND canonical_name = %s",
-        (pattern_type, canonical_name),
-    ).fetchone()
-    reviewer, reason = review[0], review[1]
+    reviewer, reason = one_row(
+        conn.execute(
+            "SELECT reviewed_by, review_reason FROM hub.patterns WHERE pattern_type = %s AND canonical_name = %s",
+            (pattern_type, canonical_name),
+        ),
+        f"the review of {pattern_type} {canonical_name!r}",
+    )
     message["reviewed_by"] = reviewer
     if reason:
         message["review_reason"] = reason[:4096]
