@@ -191,3 +191,36 @@ def test_a_dagster_enrichment_run_takes_the_replies_to_what_it_sent(conn, db_url
     assert pattern(conn)[0] == "enriched"
     learned = [m for m in inbox(db_url, "singularity-0") if m.message["type"] == "pattern_learned"]
     assert len(learned) == 1 and learned[0].message["answers"] == [str(miss["discovery_request_id"])]
+
+
+def test_an_ingest_run_waiting_for_replies_goes_on_draining_its_own_queue(conn, db_url, monkeypatch):
+    """Breaks if the wait for replies stopped the run from reading pattern_messages (a message sent
+    meanwhile would then wait for another run's launch), or if the wait outlived its limit."""
+    import dagster as dg
+
+    from queue_assets.ingest.assets import INGEST_ASSETS
+    from queue_assets.resources import SharedQueueResource
+
+    monkeypatch.setenv("QUEUE_ASSETS_RUN_LINGER_S", "0")  # without the wait, the run ends when dry
+    monkeypatch.setenv("QUEUE_ASSETS_LLM_REPLY_WAIT_S", "6")
+    send_many(conn, "pattern_messages", [_pattern_message("singularity-0", ["Phoenix"])])
+    conn.commit()
+    (asset,) = [a for a in INGEST_ASSETS if a.key == dg.AssetKey("pattern_messages")]
+
+    def later() -> None:
+        time.sleep(2.5)
+        with psycopg.connect(db_url) as c:
+            send_many(c, "pattern_messages", [_pattern_message("singularity-1", ["Ecto"])])
+
+    sender = threading.Thread(target=later)
+    with RouterThread(db_url, silent=True):
+        sender.start()
+        t = time.monotonic()
+        result = dg.materialize([asset], resources={"shared_queue": SharedQueueResource(db_url=db_url)})
+        took = time.monotonic() - t
+    sender.join()
+    meta = result.asset_materializations_for_node("pattern_messages")[-1].metadata
+    assert meta["stored"].value == 2, "the message sent during the wait was left for another run"
+    assert took < 30
+    assert queue_depth(conn, "pattern_messages") == 0
+    assert count(conn, "hub.enrichment_requests", "status = 'in_flight'") == 2
