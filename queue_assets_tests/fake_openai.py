@@ -1,8 +1,10 @@
 """An OpenAI-compatible chat server for tests, on 127.0.0.1 in a thread (a hosted LLM is off-machine).
 
-Speaks `POST /v1/chat/completions` with the API's response shape, checks the bearer key, records
-every request (headers, body, time), and answers with what the test queued: a model's text, an
-HTTP status with a body, a body that is not JSON at all, or a delay longer than the client waits.
+Speaks `POST /v1/chat/completions` with the API's response shape, checks the bearer key (401 when
+it differs; a test may change `api_key` while serving, e.g. once the deployment is "fixed"),
+answers 404 on any other path, records every request (headers, body, time), and answers with what
+the test queued: a model's text, an HTTP status with a body (403, 404, 500...), a body that is not
+JSON at all, or a delay longer than the client waits.
 """
 
 from __future__ import annotations

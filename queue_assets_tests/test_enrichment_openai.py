@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import socket
 import time
 from datetime import timedelta
 
@@ -18,7 +19,7 @@ import pytest
 from queue_assets import cli
 from queue_assets.patterns import enrichment
 from queue_assets.patterns.enrichment import EVIDENCE_CLOSE, EVIDENCE_OPEN, EnrichmentConfig, run_enrichment
-from queue_assets.patterns.providers import SYNC_BATCH, OpenAISettings, OpenAITransport
+from queue_assets.patterns.providers import SYNC_BATCH, OpenAISettings, OpenAITransport, ProviderUnusable
 from queue_assets.settings import Settings, SettingsError
 from queue_assets_tests.fake_openai import Call, FakeOpenAI, Reply, serve_fake_openai
 from queue_assets_tests.helpers import count, queue_depth
@@ -374,13 +375,209 @@ def test_the_api_key_never_appears_in_logs_metadata_errors_or_status(
         assert KEY[3:] not in text
 
 
-def test_a_wrong_key_is_a_failed_attempt_that_names_the_variable(conn):
-    """Breaks if a 401 is not recorded as the attempt's reason, or the hint does not say what to check."""
+def _keys(conn, n: int) -> dict[str, int]:
+    """`n` waiting keys k1..kn, each seen by a different number of instances; {key: instances}."""
+    conn.execute(
+        "INSERT INTO hub.patterns (pattern_type, canonical_name, display_name, first_seen, last_seen, instances)"
+        " SELECT 'technology', 'k' || g, 'K' || g, now(), now(), (g * 7) %% 17 + 1 FROM generate_series(1, %s) g",
+        (n,),
+    )
+    instances = dict(conn.execute("SELECT canonical_name, instances FROM hub.patterns").fetchall())
+    conn.commit()
+    return instances
+
+
+def _asked(calls: list[Call]) -> list[str]:
+    return [re.search(r'with the key "([^"]+)"', c.prompt).group(1) for c in calls]
+
+
+def _spent(conn) -> int:
+    row = conn.execute("SELECT coalesce(sum(sent), 0) FROM hub.enrichment_budget").fetchone()
+    conn.commit()
+    return row[0]
+
+
+def test_a_refused_key_withdraws_the_run_and_spends_nothing_then_the_keys_go_most_seen_first(conn):
+    """Breaks if a 401 counts as a failed attempt of the pattern: if it leaves a request row, spends
+    the budget, moves a key out of `observed` or (after more runs than max_attempts) marks it
+    enrichment_failed; if the run keeps calling after the 401; if the error lacks the status, the
+    server or the hint, or shows the key; or if, with the key accepted again, the keys are not
+    enriched most-seen first."""
+    instances = _keys(conn, 15)
+    versions = dict(conn.execute("SELECT canonical_name, version FROM hub.patterns").fetchall())
+    conn.commit()
+    fake = FakeOpenAI(api_key="sk-the-right-one", answer=lambda call: Reply(content=json.dumps(GOOD)))
+    with serve_fake_openai(fake):
+        wrong = transport(FakeOpenAI(api_key=KEY, url=fake.url))
+        for run_no in range(1, CFG.max_attempts + 2):
+            with pytest.raises(ProviderUnusable) as refused:
+                run_enrichment(conn, CFG, transport=wrong)
+            assert len(fake.calls) == run_no  # the first call's 401 stopped the run's calls
+            err = refused.value
+            assert err.error_kind == "http_401" and err.withdrawn == SYNC_BATCH and err.answered == 0
+            assert f"{fake.url} answered HTTP 401" in str(err) and "check OPENAI_API_KEY" in str(err)
+            assert KEY not in str(err) and KEY[3:] not in str(err)
+            assert count(conn, "hub.enrichment_requests") == 0
+            assert _spent(conn) == 0
+            assert count(conn, "hub.patterns", "status = 'observed'") == 15
+        assert count(conn, "hub.patterns", "status = 'enrichment_failed'") == 0
+        assert all(c.headers["authorization"] == f"Bearer {KEY}" for c in fake.calls)  # really refused
+        # the same most-seen key was asked each time (it went back to the head of the line)
+        assert len(set(_asked(fake.calls))) == 1
+
+        fake.api_key = KEY  # the deployment is fixed
+        refused_calls = len(fake.calls)
+        sent = [len(run_enrichment(conn, CFG, transport=wrong).sent) for _ in range(3)]
+    assert sent == [SYNC_BATCH, 15 - SYNC_BATCH, 0]
+    asked = _asked(fake.calls[refused_calls:])
+    assert sorted(asked) == sorted(instances)
+    seen = [instances[k] for k in asked]
+    assert seen == sorted(seen, reverse=True)
+    assert count(conn, "hub.patterns", "status = 'enriched'") == 15
+    assert count(conn, "hub.enrichment_requests", "attempt = 1 AND status = 'answered'") == 15
+    assert _spent(conn) == 15
+    after = dict(conn.execute("SELECT canonical_name, version FROM hub.patterns").fetchall())
+    conn.commit()
+    assert all(after[k] > versions[k] for k in versions)  # never a version seen twice with other content
+
+
+@pytest.mark.parametrize(
+    ("status", "hint"),
+    [
+        (403, "check OPENAI_API_KEY and QUEUE_ASSETS_LLM_MODEL"),
+        (404, "check OPENAI_BASE_URL and QUEUE_ASSETS_LLM_MODEL"),
+    ],
+)
+def test_a_deployment_error_mid_run_keeps_what_was_answered_and_a_retrys_earlier_attempts(conn, status, hint):
+    """A server that answers, then refuses the model. Breaks if the answer before the refusal is
+    lost, if the refused request or the ones after it stay recorded or spent, if a retried key
+    loses its earlier failed attempt (it would get more attempts than QUEUE_ASSETS_LLM_MAX_ATTEMPTS)
+    or goes back to `observed`, or if the keys are not retried once the server serves the model."""
+    instances = _keys(conn, 4)
+    order = sorted(instances, key=lambda k: -instances[k])
+    cfg = EnrichmentConfig(provider="openai", timeout_s=1, max_attempts=3)
+    mode = {"now": "overloaded"}
+
+    def answer(call: Call) -> Reply:
+        if mode["now"] == "overloaded":
+            return Reply(status=500, raw=b'{"error": {"message": "overloaded"}}')
+        if mode["now"] == "refusing" and len(fake.calls) > 5:
+            return Reply(status=status, raw=b'{"error": {"message": "model_not_found"}}')
+        return Reply(content=json.dumps(GOOD))
+
+    fake = FakeOpenAI(api_key=KEY, answer=answer)
+    with serve_fake_openai(fake):
+        first = run_enrichment(conn, cfg, transport=transport(fake, 1))
+        assert len(first.failed) == 4 and _spent(conn) == 4  # four failed attempts: real ones
+        time.sleep(1.2)  # past the 1 s backoff: all four are due for attempt 2
+        mode["now"] = "refusing"  # call 5 is answered, call 6 refused
+        with pytest.raises(ProviderUnusable) as refused:
+            run_enrichment(conn, cfg, transport=transport(fake, 1))
+        assert len(fake.calls) == 6
+        assert refused.value.withdrawn == 3 and refused.value.answered == 1
+        assert f"HTTP {status}" in str(refused.value) and hint in str(refused.value)
+        assert pattern(conn, order[0], "technology")[0] == "enriched"
+        assert count(conn, "hub.enrichment_requests", "attempt = 2") == 1  # only the answered one
+        assert count(conn, "hub.enrichment_requests", "attempt = 1 AND status = 'failed'") == 4
+        assert count(conn, "hub.patterns", "status = 'enriching'") == 3
+        assert _spent(conn) == 4 + 1
+
+        mode["now"] = "serving"
+        run = run_enrichment(conn, cfg, transport=transport(fake, 1))
+    assert _asked(fake.calls[6:]) == order[1:] and run.answered == 3
+    assert count(conn, "hub.enrichment_requests", "attempt = 2 AND status = 'answered'") == 4
+    assert count(conn, "hub.patterns", "status = 'enriched'") == 4
+
+
+def test_an_unreachable_server_withdraws_the_run_like_a_refused_key(conn):
+    """Breaks if a server nobody listens on (a wrong OPENAI_BASE_URL port) spends the budget or
+    counts an attempt against the pattern, or if the error does not say it could not be reached."""
     _ingest(conn, [_pattern_message("singularity-0", ["Phoenix"])])
-    with serve_fake_openai(FakeOpenAI(api_key="sk-the-right-one")) as fake:
-        run = run_enrichment(conn, CFG, transport=transport(FakeOpenAI(api_key=KEY, url=fake.url)))
-    assert run.failed[0].startswith("http_401:") and "check OPENAI_API_KEY" in run.failed[0]
-    assert KEY not in run.failed[0]
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens on it
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    gone = transport(FakeOpenAI(api_key=KEY, url=f"http://127.0.0.1:{port}/v1"))
+    for _ in range(CFG.max_attempts + 1):
+        with pytest.raises(ProviderUnusable) as unreachable:
+            run_enrichment(conn, CFG, transport=gone)
+        assert unreachable.value.error_kind == "unreachable" and unreachable.value.withdrawn == 1
+    assert f"http://127.0.0.1:{port}/v1 could not be reached" in str(unreachable.value)
+    assert count(conn, "hub.enrichment_requests") == 0 and _spent(conn) == 0
+    assert pattern(conn)[0] == "observed"
+
+
+def _enrichment_job_run(instance, db_url) -> dg.ExecuteInProcessResult:
+    from queue_assets.definitions import defs
+    from queue_assets.patterns.resources import LlmResource
+    from queue_assets.resources import SharedQueueResource
+
+    return defs.resolve_job_def("pattern_enrichment_job").execute_in_process(
+        instance=instance,
+        resources={
+            "shared_queue": SharedQueueResource(db_url=db_url),
+            "llm": LlmResource(api_key=dg.EnvVar("QA_OPENAI_KEY")),
+        },
+        raise_on_error=False,
+    )
+
+
+def test_a_refused_key_fails_the_run_with_one_clear_error_and_the_sensor_backs_off(conn, db_url, monkeypatch):
+    """The real pattern_enrichment_job and pattern_enrichment_sensor on one instance. Breaks if a
+    refused key does not fail the run, if its error lacks the server, the status or the hint, if the
+    key shows anywhere in the run's events, if the sensor requests the next run at once (a failing
+    run every 5 s), if it never asks again, or if a successful run leaves it backing off."""
+    from queue_assets.patterns.defs import build_enrichment_sensor
+    from queue_assets.patterns.resources import LlmResource
+    from queue_assets.resources import SharedQueueResource
+
+    _ingest(conn, [_pattern_message("singularity-0", ["Phoenix"])])
+    fake = FakeOpenAI(api_key="sk-the-right-one", answer=lambda call: Reply(content=json.dumps(GOOD)))
+    with serve_fake_openai(fake):
+        for name, value in {
+            "QA_OPENAI_KEY": KEY,
+            "QUEUE_ASSETS_LLM_PROVIDER": "openai",
+            "QUEUE_ASSETS_LLM_MODEL": "qa-model",
+            "OPENAI_BASE_URL": fake.url,
+            "QUEUE_ASSETS_LLM_TIMEOUT_S": "5",
+            "QUEUE_ASSETS_INGEST_BACKOFF_BASE_S": "60",
+            "QUEUE_ASSETS_INGEST_BACKOFF_CAP_S": "300",
+        }.items():
+            monkeypatch.setenv(name, value)
+        instance = dg.DagsterInstance.ephemeral()
+        resources = {"shared_queue": SharedQueueResource(db_url=db_url), "llm": LlmResource()}
+
+        def tick(later_s: float = 0.0):
+            sensor = build_enrichment_sensor(clock=lambda: time.time() + later_s)
+            return sensor(dg.build_sensor_context(instance=instance, resources=resources))
+
+        assert isinstance(tick(), dg.RunRequest)  # a key waits, no failed run yet
+        failed = _enrichment_job_run(instance, db_url)
+        assert not failed.success and len(fake.calls) == 1
+        failure = failed.failure_data_for_node("pattern_enrichment")
+        message = failure.user_failure_data.description
+        assert message.startswith("QUEUE_ASSETS_LLM_PROVIDER=openai is unusable: ")
+        assert f"{fake.url} answered HTTP 401 (the server refused the key: check OPENAI_API_KEY)" in message
+        assert failure.user_failure_data.metadata["withdrawn_requests"].value == 1
+        events = [dg.serialize_value(e) for e in instance.all_logs(failed.run_id)]
+        assert any("answered HTTP 401" in e for e in events)
+        assert not any(KEY in e or KEY[3:] in e for e in events)
+        assert pattern(conn)[0] == "observed" and count(conn, "hub.enrichment_requests") == 0
+
+        skip = tick()
+        assert isinstance(skip, dg.SkipReason)
+        assert f"the last 1 enrichment run failed (newest {failed.run_id[:8]}" in skip.skip_message
+        assert "backing off 60s (doubling per failure, cap 300s): next attempt at " in skip.skip_message
+        assert not _enrichment_job_run(instance, db_url).success
+        skip = tick(later_s=61)
+        assert isinstance(skip, dg.SkipReason) and "the last 2 enrichment runs failed" in skip.skip_message
+        assert "backing off 120s" in skip.skip_message
+        assert isinstance(tick(later_s=121), dg.RunRequest)  # the delay has passed: try again
+
+        fake.api_key = KEY  # the deployment is fixed
+        assert _enrichment_job_run(instance, db_url).success
+        assert pattern(conn)[0] == "enriched"
+        _ingest(conn, [_pattern_message("singularity-0", ["Ecto"], indicators=["x"])])
+        assert isinstance(tick(), dg.RunRequest)  # a success ends the backoff at once
 
 
 def test_openai_settings_refuse_bad_values_naming_the_variable_and_never_the_key():

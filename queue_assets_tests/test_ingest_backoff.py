@@ -12,8 +12,9 @@ import dagster as dg
 import pytest
 
 from queue_assets.definitions import defs
-from queue_assets.ingest.sensors import backoff_delay, build_ingest_sensor, failures_to_reach_cap
+from queue_assets.ingest.sensors import build_ingest_sensor
 from queue_assets.resources import SharedQueueResource
+from queue_assets.sensor_backoff import backoff_delay, failures_to_reach_cap
 from queue_assets_tests.helpers import pattern_message, send_many
 
 QUEUE = "pattern_messages"

@@ -1,10 +1,10 @@
 """Ingest sensors: one per consumed queue. They probe, never read, and request a run with a run_key.
 
 After consecutive failed runs of a queue's job (say, a migration missing on a replica), the sensor
-waits before it asks again: `QUEUE_ASSETS_INGEST_BACKOFF_BASE_S` after the first failure, doubled
-per further failure, at most `QUEUE_ASSETS_INGEST_BACKOFF_CAP_S`, counted from the newest failed
-run's end. The failures are read from the instance's run records (the newest few finished runs of
-that job), so a successful run - once the cause is gone - ends the backoff by itself.
+waits before it asks again (`sensor_backoff.run_backoff`, shared with the enrichment sensor):
+`QUEUE_ASSETS_INGEST_BACKOFF_BASE_S` after the first failure, doubled per further failure, at most
+`QUEUE_ASSETS_INGEST_BACKOFF_CAP_S`, counted from the newest failed run's end; a successful run -
+once the cause is gone - ends the backoff by itself.
 
 No launch gap under steady traffic: a run ends at its cap (`QUEUE_ASSETS_RUN_MAX_SECONDS`), and
 starting the next one takes a sensor tick plus a run launch (seconds). So while exactly one run is
@@ -21,10 +21,7 @@ drains on and the sensor requests another successor (`<queue>:after:<run id>:<n>
 """
 
 import json
-import math
 import time
-from dataclasses import dataclass
-from datetime import UTC, datetime
 
 import dagster as dg
 
@@ -33,6 +30,7 @@ from ..db import DatabaseUnavailable
 from ..queues import INGEST_ASSET_FOR, REPLY_INGEST_ASSET_FOR
 from ..redact import redact
 from ..resources import SharedQueueResource
+from ..sensor_backoff import run_backoff
 from ..settings import Settings
 from .assets import SUCCESSOR_OF_TAG
 from .probe import VISIBLE_CAP, probe_queue
@@ -46,73 +44,12 @@ ACTIVE_STATUSES = [
 ]
 
 
-FINISHED_STATUSES = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE]
-
 DAEMON_SENSOR_LOOP_S = 5.0
 """The daemon evaluates a sensor at most once per loop of this length, whatever its minimum interval."""
 DEFAULT_LAUNCH_S = 10.0
 """Run launch (created -> started) assumed before the queue has a run that started (measured: ~8 s)."""
 LAUNCH_HISTORY = 5
 """How many of the queue's newest runs the launch estimate looks at."""
-
-
-@dataclass(frozen=True)
-class RunBackoff:
-    """Why a queue's sensor waits: its newest finished runs failed `failures` times in a row."""
-
-    queue: str
-    failures: int
-    last_run_id: str
-    last_failed_at: float
-    delay_s: float
-    cap_s: float
-
-    @property
-    def next_attempt_at(self) -> float:
-        return self.last_failed_at + self.delay_s
-
-    def reason(self) -> str:
-        def at(ts: float) -> str:
-            return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
-
-        return (
-            f"the last {self.failures} ingest run{'s' if self.failures != 1 else ''} of `{self.queue}` failed "
-            f"(newest {self.last_run_id[:8]}, ended {at(self.last_failed_at)}); backing off {self.delay_s:.0f}s "
-            f"(doubling per failure, cap {self.cap_s:.0f}s): next attempt at {at(self.next_attempt_at)}. "
-            "See the failed run's logs for the cause."
-        )
-
-
-def backoff_delay(failures: int, base_s: float, cap_s: float) -> float:
-    """`base_s` after one failure, doubled per further failure, never more than `cap_s`."""
-    return min(cap_s, base_s * 2 ** min(failures - 1, 62))
-
-
-def failures_to_reach_cap(base_s: float, cap_s: float) -> int:
-    """How many finished runs to look at: counting further cannot lengthen the delay."""
-    return max(1, math.ceil(math.log2(max(cap_s / base_s, 1.0))) + 1)
-
-
-def run_backoff(
-    instance: dg.DagsterInstance, queue: str, job_name: str, base_s: float, cap_s: float
-) -> RunBackoff | None:
-    """The backoff for `queue` from its newest finished runs (newest first), or None after a success."""
-    records = instance.get_run_records(
-        filters=dg.RunsFilter(job_name=job_name, statuses=FINISHED_STATUSES),
-        limit=failures_to_reach_cap(base_s, cap_s),
-    )
-    failures = 0
-    for record in records:
-        if record.dagster_run.status != dg.DagsterRunStatus.FAILURE:
-            break
-        failures += 1
-    if not failures:
-        return None
-    newest = records[0]
-    ended = newest.end_time or newest.update_timestamp.timestamp()
-    return RunBackoff(
-        queue, failures, newest.dagster_run.run_id, ended, backoff_delay(failures, base_s, cap_s), cap_s
-    )
 
 
 def ingest_job_name(queue: str) -> str:
@@ -228,7 +165,12 @@ def build_ingest_sensor(queue: str, job, interval_s: int, clock=time.time) -> dg
         elif probe.visible == 0:
             return dg.SkipReason(f"`{queue}` has no visible messages (newest msg_id {probe.newest_msg_id})")
         backoff = run_backoff(
-            context.instance, queue, job.name, settings.ingest_backoff_base_s, settings.ingest_backoff_cap_s
+            context.instance,
+            job.name,
+            settings.ingest_backoff_base_s,
+            settings.ingest_backoff_cap_s,
+            kind="ingest",
+            scope=queue,
         )
         if backoff is not None and clock() < backoff.next_attempt_at:
             return dg.SkipReason(backoff.reason())

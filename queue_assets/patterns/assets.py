@@ -95,7 +95,8 @@ PATTERN_DISCOVERY_SPEC = dg.AssetSpec(
         "keys asked for on pgmq/pattern_discovery, most-seen first, within QUEUE_ASSETS_LLM_MAX_PER_HOUR, "
         "one request in flight per key; sends llm_request (reply_to hub_llm_results) in the transaction "
         "that records it, or (QUEUE_ASSETS_LLM_PROVIDER=openai) asks an OpenAI-compatible server and "
-        "stores its answer; times out, retries with backoff, then marks enrichment_failed (docs/patterns.md)."
+        "stores its answer; times out, retries with backoff, then marks enrichment_failed; a refused key, "
+        "unknown model or unreachable server withdraws the run's requests and fails the run (docs/patterns.md)."
     ),
     metadata={
         "table": "hub.enrichment_requests",
@@ -110,7 +111,19 @@ def pattern_enrichment(
     cfg = enrichment.EnrichmentConfig.from_settings(settings)
     transport = llm.transport(cfg) if cfg.provider != "off" else None
     with shared_queue.connection() as conn:
-        run = enrichment.run_enrichment(conn, cfg, transport=transport)
+        try:
+            run = enrichment.run_enrichment(conn, cfg, transport=transport)
+        except enrichment.ProviderUnusable as exc:
+            # the deployment is wrong, not a pattern: one clear failure, and the sensor backs off
+            raise dg.Failure(
+                description=str(exc),
+                metadata={
+                    "error_kind": dg.MetadataValue.text(exc.error_kind or ""),
+                    "withdrawn_requests": dg.MetadataValue.int(exc.withdrawn),
+                    "answered_before": dg.MetadataValue.int(exc.answered),
+                },
+                allow_retries=False,
+            ) from None
         if transport is not None and not transport.synchronous and run.sent:
             # the replies to what this run sent are taken here, not after a launch of their own run
             waiter = ReplyWaiter(

@@ -6,7 +6,10 @@ hand one `llm_request` per key to the provider's transport (providers.py), recor
 `hub.enrichment_requests`. A crash anywhere leaves either all of it or none of it. The `queue`
 transport sends it with `pgmq.send` in that transaction; a synchronous transport (`openai`) asks
 its server after the commit, most-seen key first, and its answer takes the same path as a reply
-from the queue (`parse_reply`, then `apply_replies`), each in a transaction of its own.
+from the queue (`parse_reply`, then `apply_replies`), each in a transaction of its own. An answer
+that says the deployment is wrong (providers.DEPLOYMENT_ERRORS: a refused key, no such model, no
+server) is no attempt: the run stops calling, withdraws its requests not yet answered (`_withdraw`)
+and raises `ProviderUnusable`.
 
 `screen_replies` / `apply_replies` are the `hub_llm_results` part of the ingest (core.store_batch
 calls them inside its ledger transaction): a reply becomes an enrichment + provenance, status
@@ -47,7 +50,14 @@ from ..names import dlq_for
 from ..queues import HUB_LLM_RESULTS, PATTERN_DISCOVERY
 from .canonical import pattern_key
 from .models import PatternDiscovery
-from .providers import Completion, QueueTransport, Transport, transport_for
+from .providers import (
+    DEPLOYMENT_ERRORS,
+    Completion,
+    ProviderUnusable,
+    QueueTransport,
+    Transport,
+    transport_for,
+)
 
 PROVIDERS = ("queue", "openai")
 MAX_EVIDENCE_ITEMS = 5
@@ -293,6 +303,11 @@ def _take_discoveries(conn: psycopg.Connection, now: datetime) -> tuple[list[int
     return [r[0] for r in rows], new, dead
 
 
+def _hour(now: datetime) -> datetime:
+    """The UTC hour whose budget a request recorded at `now` spends."""
+    return now.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
 def _params(cfg: EnrichmentConfig, now: datetime) -> dict[str, Any]:
     """The parameters of the expiry, give-up and pick statements."""
     return {"now": now, "timeout": cfg.timeout_s, "max_attempts": cfg.max_attempts, "cap": MAX_BACKOFF_S}
@@ -310,7 +325,7 @@ def _send_due(
     most-seen key first, recording each and marking its key `enriching`. Returns the requests and
     the budget left. The budget row is locked (FOR UPDATE) until the caller commits, so concurrent
     senders (an enrichment run, two ingest runs) never spend more than the cap between them."""
-    hour = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    hour = _hour(now)
     conn.execute("INSERT INTO hub.enrichment_budget (hour) VALUES (%s) ON CONFLICT DO NOTHING", (hour,))
     (spent,) = one_row(
         conn.execute("SELECT sent FROM hub.enrichment_budget WHERE hour = %s FOR UPDATE", (hour,)),
@@ -386,7 +401,8 @@ def run_enrichment(
     transport: Transport | None = None,
 ) -> EnrichmentRun:
     """Expire, retry, give up, and send the requests the budget allows: one transaction. A
-    synchronous transport then asks for each request's answer and stores it (`_complete`)."""
+    synchronous transport then asks for each request's answer and stores it (`_complete_all`),
+    raising `ProviderUnusable` when the server says the deployment is wrong."""
     if cfg.provider == "off":
         return EnrichmentRun()
     if cfg.provider not in PROVIDERS:
@@ -410,8 +426,7 @@ def run_enrichment(
         if discovery_ids:
             conn.execute("SELECT pgmq.archive(%s::text, %s::bigint[])", (PATTERN_DISCOVERY, discovery_ids))
     if transport.synchronous:
-        for request in requests:  # picked most-seen first
-            _complete(conn, cfg, transport, request, run)
+        _complete_all(conn, cfg, transport, requests, run, now)
     return run
 
 
@@ -425,32 +440,70 @@ class _Answer:
     error: str | None = None
 
 
-def _complete(
+def _complete_all(
     conn: psycopg.Connection,
     cfg: EnrichmentConfig,
     transport: Transport,
-    request: HubLlmRequest,
+    requests: list[HubLlmRequest],
     run: EnrichmentRun,
+    recorded_at: datetime,
 ) -> None:
-    """Ask a synchronous provider for one recorded request's answer and store it like a queued
-    reply: parsed into the length-limited model, else a failed attempt with its reason."""
+    """Ask a synchronous provider for each recorded request's answer (most-seen key first) and
+    store it like a queued reply: parsed into the length-limited model, else a failed attempt with
+    its reason. A deployment error stops the calls: this request and the ones after it are
+    withdrawn (`_withdraw`) and `ProviderUnusable` is raised."""
+    for i, request in enumerate(requests):
+        with conn.transaction():
+            # the clock of the timeout starts with the call, not with the recording: a concurrent
+            # run must not expire a request that is still waiting its turn in this one
+            conn.execute(
+                "UPDATE hub.enrichment_requests SET sent_at = greatest(sent_at, clock_timestamp())"
+                " WHERE request_id = %s AND status = 'in_flight'",
+                (request.request_id,),
+            )
+        done = transport.complete(request)
+        if done.error_kind in DEPLOYMENT_ERRORS:
+            left = {r.request_id for r in requests[i:]}
+            withdrawn = _withdraw(conn, sorted(left), recorded_at)
+            run.sent = [r for r in run.sent if r not in left]
+            raise ProviderUnusable(transport.name, done, withdrawn=withdrawn, answered=run.answered)
+        answer = _answer(request.request_id, done, cfg.max_reply_bytes)
+        with conn.transaction():
+            fresh, dead = ([answer], []) if answer.model is not None else ([], [answer])
+            apply_replies(conn, fresh, dead, stale_after_s=cfg.stale_after_s)
+        if answer.model is not None:
+            run.answered += 1
+        else:
+            run.failed.append(f"{answer.error_kind}: {answer.error}"[:300])
+
+
+# Requests of this run not yet answered: their rows go, a first attempt's key is `observed` again
+# (a new version: the status is part of the entry), a retry's key stays `enriching` with its earlier
+# failed attempts (its backoff counts from those).
+_WITHDRAW_SQL = """
+WITH gone AS (
+    DELETE FROM hub.enrichment_requests WHERE request_id = ANY(%(ids)s) AND status = 'in_flight'
+    RETURNING pattern_type, canonical_name, attempt
+), back AS (
+    UPDATE hub.patterns p SET status = 'observed', version = p.version + 1, updated_at = clock_timestamp()
+    FROM gone g WHERE p.pattern_type = g.pattern_type AND p.canonical_name = g.canonical_name
+      AND g.attempt = 1 AND p.status = 'enriching'
+)
+SELECT count(*) FROM gone
+"""
+
+
+def _withdraw(conn: psycopg.Connection, request_ids: list[str], recorded_at: datetime) -> int:
+    """One transaction: delete these requests (those still in flight), put their keys back as they
+    were before this run picked them, and refund the hour's budget by as many. Returns how many."""
     with conn.transaction():
-        # the clock of the timeout starts with the call, not with the recording: a concurrent run
-        # must not expire a request that is still waiting its turn in this one
-        conn.execute(
-            "UPDATE hub.enrichment_requests SET sent_at = greatest(sent_at, clock_timestamp())"
-            " WHERE request_id = %s AND status = 'in_flight'",
-            (request.request_id,),
-        )
-    done = transport.complete(request)
-    answer = _answer(request.request_id, done, cfg.max_reply_bytes)
-    with conn.transaction():
-        fresh, dead = ([answer], []) if answer.model is not None else ([], [answer])
-        apply_replies(conn, fresh, dead, stale_after_s=cfg.stale_after_s)
-    if answer.model is not None:
-        run.answered += 1
-    else:
-        run.failed.append(f"{answer.error_kind}: {answer.error}"[:300])
+        (withdrawn,) = one_row(conn.execute(_WITHDRAW_SQL, {"ids": request_ids}), "the withdrawn requests")
+        if withdrawn:
+            conn.execute(
+                "UPDATE hub.enrichment_budget SET sent = greatest(0, sent - %s) WHERE hour = %s",
+                (withdrawn, _hour(recorded_at)),
+            )
+    return withdrawn
 
 
 def _answer(request_id: str, done: Completion, max_bytes: int) -> _Answer:
@@ -490,7 +543,7 @@ def pending_work(conn: psycopg.Connection, cfg: EnrichmentConfig) -> bool:
         )
         if due:
             return True
-        hour = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+        hour = _hour(now)
         spent = conn.execute("SELECT sent FROM hub.enrichment_budget WHERE hour = %s", (hour,)).fetchone()
         if cfg.max_per_hour - (spent[0] if spent else 0) <= 0:
             return False
@@ -727,6 +780,7 @@ __all__ = [
     "HUB_LLM_RESULTS",
     "EnrichmentConfig",
     "EnrichmentRun",
+    "ProviderUnusable",
     "apply_replies",
     "broadcast",
     "build_evidence",

@@ -39,6 +39,37 @@ _HINTS = {
     404: " (no such endpoint or model: check OPENAI_BASE_URL and QUEUE_ASSETS_LLM_MODEL)",
     429: " (rate limited by the server)",
 }
+DEPLOYMENT_ERRORS = frozenset({"http_401", "http_403", "http_404", "unreachable"})
+"""Error kinds that say the deployment is wrong, not the pattern: the server refused the key (401),
+the key may not use the model (403), no such endpoint or model (404), or no connection to the server
+could be opened (`unreachable`: a wrong OPENAI_BASE_URL host or port, a server that is down).
+`unreachable` is only the connect phase (DNS, refused, connect timeout): the request never left,
+so it cannot be about the pattern, and the next pattern would fail the same way. A connection lost
+after the request was sent (`connection_lost`) and a slow answer (`timeout`) stay failed attempts
+of that pattern: a prompt that crashes or stalls the server must use up its own attempts instead of
+blocking the keys after it forever. Any other status (400, 422, 429, 5xx) is an attempt too."""
+
+
+class ProviderUnusable(RuntimeError):
+    """A synchronous provider's server answered with a deployment error (`DEPLOYMENT_ERRORS`): the
+    run stopped its calls and withdrew its requests not yet answered (`enrichment.run_enrichment`).
+    The message (redacted) names the server, the HTTP status and what to check."""
+
+    def __init__(self, provider: str, done: Completion, *, withdrawn: int, answered: int):
+        self.provider = provider
+        self.error_kind = done.error_kind
+        self.withdrawn = withdrawn
+        """Requests of the run withdrawn (the refused one and those not yet called)."""
+        self.answered = answered
+        """Requests of the run answered and stored before the refusal."""
+        super().__init__(
+            redact(
+                f"QUEUE_ASSETS_LLM_PROVIDER={provider} is unusable: {done.error}. Nothing is wrong with the "
+                f"patterns: this run withdrew its {withdrawn} request{'s' if withdrawn != 1 else ''} not yet "
+                "answered (their keys wait as before, the hourly budget refunded); fix the setting and the "
+                "sensor tries again after its backoff."
+            )
+        )
 
 
 @dataclass(frozen=True)
@@ -116,7 +147,12 @@ class OpenAITransport:
                 messages=[{"role": "user", "content": request.task.prompt}],
                 response_format={"type": "json_object"},
             )
-        except openai.APITimeoutError:
+        except openai.APITimeoutError as exc:
+            if _connect_phase(exc, "ConnectTimeout"):
+                return Completion(
+                    error_kind="unreachable",
+                    error=f"{where} could not be reached: no connection within {self.settings.timeout_s:g} s",
+                )
             return Completion(
                 error_kind="timeout",
                 error=f"{where} gave no answer within {self.settings.timeout_s:g} s (QUEUE_ASSETS_LLM_TIMEOUT_S)",
@@ -130,9 +166,14 @@ class OpenAITransport:
                 ),
             )
         except openai.APIConnectionError as exc:
+            if _connect_phase(exc, "ConnectError"):  # the request never left
+                return Completion(
+                    error_kind="unreachable",
+                    error=self._redact(f"{where} could not be reached: {exc.__cause__}"[:500]),
+                )
             return Completion(
-                error_kind="unreachable",
-                error=self._redact(f"{where} could not be reached: {exc.__cause__ or exc}"[:500]),
+                error_kind="connection_lost",
+                error=self._redact(f"{where} dropped the connection: {exc.__cause__ or exc}"[:500]),
             )
         except (openai.OpenAIError, ValueError, TypeError) as exc:  # a body the client cannot read
             return Completion(
@@ -152,6 +193,18 @@ class OpenAITransport:
             text=text if isinstance(text, str) else None,
             model=str(model)[:200] if model else self.settings.model,
         )
+
+
+def _connect_phase(exc: BaseException, name: str) -> bool:
+    """Did the client fail while opening the connection (`ConnectError`, `ConnectTimeout`)? Read by
+    class name along the cause chain: the client's HTTP stack (httpx, now httpx2) names them so in
+    every version, and importing one of them would tie this check to it."""
+    cause = exc.__cause__
+    while cause is not None:
+        if type(cause).__name__ == name:
+            return True
+        cause = cause.__cause__
+    return False
 
 
 def transport_for(provider: str, *, timeout_s: float, env: Mapping[str, str] | None = None) -> Transport:
