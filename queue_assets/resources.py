@@ -13,9 +13,9 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
-import pgmq
 import psycopg
 from pydantic import Field, PrivateAttr
 
@@ -23,6 +23,9 @@ from . import embedded
 from .backoff import RUN_BACKOFF, Backoff, connect_with_backoff
 from .db import close_pgmq, make_pgmq, resolve_urls
 from .settings import SHARED_QUEUE_DATABASE, Settings, compose_db_url
+
+if TYPE_CHECKING:  # the pgmq package (and SQLAlchemy under it) loads when a run makes a client (`make_pgmq`)
+    import pgmq
 
 
 class SharedQueueResource(dg.ConfigurableResource):

@@ -34,9 +34,15 @@ def _now() -> str:
     return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
+# Built once: `json.dumps` with these options builds an encoder per call. The same options, so the
+# same text (ASCII-escaped, `default=str`, NaN/Infinity refused). Not orjson: it writes NaN as
+# `null`, and would change which texts reach the size limit (non-ASCII unescaped).
+_ENCODE = json.JSONEncoder(allow_nan=False, default=str).encode
+
+
 def _dumps(message: Mapping[str, Any]) -> str:
     try:
-        return json.dumps(message, allow_nan=False, default=str)
+        return _ENCODE(message)
     except ValueError as exc:  # NaN / Infinity
         raise contracts.ContractError("non_finite", f"message cannot be sent: {exc}") from None
 
@@ -65,7 +71,8 @@ class HubClient:
 
     def _send(self, queue: str, message: dict, idempotency_key: str | None) -> int:
         message.setdefault("instance_id", self.instance_id)
-        message.setdefault("timestamp", _now())
+        if "timestamp" not in message:  # not `setdefault`: the clock is read only when it is needed
+            message["timestamp"] = _now()
         text = _dumps(message)
         contracts.parse_ingest_as(queue, message["type"], text)  # raises ContractError on a bad message
         # The validated text is what is sent: not the dict, encoded again.
@@ -244,8 +251,10 @@ class RequestReplyClient:
         """Send a request; returns (msg_id, request_id). The reply carries the same request_id."""
         queue = self._request_queue(kind)
         message = dict(payload)
-        message.setdefault("request_id", request_id or str(uuid.uuid4()))
-        message.setdefault("timestamp", _now())
+        if "request_id" not in message:
+            message["request_id"] = request_id or str(uuid.uuid4())
+        if "timestamp" not in message:
+            message["timestamp"] = _now()
         contracts.parse_for_queue(queue, _dumps(message))
         return send_with_backoff(self.q, queue, message, None, idempotent=False), message["request_id"]
 
@@ -253,7 +262,8 @@ class RequestReplyClient:
         """For the service side: send a reply (must carry the request's `request_id`)."""
         queue = REPLY_QUEUE_FOR[self._request_queue(kind)]
         message = dict(payload)
-        message.setdefault("timestamp", _now())
+        if "timestamp" not in message:
+            message["timestamp"] = _now()
         contracts.parse_for_queue(queue, _dumps(message))
         return send_with_backoff(self.q, queue, message, None, idempotent=False)
 

@@ -149,6 +149,29 @@ def test_the_openai_client_is_imported_only_when_its_provider_is_used():
     assert "openai" in built  # the probe sees the import when it happens
 
 
+CODE_LOCATION_DEFERRED = {"pandas", "pgmq", "sqlalchemy", "git", "requests"}
+"""What loading the code location leaves to the runs that use it: pandas (~1.5 s; the aggregation
+table, the archive readers), the pgmq client with SQLAlchemy (a run's `shared_queue.pgmq()`),
+GitPython and requests (distribution and export). Every run launch imports the code location."""
+
+
+def test_loading_the_code_location_defers_pandas_pgmq_git_and_requests():
+    """Breaks when a module-level import of pandas, `pgmq`, GitPython or requests comes back into
+    anything `queue_assets.definitions` imports (e.g. `import pandas as pd` at the top of
+    `aggregation/assets.py`, or `import pgmq` for a type in `resources.py`)."""
+    loaded = _loaded_after("import queue_assets.definitions")
+    assert "dagster" in loaded
+    assert not loaded & CODE_LOCATION_DEFERRED, loaded & CODE_LOCATION_DEFERRED
+    used = _loaded_after(
+        "import queue_assets.definitions\n"
+        "from queue_assets.operations.archive import empty_frame\n"
+        "from queue_assets.git.repo import _push_progress\n"
+        "empty_frame({'queue': 'string'})\n"
+        "_push_progress()\n"
+    )
+    assert {"pandas", "git"} <= used  # the probe sees the imports when a run needs them
+
+
 def test_the_cli_loads_neither_dagster_nor_pandas_nor_git_until_a_command_needs_them():
     """Breaks when `queue_assets.cli` (what `queue-assets --help` and `status` import) pulls in
     Dagster, pandas, GitPython or the pgmq client (SQLAlchemy) at module level."""

@@ -319,6 +319,17 @@ def test_unanswered_requests_warn_and_answered_ones_do_not(conn, db_url):
     assert "`r-lost`" in c.metadata["oldest"].value and "agent-7" in c.metadata["oldest"].value
 
 
+def test_an_unanswered_request_naming_no_instance_is_listed_with_a_dash(conn, db_url):
+    """Breaks when the check's sample goes back through pandas: a missing instance there is `<NA>`,
+    whose truth value raises, so one anonymous overdue request failed the whole statistics check."""
+    now = conn.execute("SELECT now()").fetchone()[0]
+    conn.commit()
+    put(conn, "llm_requests", {"request_id": "r-anon", "task": "x"}, enqueued_at=now - timedelta(hours=1))
+    c = _checks(_materialize(db_url))[CHECK_UNANSWERED]
+    assert c.metadata["unanswered.llm_requests"].value == 1
+    assert "| `llm_requests` | `r-anon` | – |" in c.metadata["oldest"].value
+
+
 def test_a_missing_request_queue_does_not_break_the_unanswered_check(conn, db_url):
     conn.execute("SELECT pgmq.drop_queue('job_results')")
     conn.commit()

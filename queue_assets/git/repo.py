@@ -32,19 +32,34 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-import git
-
 from ..redact import redact
+
+if TYPE_CHECKING:
+    import git
+
+# GitPython (0.2-0.5 s to import) is imported by the functions that run git, not with the module:
+# the code location imports this module, and most runs never touch Git.
 
 COMMITTER_NAME = "queue_assets"
 COMMITTER_EMAIL = "queue-assets@localhost"
 TEMPLATES_REMOTE_NAME = "templates_data.git"
 SHA_RE = re.compile(r"^[0-9a-f]{4,64}$")
-_PUSH_FAILED = (
-    git.PushInfo.ERROR | git.PushInfo.REJECTED | git.PushInfo.REMOTE_REJECTED | git.PushInfo.REMOTE_FAILURE
-)
+
+
+def _push_failed(flags: int) -> bool:
+    """A push result's flags say the remote did not take the ref."""
+    import git
+
+    failed = (
+        git.PushInfo.ERROR
+        | git.PushInfo.REJECTED
+        | git.PushInfo.REMOTE_REJECTED
+        | git.PushInfo.REMOTE_FAILURE
+    )
+    return bool(flags & failed)
 
 
 class GitError(RuntimeError):
@@ -150,20 +165,23 @@ def _git_env(auth: GitAuth | None) -> dict[str, str]:
     return env
 
 
-class _Progress(git.RemoteProgress):
-    """Collects what the remote prints during a push (`remote: ...` lines, errors)."""
+def _push_progress() -> tuple[git.RemoteProgress, list[str]]:
+    """A progress handler for a push, and the list that collects the lines it drops (what the
+    remote printed that is not progress). Defined per push: its base class is GitPython's."""
+    import git
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.lines: list[str] = []
+    dropped: list[str] = []
 
-    def line_dropped(self, line: str) -> None:
-        self.lines.append(line)
+    class _Progress(git.RemoteProgress):
+        def line_dropped(self, line: str) -> None:
+            dropped.append(line)
+
+    return _Progress(), dropped
 
 
-def _remote_lines(progress: _Progress) -> list[str]:
+def _remote_lines(progress: git.RemoteProgress, dropped: list[str]) -> list[str]:
     out = []
-    for line in [*progress.other_lines, *progress.error_lines, *progress.lines]:
+    for line in [*progress.other_lines, *progress.error_lines, *dropped]:
         line = line.strip()
         if line.startswith("remote:"):
             text = line[len("remote:") :].strip()
@@ -205,6 +223,8 @@ class WorkCopy:
 
     @contextlib.contextmanager
     def _errors(self, what: str) -> Iterator[None]:
+        import git
+
         problem = None
         try:
             yield
@@ -222,6 +242,8 @@ class WorkCopy:
 
     def remote_head(self, branch: str) -> str | None:
         """The commit the remote's `branch` points at (as of the last fetch), or None."""
+        import git
+
         ref = f"refs/remotes/origin/{branch}"
         try:
             return self.repo.git.rev_parse("--verify", "--quiet", ref + "^{commit}")
@@ -229,6 +251,8 @@ class WorkCopy:
             return None
 
     def head(self) -> str | None:
+        import git
+
         try:
             return self.repo.git.rev_parse("--verify", "--quiet", "HEAD^{commit}")
         except git.GitCommandError:
@@ -309,6 +333,8 @@ class WorkCopy:
 
     def commit_if_changed(self, message: str, paths: Iterable[str] = (".",)) -> str | None:
         """Stage `paths` and commit when the staged tree differs from HEAD. Returns the new sha or None."""
+        import git
+
         with self._errors("staging files"):
             self.repo.git.add("-A", "--", *paths)
         has_head = self.head() is not None
@@ -332,11 +358,13 @@ class WorkCopy:
 
         Raises `GitPushRejected` with the remote's reasons and messages when any ref was refused.
         """
+        import git
+
         _check_branch_name(branch)
         sha = self.head()
         if sha is None:
             raise GitError(f"nothing to push: branch {branch!r} has no commit")
-        progress = _Progress()
+        progress, dropped = _push_progress()
         refspec = f"refs/heads/{branch}:refs/heads/{branch}"
         problem = None
         infos = None
@@ -344,7 +372,7 @@ class WorkCopy:
             infos = self.repo.remote("origin").push(refspec, progress=progress)
         except git.GitCommandError as exc:
             problem = (exc.stderr or str(exc.status)).strip().replace("stderr: ", "").strip("'\" \n")
-        messages = [redact(m, self._secrets) for m in _remote_lines(progress)]
+        messages = [redact(m, self._secrets) for m in _remote_lines(progress, dropped)]
         if problem is not None or not infos:
             raise GitPushRejected(
                 redact(
@@ -357,7 +385,7 @@ class WorkCopy:
                 reasons=[redact(problem or "no result", self._secrets)],
                 remote_messages=messages,
             )
-        failed = [i for i in infos if i.flags & _PUSH_FAILED]
+        failed = [i for i in infos if _push_failed(i.flags)]
         if failed or infos.error is not None:
             reasons = [redact(i.summary.strip(), self._secrets) for i in failed] or [
                 "git exited with an error"
@@ -386,6 +414,8 @@ class WorkCopy:
         return sorted(p for p in out.split("\0") if p)
 
     def _commit(self, sha: str) -> str:
+        import git
+
         if not isinstance(sha, str) or not SHA_RE.match(sha):
             raise GitError(f"{sha!r} is not a commit id (expected 4-64 hexadecimal digits)")
         try:
@@ -485,6 +515,8 @@ def open_work_copy(
 
 
 def _open_or_clone(url: str, work_dir: Path, env: dict[str, str], secrets: tuple[str, ...]) -> git.Repo:
+    import git
+
     if (work_dir / ".git").is_dir():
         try:
             repo = git.Repo(work_dir)
@@ -573,6 +605,8 @@ def ensure_embedded_templates_remote(data_dir: Path) -> str:
     Returns its path, usable as `TEMPLATES_REPO_URL`. Safe to call any number of times and from
     several processes at once: an existing remote with a `main` branch is left as it is.
     """
+    import git
+
     path = embedded_templates_path(data_dir).resolve()
     with _locked(path.with_name(path.name + ".lock"), 120.0):
         if path.is_dir():
@@ -599,13 +633,15 @@ def ensure_embedded_templates_remote(data_dir: Path) -> str:
             work.git.commit("--no-verify", "-q", "-m", "Sample templates (created by queue-assets init)")
             work.create_remote("origin", str(path))
             infos = work.remote("origin").push("refs/heads/main:refs/heads/main")
-            if not infos or any(i.flags & _PUSH_FAILED for i in infos):
+            if not infos or any(_push_failed(i.flags) for i in infos):
                 raise GitError(f"could not seed the embedded templates remote at {path}")
             work.close()
     return str(path)
 
 
 def _has_branch(repo: git.Repo, branch: str) -> bool:
+    import git
+
     try:
         repo.git.rev_parse("--verify", "--quiet", f"refs/heads/{branch}")
         return True

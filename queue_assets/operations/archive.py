@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
-import pandas as pd
 import psycopg
 from psycopg import sql
 from pydantic import BaseModel
@@ -29,6 +29,9 @@ from pydantic import BaseModel
 from ..contracts import QUEUE_MODELS, ContractError, parse_for_queue, parse_message
 from ..names import validate_queue_name
 from ..queues import REPLY_QUEUE_FOR
+
+if TYPE_CHECKING:  # pandas (about 1.5 s to import) is loaded by the readers that build a frame
+    import pandas as pd
 
 MESSAGE_COLUMNS: dict[str, str] = {
     "queue": "string",
@@ -65,10 +68,14 @@ class ArchiveQueryError(ValueError):
 
 
 def empty_frame(columns: dict[str, str]) -> pd.DataFrame:
+    import pandas as pd
+
     return pd.DataFrame({name: pd.Series([], dtype=dtype) for name, dtype in columns.items()})
 
 
 def _typed(rows: list[tuple], columns: dict[str, str]) -> pd.DataFrame:
+    import pandas as pd
+
     if not rows:
         return empty_frame(columns)
     df = pd.DataFrame.from_records(rows, columns=list(columns))
@@ -202,6 +209,8 @@ def pair_requests(
     Requests without a request_id cannot be matched and are left out. When several replies name
     the same request, the earliest counts.
     """
+    import pandas as pd
+
     req = requests[requests["request_id"].notna()]
     if req.empty:
         return empty_frame(PAIR_COLUMNS)
@@ -234,6 +243,8 @@ def pair_requests(
 
 
 def _retype(frame: pd.DataFrame, columns: dict[str, str]) -> pd.DataFrame:
+    import pandas as pd
+
     for name, dtype in columns.items():
         if dtype.startswith("datetime64"):
             frame[name] = pd.to_datetime(frame[name], utc=True).astype(dtype)
@@ -244,6 +255,8 @@ def _retype(frame: pd.DataFrame, columns: dict[str, str]) -> pd.DataFrame:
 
 def unanswered(pairs: pd.DataFrame, *, timeout: timedelta, as_of: datetime) -> pd.DataFrame:
     """Requests with no reply by `as_of` that were sent at least `timeout` before it."""
+    import pandas as pd
+
     _aware("as_of", as_of)
     cutoff = pd.Timestamp(as_of - timeout)
     return pairs[(~pairs["answered"]) & (pairs["requested_at"] <= cutoff)].reset_index(drop=True)
@@ -310,7 +323,7 @@ _UNANSWERED_SQL = sql.SQL(
 )
 
 
-def count_unanswered(
+def unanswered_rows(
     conn: psycopg.Connection,
     request_queue: str,
     *,
@@ -318,11 +331,9 @@ def count_unanswered(
     lookback: timedelta = timedelta(days=7),
     as_of: datetime,
     sample: int = 10,
-) -> tuple[int, pd.DataFrame]:
-    """`find_unanswered` done inside PostgreSQL (an anti-join), for alerting at any volume.
-
-    Returns the number of unanswered requests and the `sample` oldest as `UNANSWERED_COLUMNS`.
-    """
+) -> tuple[int, list[tuple]]:
+    """`count_unanswered` without pandas (the statistics asset's check, every statistics run): the
+    number of unanswered requests and the `sample` oldest as tuples in `UNANSWERED_COLUMNS` order."""
     _aware("as_of", as_of)
     if request_queue not in REPLY_QUEUE_FOR:
         raise ArchiveQueryError(
@@ -347,4 +358,23 @@ def count_unanswered(
         },
     ).fetchall()
     total = rows[0][0] if rows else 0
-    return total, _typed([r[1:] for r in rows[:sample]], UNANSWERED_COLUMNS)
+    return total, [r[1:] for r in rows[:sample]]
+
+
+def count_unanswered(
+    conn: psycopg.Connection,
+    request_queue: str,
+    *,
+    timeout: timedelta,
+    lookback: timedelta = timedelta(days=7),
+    as_of: datetime,
+    sample: int = 10,
+) -> tuple[int, pd.DataFrame]:
+    """`find_unanswered` done inside PostgreSQL (an anti-join), for alerting at any volume.
+
+    Returns the number of unanswered requests and the `sample` oldest as `UNANSWERED_COLUMNS`.
+    """
+    total, rows = unanswered_rows(
+        conn, request_queue, timeout=timeout, lookback=lookback, as_of=as_of, sample=sample
+    )
+    return total, _typed(rows, UNANSWERED_COLUMNS)

@@ -12,7 +12,7 @@ import dagster as dg
 
 from ..queues import CONSUMED_QUEUES, REPLY_QUEUE_FOR
 from ..resources import SharedQueueResource
-from .archive import count_unanswered
+from .archive import unanswered_rows
 from .statistics import StatisticsReport, collect_statistics, format_seconds, markdown_table, save_history
 from .thresholds import ThresholdError, Thresholds
 
@@ -119,7 +119,7 @@ def _unanswered_check(
             continue
         if request_queue not in known or REPLY_QUEUE_FOR[request_queue] not in known:
             continue  # the service's queues were never created (or were dropped) here
-        n, oldest = count_unanswered(
+        n, oldest = unanswered_rows(
             conn,
             request_queue,
             timeout=timedelta(seconds=t.reply_timeout_s),
@@ -130,10 +130,10 @@ def _unanswered_check(
         counts[request_queue] = n
         if n and t.severity == "ERROR":
             severity = "ERROR"
-        for r in oldest.itertuples():
-            age = (report.measured_at - r.requested_at.to_pydatetime()).total_seconds()
+        for _queue, request_id, _msg_id, requested_at, _live, instance_id in oldest:
+            age = (report.measured_at - requested_at).total_seconds()
             rows.append(
-                f"| `{request_queue}` | `{r.request_id}` | {r.instance_id or '–'} | {format_seconds(age)} |"
+                f"| `{request_queue}` | `{request_id}` | {instance_id or '–'} | {format_seconds(age)} |"
             )
     total = sum(counts.values())
     md: dict[str, dg.MetadataValue] = {f"unanswered.{q}": dg.MetadataValue.int(n) for q, n in counts.items()}
