@@ -27,6 +27,7 @@ from psycopg import sql
 from pydantic import BaseModel
 
 from ..contracts import QUEUE_MODELS, ContractError, parse_for_queue, parse_message
+from ..db import one_row
 from ..names import validate_queue_name
 from ..queues import REPLY_QUEUE_FOR
 
@@ -287,7 +288,7 @@ def find_unanswered(
 ) -> pd.DataFrame:
     """Requests sent in the `lookback` before `as_of`, older than `timeout`, that have no reply."""
     if as_of is None:
-        as_of = conn.execute("SELECT now()").fetchone()[0]
+        (as_of,) = one_row(conn.execute("SELECT now()"), "the clock")
     pairs = load_request_pairs(conn, request_queue, since=as_of - lookback)
     return unanswered(pairs, timeout=timeout, as_of=as_of)
 

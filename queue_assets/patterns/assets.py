@@ -7,6 +7,7 @@ the catalogue visible in the UI: its counts as plotted metadata and the top patt
 
 import dagster as dg
 
+from ..db import one_row
 from ..ingest.assets import QUEUE_GROUP, report_replies
 from ..ingest.core import IngestConfig
 from ..ingest.replies import ReplyWaiter
@@ -134,9 +135,10 @@ def pattern_enrichment(
         states = dict(
             conn.execute("SELECT status, count(*) FROM hub.enrichment_requests GROUP BY status").fetchall()
         )
-        failed = conn.execute(
-            "SELECT count(*) FROM hub.patterns WHERE status = 'enrichment_failed'"
-        ).fetchone()[0]
+        (failed,) = one_row(
+            conn.execute("SELECT count(*) FROM hub.patterns WHERE status = 'enrichment_failed'"),
+            "the count of enrichment_failed patterns",
+        )
     shown = LlmResource.describe(transport) if transport is not None else {"provider": "off"}
     return dg.MaterializeResult(
         metadata={

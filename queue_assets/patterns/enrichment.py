@@ -415,7 +415,7 @@ def run_enrichment(
     run = EnrichmentRun()
     requests: list[HubLlmRequest] = []
     with conn.transaction():
-        now = now or conn.execute("SELECT clock_timestamp()").fetchone()[0]
+        now = now or one_row(conn.execute("SELECT clock_timestamp()"), "the clock")[0]
         params = _params(cfg, now)
         run.timed_out = conn.execute(_EXPIRE_SQL, params).rowcount
         run.failed_for_good = conn.execute(_GIVE_UP_SQL, params).rowcount
@@ -530,7 +530,7 @@ def pending_work(conn: psycopg.Connection, cfg: EnrichmentConfig) -> bool:
     if cfg.provider == "off":
         return False
     with conn.transaction():
-        now = conn.execute("SELECT clock_timestamp()").fetchone()[0]
+        (now,) = one_row(conn.execute("SELECT clock_timestamp()"), "the clock")
         params = _params(cfg, now)
         (due,) = one_row(
             conn.execute(
