@@ -243,7 +243,7 @@ def main() -> None:
         with psycopg.connect(url) as conn:
             conn.execute(
                 "TRUNCATE hub.patterns, hub.pattern_aliases, hub.pattern_sightings, hub.pattern_indicators,"
-                " hub.enrichment_requests"
+                " hub.enrichment_requests, hub.pattern_approvals"
             )
             conn.commit()
             security.ensure_producer_role(conn)
