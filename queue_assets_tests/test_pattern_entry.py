@@ -8,7 +8,6 @@ pgmq, ingest, enrichment and approval are real."""
 from __future__ import annotations
 
 import psycopg
-import pytest
 
 from queue_assets import bootstrap
 from queue_assets.aggregation.core import aggregate

@@ -125,7 +125,8 @@ UPDATE hub.patterns SET entry = NULL WHERE entry IS NULL;
 ALTER TABLE hub.patterns ALTER COLUMN entry SET NOT NULL;
 
 -- The hit path reads the stored entry. Same signature, grants (CREATE OR REPLACE keeps them),
--- SECURITY DEFINER and fixed search_path, same JSON, errors, miss path and query count as sql/015.
+-- SECURITY DEFINER and fixed search_path, same JSON, errors, miss path and query count as sql/015;
+-- the same input passes the fast check (a cheaper form of sql/015's regular expression).
 -- A name sent before finds its key through its alias (one index lookup); only any other name is
 -- canonicalised (coalesce is lazy). A session whose time zone is not UTC gets the timestamps
 -- re-rendered in its zone, as sql/015 rendered them.
@@ -147,7 +148,9 @@ BEGIN
     IF v_type IS NULL OR v_type NOT IN ('framework', 'technology', 'microservice', 'code') THEN
         PERFORM hub.check_pattern_type(v_type);  -- raises, naming the value
     END IF;
-    IF v_name IS NULL OR v_name !~ '^[!-~](?:[ -~]{0,198}[!-~])?$' THEN
+    -- sql/015's test (printable ASCII, no surrounding space, 1..200 characters) without its bounded
+    -- repetition {0,198}, which cost ~15 us a call: the length, a plain regex, the last character.
+    IF v_name IS NULL OR octet_length(v_name) > 200 OR v_name !~ '^[!-~][ -~]*$' OR right(v_name, 1) = ' ' THEN
         v_name := hub.check_pattern_name(v_name);  -- raises, or strips (Unicode, spaces)
     END IF;
     SELECT p.entry, nextval('hub.pattern_queries_seq'),
