@@ -55,10 +55,34 @@ $$;
 
 ALTER TABLE hub.patterns ADD COLUMN IF NOT EXISTS entry jsonb;
 
+-- A change of the rank alone (hub.catalogue_refresh_ranks, hourly, up to every row) patches the rank
+-- into the stored entry instead of rebuilding it (measured: 100,000 rank changes 4.3-6.1 s without
+-- the trigger, 10.2-14.0 s rebuilding each entry). Safe because the stored entry is current for the
+-- old row: every other column the entry shows is compared here, and alias changes rebuild it
+-- (with entry set to NULL, which is never equal). A column added to hub.pattern_entry must be
+-- added to this comparison too.
 CREATE OR REPLACE FUNCTION hub.patterns_keep_entry() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    NEW.entry := hub.pattern_entry(NEW);
+    IF TG_OP = 'UPDATE' AND NEW.rank IS DISTINCT FROM OLD.rank
+       AND NEW.entry IS NOT NULL AND NEW.entry = OLD.entry
+       AND (NEW.status, NEW.pattern_type, NEW.canonical_name, NEW.display_name, NEW.instances,
+            NEW.observations, NEW.confidence, NEW.confidence_instances, NEW.languages,
+            NEW.top_indicators, NEW.examples, NEW.first_seen, NEW.last_seen, NEW.version,
+            NEW.enrichment, NEW.enrichment_error, NEW.broadcast_provisional, NEW.approval,
+            NEW.reviewed_by, NEW.review_reason, NEW.reviewed_at, NEW.enrichment_provider,
+            NEW.enrichment_model, NEW.enrichment_request_id, NEW.enriched_at)
+           IS NOT DISTINCT FROM
+           (OLD.status, OLD.pattern_type, OLD.canonical_name, OLD.display_name, OLD.instances,
+            OLD.observations, OLD.confidence, OLD.confidence_instances, OLD.languages,
+            OLD.top_indicators, OLD.examples, OLD.first_seen, OLD.last_seen, OLD.version,
+            OLD.enrichment, OLD.enrichment_error, OLD.broadcast_provisional, OLD.approval,
+            OLD.reviewed_by, OLD.review_reason, OLD.reviewed_at, OLD.enrichment_provider,
+            OLD.enrichment_model, OLD.enrichment_request_id, OLD.enriched_at) THEN
+        NEW.entry := jsonb_set(OLD.entry, '{rank}', coalesce(to_jsonb(NEW.rank), 'null'::jsonb));
+    ELSE
+        NEW.entry := hub.pattern_entry(NEW);
+    END IF;
     RETURN NEW;
 END
 $$;
