@@ -7,7 +7,8 @@
 -- hub.catalogue_refresh_ranks, anything an operator runs):
 --   * BEFORE INSERT OR UPDATE on hub.patterns, per row: entry := hub.pattern_entry(NEW), computed
 --     from the new row and the key's aliases as they are at that moment. Whatever a statement writes
---     into entry itself is replaced, and NOT NULL holds because the trigger always sets it;
+--     into entry itself is replaced (a change of the rank alone patches the rank, see below), and
+--     NOT NULL holds because the trigger always sets it;
 --   * AFTER INSERT / UPDATE / DELETE on hub.pattern_aliases, per statement: for the keys of the
 --     changed aliases, the rows whose stored alias list is no longer the fresh one are updated (which
 --     fires the trigger above). Every touched key is locked first, in key order, like
@@ -15,9 +16,20 @@
 --     still lock in one order and cannot deadlock.
 -- The entry shows only hub.patterns columns and the aliases, so these two triggers cover every change.
 
--- The answer for one catalogue row: exactly sql/015's jsonb_build_object, in UTC.
+-- A timestamp as to_jsonb renders it in a session whose TimeZone is UTC ("2026-12-03T07:19:23.44656+00:00"),
+-- whatever the session's zone: the timestamp's UTC wall time, as to_jsonb renders a timestamp without
+-- time zone, plus "+00:00". (A SET TimeZone clause on hub.pattern_entry did the same at ~15 us a call.)
+-- Infinite and BC values, which no catalogue row holds, keep to_jsonb's own rendering.
+CREATE OR REPLACE FUNCTION hub.utc_jsonb(t timestamptz) RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+    SELECT CASE WHEN isfinite(t) AND t >= timestamptz '0001-01-01 00:00:00+00'
+                THEN to_jsonb((to_jsonb(t AT TIME ZONE 'UTC') #>> '{}') || '+00:00')
+                ELSE to_jsonb(t) END
+$$;
+
+-- The answer for one catalogue row: exactly sql/015's jsonb_build_object, timestamps in UTC.
 CREATE OR REPLACE FUNCTION hub.pattern_entry(p hub.patterns) RETURNS jsonb
-LANGUAGE plpgsql STABLE SET TimeZone = 'UTC' AS $$
+LANGUAGE plpgsql STABLE AS $$
 BEGIN
     RETURN jsonb_build_object(
         'status', p.status, 'pattern_type', p.pattern_type, 'name', p.canonical_name,
@@ -29,14 +41,15 @@ BEGIN
         'instances', p.instances, 'observations', p.observations, 'confidence', p.confidence,
         'confidence_instances', p.confidence_instances, 'languages', p.languages,
         'top_indicators', p.top_indicators, 'examples', p.examples,
-        'first_seen', p.first_seen, 'last_seen', p.last_seen, 'rank', p.rank, 'version', p.version,
+        'first_seen', hub.utc_jsonb(p.first_seen), 'last_seen', hub.utc_jsonb(p.last_seen),
+        'rank', p.rank, 'version', p.version,
         'enrichment', p.enrichment, 'enrichment_error', p.enrichment_error,
         'broadcast_provisional', p.broadcast_provisional,
         'approval', p.approval, 'reviewed_by', p.reviewed_by, 'review_reason', p.review_reason,
-        'reviewed_at', p.reviewed_at,
+        'reviewed_at', hub.utc_jsonb(p.reviewed_at),
         'provenance', CASE WHEN p.enriched_at IS NULL THEN NULL ELSE jsonb_build_object(
             'provider', p.enrichment_provider, 'model', p.enrichment_model,
-            'request_id', p.enrichment_request_id, 'enriched_at', p.enriched_at) END);
+            'request_id', p.enrichment_request_id, 'enriched_at', hub.utc_jsonb(p.enriched_at)) END);
 END
 $$;
 
