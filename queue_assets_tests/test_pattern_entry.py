@@ -1,6 +1,6 @@
 """The stored answer of hub_api.query_pattern (sql/016): `hub.patterns.entry` must equal the JSON
-computed afresh from the catalogue after every kind of change: ingest of a new key and of a new name
-for an existing key, a direct alias change, the enrichment request and reply, an approval, a rank
+computed afresh from the catalogue after every kind of change: ingest of a new key, of a new name
+for an existing key and of counters only, a direct alias change, the enrichment request and reply, an approval, a rank
 refresh; and the API must return that JSON (in the caller's time zone too). The fresh JSON is
 sql/015's expression, copied here, so the check does not trust sql/016's own builder. PostgreSQL,
 pgmq, ingest, enrichment and approval are real."""
@@ -76,6 +76,13 @@ def test_the_stored_answer_follows_every_kind_of_change(conn, db_url, approval_r
     after = _query(conn, "framework", "Phoenix")
     assert after["aliases"] == ["phoenix-framework", "Phoenix"] and after["instances"] == 2
     assert after["version"] == before["version"] + 1
+    assert_fresh(conn)
+
+    # only the per-batch counters move (the trigger patches them instead of rebuilding)
+    _ingest(conn, [_pattern_message("singularity-0", ["Phoenix"], confidence=0.2) for _ in range(2)])
+    counted = _query(conn, "framework", "phoenix")
+    assert counted["version"] == after["version"] and counted["observations"] == after["observations"] + 2
+    assert counted["confidence"] != after["confidence"] and counted["last_seen"] >= after["last_seen"]
     assert_fresh(conn)
 
     # aliases changed directly (an operator's fix-up): reordered, added, removed

@@ -7,8 +7,8 @@
 -- hub.catalogue_refresh_ranks, anything an operator runs):
 --   * BEFORE INSERT OR UPDATE on hub.patterns, per row: entry := hub.pattern_entry(NEW), computed
 --     from the new row and the key's aliases as they are at that moment. Whatever a statement writes
---     into entry itself is replaced (a change of the rank alone patches the rank, see below), and
---     NOT NULL holds because the trigger always sets it;
+--     into entry itself is replaced (a change of only the per-batch counters or the rank patches
+--     those keys, see below), and NOT NULL holds because the trigger always sets it;
 --   * AFTER INSERT / UPDATE / DELETE on hub.pattern_aliases, per statement: for the keys of the
 --     changed aliases, the rows whose stored alias list is no longer the fresh one are updated (which
 --     fires the trigger above). Every touched key is locked first, in key order, like
@@ -18,7 +18,7 @@
 
 -- A timestamp as to_jsonb renders it in a session whose TimeZone is UTC ("2026-12-03T07:19:23.44656+00:00"),
 -- whatever the session's zone: the timestamp's UTC wall time, as to_jsonb renders a timestamp without
--- time zone, plus "+00:00". (A SET TimeZone clause on hub.pattern_entry did the same at ~15 us a call.)
+-- time zone, plus "+00:00". (A SET TimeZone clause on hub.pattern_entry did the same at 5-25 us a call more.)
 -- Infinite and BC values, which no catalogue row holds, keep to_jsonb's own rendering.
 CREATE OR REPLACE FUNCTION hub.utc_jsonb(t timestamptz) RETURNS jsonb
 LANGUAGE sql STABLE AS $$
@@ -68,31 +68,37 @@ $$;
 
 ALTER TABLE hub.patterns ADD COLUMN IF NOT EXISTS entry jsonb;
 
--- A change of the rank alone (hub.catalogue_refresh_ranks, hourly, up to every row) patches the rank
--- into the stored entry instead of rebuilding it (measured: 100,000 rank changes 4.3-6.1 s without
--- the trigger, 10.2-14.0 s rebuilding each entry). Safe because the stored entry is current for the
--- old row: every other column the entry shows is compared here, and alias changes rebuild it
--- (with entry set to NULL, which is never equal). A column added to hub.pattern_entry must be
--- added to this comparison too.
+-- A change of only the counters that move with every batch or hour (observations, last_seen,
+-- confidence: ingest; rank: hub.catalogue_refresh_ranks, up to every row) patches them into the
+-- stored entry instead of rebuilding it: the same values jsonb_build_object puts there, so the entry
+-- stays identical to a rebuilt one. Safe because the stored entry is current for the old row: every
+-- other column the entry shows is compared here, and alias changes rebuild it (they set entry to
+-- NULL, which is never equal). A column added to hub.pattern_entry must be added here too.
+-- (Measured: 100,000 rank changes 2.7-4.3 s without the trigger, 10.2-14.0 s rebuilding each
+-- entry, 3.2 s patching; ingest: bench/bench_catalogue_observe.py.)
 CREATE OR REPLACE FUNCTION hub.patterns_keep_entry() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    IF TG_OP = 'UPDATE' AND NEW.rank IS DISTINCT FROM OLD.rank
-       AND NEW.entry IS NOT NULL AND NEW.entry = OLD.entry
+    IF TG_OP = 'UPDATE' AND NEW.entry IS NOT NULL AND NEW.entry = OLD.entry
        AND (NEW.status, NEW.pattern_type, NEW.canonical_name, NEW.display_name, NEW.instances,
-            NEW.observations, NEW.confidence, NEW.confidence_instances, NEW.languages,
-            NEW.top_indicators, NEW.examples, NEW.first_seen, NEW.last_seen, NEW.version,
-            NEW.enrichment, NEW.enrichment_error, NEW.broadcast_provisional, NEW.approval,
-            NEW.reviewed_by, NEW.review_reason, NEW.reviewed_at, NEW.enrichment_provider,
-            NEW.enrichment_model, NEW.enrichment_request_id, NEW.enriched_at)
+            NEW.confidence_instances, NEW.languages, NEW.top_indicators, NEW.examples,
+            NEW.first_seen, NEW.version, NEW.enrichment, NEW.enrichment_error,
+            NEW.broadcast_provisional, NEW.approval, NEW.reviewed_by, NEW.review_reason,
+            NEW.reviewed_at, NEW.enrichment_provider, NEW.enrichment_model,
+            NEW.enrichment_request_id, NEW.enriched_at)
            IS NOT DISTINCT FROM
            (OLD.status, OLD.pattern_type, OLD.canonical_name, OLD.display_name, OLD.instances,
-            OLD.observations, OLD.confidence, OLD.confidence_instances, OLD.languages,
-            OLD.top_indicators, OLD.examples, OLD.first_seen, OLD.last_seen, OLD.version,
-            OLD.enrichment, OLD.enrichment_error, OLD.broadcast_provisional, OLD.approval,
-            OLD.reviewed_by, OLD.review_reason, OLD.reviewed_at, OLD.enrichment_provider,
-            OLD.enrichment_model, OLD.enrichment_request_id, OLD.enriched_at) THEN
-        NEW.entry := jsonb_set(OLD.entry, '{rank}', coalesce(to_jsonb(NEW.rank), 'null'::jsonb));
+            OLD.confidence_instances, OLD.languages, OLD.top_indicators, OLD.examples,
+            OLD.first_seen, OLD.version, OLD.enrichment, OLD.enrichment_error,
+            OLD.broadcast_provisional, OLD.approval, OLD.reviewed_by, OLD.review_reason,
+            OLD.reviewed_at, OLD.enrichment_provider, OLD.enrichment_model,
+            OLD.enrichment_request_id, OLD.enriched_at) THEN
+        IF (NEW.observations, NEW.last_seen, NEW.confidence, NEW.rank)
+           IS DISTINCT FROM (OLD.observations, OLD.last_seen, OLD.confidence, OLD.rank) THEN
+            NEW.entry := OLD.entry || jsonb_build_object(
+                'observations', NEW.observations, 'last_seen', hub.utc_jsonb(NEW.last_seen),
+                'confidence', NEW.confidence, 'rank', NEW.rank);
+        END IF;
     ELSE
         NEW.entry := hub.pattern_entry(NEW);
     END IF;
