@@ -2,17 +2,21 @@
 catalogue maintained vs without it.
 
     .venv/bin/python bench/bench_patterns.py [--patterns 100000] [--aliases-per-pattern 10]
-        [--queries 3000] [--clients 50] [--per-client 100] [--messages 20000] [--rounds 3] [--server URL]
+        [--queries 3000] [--clients 50] [--per-client 100] [--messages 20000] [--rounds 3] [--ingest-compare catalogue|entry] [--server URL]
 
 1. Ingest: the same payloads as bench_ingest.py, rounds alternating with the catalogue hook on and
-   off (`catalogue.observe_batch` replaced by a no-op in this process), medians of each.
+   off (`catalogue.observe_batch` replaced by a no-op in this process), medians of each. With
+   `--ingest-compare entry` the catalogue is on in every round and the rounds alternate the triggers
+   that keep the stored answer `hub.patterns.entry` (sql/016) on and off: what keeping it costs ingest.
 2. A catalogue of `--patterns` keys and patterns x aliases-per-pattern names, loaded in bulk.
 3. Single client, interleaved per query so load on the shared machine hits all three alike:
    a plain indexed `SELECT` on hub.patterns (as the owner: instances may not read hub.*),
    `SELECT hub_api.query_pattern(type, alias)` as an instance login role (raw SQL, as Elixir
    would call it), and `HubClient.query_pattern` (the SDK, same role). Hits by alias.
    Then the same two lookups (plain, API) timed inside the server, interleaved in one DO loop:
-   the work per call without the round trip and the client's scheduling.
+   the work per call without the round trip and the client's scheduling; beside them, on a key of
+   its own, the plain SELECT of every column but the stored answer `entry` (sql/016), i.e. the row
+   as it was before that column widened `SELECT *`.
 4. `--clients` threads, each on its own instance-role connection, querying at once.
 `--queries 0` runs the ingest comparison only; `--rounds 0` the queries only.
 """
@@ -45,6 +49,10 @@ PLAIN_SQL = "SELECT * FROM hub.patterns WHERE pattern_type = %s AND canonical_na
 API_SQL = "SELECT hub_api.query_pattern(%s, %s)"
 
 
+def load() -> str:
+    return "/".join(f"{v:.1f}" for v in os.getloadavg())
+
+
 def pct(values: list[float]) -> str:
     q = statistics.quantiles(values, n=100)
     return (
@@ -52,27 +60,55 @@ def pct(values: list[float]) -> str:
     )
 
 
-def bench_ingest(url: str, messages: int, rounds: int) -> None:
+ENTRY_TRIGGERS = (
+    ("hub.patterns", "patterns_keep_entry"),
+    ("hub.pattern_aliases", "pattern_aliases_keep_entries_ins"),
+    ("hub.pattern_aliases", "pattern_aliases_keep_entries_upd"),
+    ("hub.pattern_aliases", "pattern_aliases_keep_entries_del"),
+)
+
+
+def set_entry_triggers(conn: psycopg.Connection, on: bool) -> None:
+    """Switch the triggers that keep hub.patterns.entry (sql/016) on or off (a bench database only).
+    Off, the column may be NULL (rows inserted meanwhile have none); on, those get theirs first."""
+    for table, trigger in ENTRY_TRIGGERS:
+        conn.execute(f"ALTER TABLE {table} {'ENABLE' if on else 'DISABLE'} TRIGGER {trigger}")
+    if on:
+        conn.execute("UPDATE hub.patterns SET entry = NULL WHERE entry IS NULL")
+    conn.execute(f"ALTER TABLE hub.patterns ALTER COLUMN entry {'SET' if on else 'DROP'} NOT NULL")
+    conn.commit()
+
+
+def bench_ingest(url: str, messages: int, rounds: int, compare: str = "catalogue") -> None:
+    """Rounds alternating `with` and `without`: the catalogue hook (compare="catalogue"), or, with the
+    catalogue on in both, the triggers that keep the stored answer (compare="entry")."""
     payloads = [pattern_message(f"singularity-{i % 8}", i) for i in range(messages)]
     real = catalogue.observe_batch
-    rates: dict[str, list[float]] = {"with catalogue": [], "without": []}
+    what = "catalogue" if compare == "catalogue" else "stored answer (entry triggers)"
+    rates: dict[str, list[float]] = {f"with {what}": [], "without": []}
     with psycopg.connect(url) as conn:
         for r in range(rounds * 2):
-            label = "with catalogue" if r % 2 == 0 else "without"
-            catalogue.observe_batch = real if r % 2 == 0 else (lambda conn, fresh: None)
+            label = f"with {what}" if r % 2 == 0 else "without"
+            if compare == "entry":
+                set_entry_triggers(conn, r % 2 == 0)
+            else:
+                catalogue.observe_batch = real if r % 2 == 0 else (lambda conn, fresh: None)
             send_many(conn, "pattern_messages", payloads)
             conn.commit()
             t = time.perf_counter()
             res = ingest_queue(conn, "pattern_messages", IngestConfig(), prefetch_url=url)
             rates[label].append(res.read / (time.perf_counter() - t))
     catalogue.observe_batch = real
-    on, off = statistics.median(rates["with catalogue"]), statistics.median(rates["without"])
+    if compare == "entry":
+        with psycopg.connect(url) as conn:
+            set_entry_triggers(conn, True)
+    on, off = statistics.median(rates[f"with {what}"]), statistics.median(rates["without"])
     for label, values in rates.items():
         print(
             f"ingest {label}: median {statistics.median(values):,.0f} msg/s "
             f"(rounds: {', '.join(f'{v:,.0f}' for v in values)})"
         )
-    print(f"ingest with/without catalogue: {on / off:.2f}")
+    print(f"ingest with/without {what}: {on / off:.2f} (load average 1/5/15 min: {load()})")
 
 
 def load_catalogue(conn: psycopg.Connection, patterns: int, per_pattern: int) -> float:
@@ -147,9 +183,14 @@ SERVER_SIDE_SQL = """
 DO $$
 DECLARE
     kinds CONSTANT text[] := ARRAY['framework', 'technology', 'microservice', 'code'];
-    i int; j int; ty text; t0 timestamptz; t1 timestamptz; t2 timestamptz; r record; d jsonb;
+    i int; j int; ty text; t0 timestamptz; t1 timestamptz; t2 timestamptz; ta timestamptz; tb timestamptz; r record; d jsonb;
 BEGIN
     FOR k IN 1 .. {n} + 200 LOOP
+        i := 1 + floor(random() * {patterns})::int;  -- its own key: no lookup warms another's rows
+        ty := kinds[1 + i % 4];
+        ta := clock_timestamp();
+        SELECT {narrow} INTO r FROM hub.patterns WHERE pattern_type = ty AND canonical_name = 'pattern-' || i;
+        tb := clock_timestamp();
         i := 1 + floor(random() * {patterns})::int;
         j := floor(random() * {per_pattern})::int;
         ty := kinds[1 + i % 4];
@@ -159,7 +200,8 @@ BEGIN
         d := hub_api.query_pattern(ty, CASE WHEN j = 0 THEN 'pattern-' || i ELSE 'Pattern_' || i || '.v' || j END);
         t2 := clock_timestamp();
         IF k > 200 THEN
-            INSERT INTO pg_temp.bench_times VALUES (extract(epoch FROM t1 - t0), extract(epoch FROM t2 - t1));
+            INSERT INTO pg_temp.bench_times VALUES (extract(epoch FROM t1 - t0), extract(epoch FROM t2 - t1),
+                                                    extract(epoch FROM tb - ta));
         END IF;
     END LOOP;
 END
@@ -170,21 +212,35 @@ def server_side(url: str, patterns: int, per_pattern: int, queries: int) -> None
     """The same lookups timed inside the server (a DO loop, interleaved): the work per call without the
     client round trip and the client's scheduling, which dominate on a loaded machine."""
     with psycopg.connect(url, autocommit=True) as c:
-        c.execute("CREATE TEMP TABLE bench_times (plain float8, api float8)")
+        # the plain SELECT also without the stored answer (hub.patterns.entry, sql/016): the row as it was
+        columns = [
+            name
+            for (name,) in c.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_schema = 'hub'"
+                " AND table_name = 'patterns' AND column_name <> 'entry' ORDER BY ordinal_position"
+            ).fetchall()
+        ]
+        c.execute("CREATE TEMP TABLE bench_times (plain float8, api float8, narrow float8)")
         c.execute(
             sql.SQL(SERVER_SIDE_SQL).format(
-                n=sql.Literal(queries), patterns=sql.Literal(patterns), per_pattern=sql.Literal(per_pattern)
+                n=sql.Literal(queries),
+                patterns=sql.Literal(patterns),
+                per_pattern=sql.Literal(per_pattern),
+                narrow=sql.SQL(", ").join(map(sql.Identifier, columns)),
             )
         )
-        rows = c.execute("SELECT plain, api FROM pg_temp.bench_times").fetchall()
-    plain, api = [r[0] for r in rows], [r[1] for r in rows]
+        rows = c.execute("SELECT plain, api, narrow FROM pg_temp.bench_times").fetchall()
+    plain, api, narrow = [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]
     print(f"server side, {len(rows)} lookups each (owner, inside one DO block):")
-    print(f"  plain indexed SELECT:   {pct(plain)}")
-    print(f"  hub_api.query_pattern:  {pct(api)}")
+    print(f"  plain indexed SELECT *:             {pct(plain)}")
+    print(f"  plain SELECT without entry (own key): {pct(narrow)}")
+    print(f"  hub_api.query_pattern:              {pct(api)}")
     q = lambda v: statistics.quantiles(v, n=100)[94]  # noqa: E731
-    print(
-        f"  p50 ratio {statistics.median(api) / statistics.median(plain):.2f}, p95 ratio {q(api) / q(plain):.2f}"
-    )
+    for label, base in (("SELECT *", plain), ("SELECT without entry", narrow)):
+        print(
+            f"  vs {label}: p50 ratio {statistics.median(api) / statistics.median(base):.2f},"
+            f" p95 ratio {q(api) / q(base):.2f}"
+        )
 
 
 def concurrent(
@@ -231,19 +287,22 @@ def main() -> None:
         per_client=(int, 100, "queries per client"),
         messages=(int, 20_000, "messages per ingest round"),
         rounds=(int, 3, "ingest rounds each"),
+        ingest_compare=(str, "catalogue", "what the ingest rounds switch off: catalogue or entry"),
     )
+    if args.ingest_compare not in ("catalogue", "entry"):
+        raise SystemExit(f"--ingest-compare {args.ingest_compare!r}: expected catalogue or entry")
     url, label, drop = fresh_database(args.server)
     instance = f"bench-{os.getpid()}"
     try:
         print(f"server: {label}")
         if args.rounds:
-            bench_ingest(url, args.messages, args.rounds)
+            bench_ingest(url, args.messages, args.rounds, args.ingest_compare)
         if not args.queries:
             return
         with psycopg.connect(url) as conn:
             conn.execute(
                 "TRUNCATE hub.patterns, hub.pattern_aliases, hub.pattern_sightings, hub.pattern_indicators,"
-                " hub.enrichment_requests"
+                " hub.enrichment_requests, hub.pattern_approvals"
             )
             conn.commit()
             security.ensure_producer_role(conn)

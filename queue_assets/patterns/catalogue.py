@@ -167,7 +167,7 @@ def describe(conn: psycopg.Connection, pattern_type: str, name: str) -> dict | N
     pattern_type = canonical.check_pattern_type(pattern_type)
     name = canonical.check_name(name)
     row = conn.execute(
-        "SELECT to_jsonb(p) FROM hub.patterns p WHERE p.pattern_type = %(t)s AND p.canonical_name ="
+        "SELECT to_jsonb(p) - 'entry' FROM hub.patterns p WHERE p.pattern_type = %(t)s AND p.canonical_name ="
         " coalesce((SELECT canonical_name FROM hub.pattern_aliases WHERE pattern_type = %(t)s AND name = %(n)s),"
         " hub.canonical_pattern_name(%(n)s))",
         {"t": pattern_type, "n": name},
