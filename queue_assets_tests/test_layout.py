@@ -185,6 +185,20 @@ def test_the_cli_loads_neither_dagster_nor_pandas_nor_git_until_a_command_needs_
     }
 
 
+def test_queue_assets_status_builds_no_pydantic_model_and_loads_no_dagster(db_url, monkeypatch):
+    """Breaks when `queue-assets status` reaches the pydantic contracts (~0.3 s of start-up, e.g.
+    through `patterns.catalogue` or `patterns.enrichment`) or Dagster: it reads plain SQL only."""
+    monkeypatch.setenv("SHARED_QUEUE_DB_URL", db_url)
+    loaded = _loaded_after("from queue_assets import cli\nassert cli.main(['status', '--no-dagster']) == 0")
+    assert "psycopg" in loaded  # it did run, against the database
+    assert not loaded & {"pydantic", "dagster", "pandas", "sqlalchemy"}, loaded & {
+        "pydantic",
+        "dagster",
+        "pandas",
+        "sqlalchemy",
+    }
+
+
 # Who may read the environment: the settings modules (`from_env`: the hub's, the export's, GitHub's and
 # the openai provider's), the code location's entry point,
 # the CLI (the top layer, like the entry point), and `operations/status.py`, which reads Dagster's own

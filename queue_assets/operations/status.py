@@ -51,8 +51,8 @@ class StatusReport:
     materializations: list[MaterializationRow] = field(default_factory=list)
     dagster_note: str = ""
     pattern_queries: list[tuple] = field(default_factory=list)  # (hour, queries, misses), newest first
-    enrichment: dict | None = None  # queue_assets.patterns.enrichment.summary (None before sql/013)
-    approvals: dict | None = None  # queue_assets.patterns.approval.summary (None before sql/014)
+    enrichment: dict | None = None  # patterns.summaries.enrichment_summary (None before sql/013)
+    approvals: dict | None = None  # patterns.summaries.approval_summary (None before sql/014)
 
 
 def read_instances(conn: psycopg.Connection, *, stale_after_s: int) -> list[InstanceRow]:
@@ -208,7 +208,7 @@ def gather(
 
 
 def _approvals(conn: psycopg.Connection) -> dict | None:
-    from ..patterns.approval import summary
+    from ..patterns.summaries import approval_summary as summary
 
     try:
         return summary(conn)
@@ -218,7 +218,7 @@ def _approvals(conn: psycopg.Connection) -> dict | None:
 
 
 def _enrichment(conn: psycopg.Connection) -> dict | None:
-    from ..patterns.enrichment import summary
+    from ..patterns.summaries import enrichment_summary as summary
 
     try:
         return summary(conn)
@@ -228,7 +228,7 @@ def _enrichment(conn: psycopg.Connection) -> dict | None:
 
 
 def _pattern_queries(conn: psycopg.Connection) -> list[tuple]:
-    from ..patterns.catalogue import query_counts
+    from ..patterns.summaries import query_counts
 
     try:
         return query_counts(conn)

@@ -260,15 +260,6 @@ def broadcast_decision(conn: psycopg.Connection, pattern_type: str, canonical_na
     return fanout.publish(conn, message, sync=False)
 
 
-def summary(conn: psycopg.Connection) -> dict[str, int]:
-    """Approvals by status, for `queue-assets status`."""
-    rows: dict[str, int] = dict(
-        conn.execute("SELECT status, count(*) FROM hub.pattern_approvals GROUP BY status").fetchall()
-    )
-    conn.commit()
-    return {s: rows.get(s, 0) for s in ("pending", "approved", "rejected")}
-
-
 __all__ = [
     "APPROVAL_REQUESTS",
     "apply_responses",
@@ -276,5 +267,4 @@ __all__ = [
     "hold_for_approval",
     "parse_response",
     "screen_responses",
-    "summary",
 ]

@@ -13,7 +13,7 @@ from ..ingest.core import IngestConfig
 from ..ingest.replies import ReplyWaiter
 from ..queues import PATTERN_DISCOVERY
 from ..resources import SharedQueueResource
-from . import catalogue, enrichment
+from . import catalogue, enrichment, summaries
 from .resources import LlmResource
 
 PATTERNS_GROUP = "patterns"
@@ -57,7 +57,7 @@ def pattern_catalogue(shared_queue: SharedQueueResource) -> dg.MaterializeResult
             reranked = catalogue.refresh_ranks(conn)
         counts = catalogue.counts(conn)
         top = catalogue.top(conn, limit=TOP_SHOWN)
-        hourly = catalogue.query_counts(conn, hours=1)
+        hourly = summaries.query_counts(conn, hours=1)
     queries, misses = (hourly[0][1], hourly[0][2]) if hourly else (0, 0)
     return dg.MaterializeResult(
         metadata={

@@ -188,13 +188,3 @@ def describe(conn: psycopg.Connection, pattern_type: str, name: str) -> dict | N
         key,
     ).fetchall()
     return info
-
-
-def query_counts(conn: psycopg.Connection, *, hours: int = 6) -> list[tuple]:
-    """(hour, queries, misses) of the hub_api functions over the last `hours` UTC hours, newest first
-    (view hub.pattern_queries_per_hour, sql/011)."""
-    return conn.execute(
-        "SELECT hour, queries, misses FROM hub.pattern_queries_per_hour"
-        " WHERE hour > now() - make_interval(hours => %s) ORDER BY hour DESC",
-        (hours,),
-    ).fetchall()

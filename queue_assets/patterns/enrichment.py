@@ -68,8 +68,6 @@ DISCOVERY_BATCH = 1000
 EVIDENCE_OPEN = "<<<EVIDENCE_JSON"
 EVIDENCE_CLOSE = "EVIDENCE_JSON>>>"
 FINAL_STATUSES = ("enriched", "approved", "rejected")
-SUMMARY_STATUSES = ("enriching", "enriched", "approved", "rejected", "enrichment_failed")
-"""The statuses `queue-assets status` counts: an approved or rejected pattern was enriched first."""
 
 
 @dataclass(frozen=True)
@@ -548,37 +546,6 @@ def pending_work(conn: psycopg.Connection, cfg: EnrichmentConfig) -> bool:
         if cfg.max_per_hour - (spent[0] if spent else 0) <= 0:
             return False
         return conn.execute(_PICK_SQL, {**params, "limit": 1}).fetchone() is not None
-
-
-def summary(conn: psycopg.Connection, failed_shown: int = 5) -> dict[str, Any]:
-    """Counts for `queue-assets status`: patterns by enrichment state, requests by status, the hour's
-    spend, and the latest patterns that failed for good with their reason."""
-    patterns: dict[str, int] = dict(
-        conn.execute(
-            "SELECT status, count(*) FROM hub.patterns WHERE status = ANY(%s) GROUP BY status",
-            (list(SUMMARY_STATUSES),),
-        ).fetchall()
-    )
-    requests: dict[str, int] = dict(
-        conn.execute(
-            "SELECT status, count(*) FROM hub.enrichment_requests GROUP BY status ORDER BY status"
-        ).fetchall()
-    )
-    spent = conn.execute(
-        "SELECT sent FROM hub.enrichment_budget WHERE hour = date_trunc('hour', now(), 'UTC')"
-    ).fetchone()
-    failed = conn.execute(
-        "SELECT pattern_type, canonical_name, enrichment_error FROM hub.patterns WHERE status = 'enrichment_failed'"
-        " ORDER BY updated_at DESC LIMIT %s",
-        (failed_shown,),
-    ).fetchall()
-    conn.commit()
-    return {
-        "patterns": {s: patterns.get(s, 0) for s in SUMMARY_STATUSES},
-        "requests": requests,
-        "sent_this_hour": spent[0] if spent else 0,
-        "failed": [(t, k, (r or "")[:200]) for t, k, r in failed],
-    }
 
 
 # ---------------------------------------------------------------- replies (inside the ingest transaction)
