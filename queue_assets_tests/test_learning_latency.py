@@ -4,6 +4,7 @@ a new key in the transaction that stores it, and the run that sent a request tak
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -224,3 +225,42 @@ def test_an_ingest_run_waiting_for_replies_goes_on_draining_its_own_queue(conn, 
     assert took < 30
     assert queue_depth(conn, "pattern_messages") == 0
     assert count(conn, "hub.enrichment_requests", "status = 'in_flight'") == 2
+
+
+def _code_analysis(instance: str) -> str:
+    return json.dumps(
+        {
+            "type": "code_analysis",
+            "instance_id": instance,
+            "timestamp": "2025-10-25T12:00:00.000000Z",
+            "analysis": {"files": 12, "dead_code": 1},
+        }
+    )
+
+
+def test_a_batch_without_pattern_detections_is_stored_on_a_fresh_session(db_url):
+    """The CI soak dead-lettered a valid message: a run whose first batch held only code_analysis
+    messages asked for the new keys of a catalogue update that never ran in its session (the scratch
+    table did not exist). Breaks if such a batch is refused or dead-lettered."""
+    with psycopg.connect(db_url) as conn:
+        send_many(
+            conn, "pattern_messages", [_code_analysis("singularity-0"), _code_analysis("singularity-1")]
+        )
+        result = ingest_queue(conn, "pattern_messages", ON_INGEST)
+        assert (result.stored, result.dead_lettered) == (2, 0), result.dlq_reasons
+        assert result.llm_requests == []
+
+
+def test_a_batch_without_pattern_detections_does_not_resend_the_previous_batchs_keys(db_url):
+    """The scratch table still holds the previous batch's names: a code_analysis-only batch must
+    not take them for its own new keys (they were handled when that batch was stored)."""
+    capped = IngestConfig(enrich_new_keys=EnrichmentConfig(max_per_hour=1, timeout_s=300, max_attempts=3))
+    with psycopg.connect(db_url) as conn:
+        first = ingest_patterns(conn, [_pattern_message("singularity-0", ["Phoenix", "Ecto"])], capped)
+        assert len(first.llm_requests) == 1  # the budget allowed one of the two new keys
+        conn.execute("UPDATE hub.enrichment_budget SET sent = 0")
+        conn.commit()
+        send_many(conn, "pattern_messages", [_code_analysis("singularity-0")])
+        again = ingest_queue(conn, "pattern_messages", capped)
+        assert (again.stored, again.dead_lettered) == (1, 0), again.dlq_reasons
+        assert again.llm_requests == []  # the waiting key is the enrichment run's, in its order

@@ -371,8 +371,8 @@ def store_batch(
             pass
         elif fresh:
             row_builders.upsert_instances(conn, row_builders.instance_summary(fresh))
-            catalogue.observe_batch(conn, fresh)  # the pattern catalogue, same transaction
-            if cfg.enrich_new_keys is not None and queue == "pattern_messages":
+            observed = catalogue.observe_batch(conn, fresh)  # the pattern catalogue, same transaction
+            if observed and cfg.enrich_new_keys is not None and queue == "pattern_messages":
                 result.llm_requests.extend(enrichment.send_for_new_keys(conn, cfg.enrich_new_keys))
         if dead:
             conn.execute(

@@ -72,11 +72,18 @@ def _widen(acc: dict, key: tuple, ts, confidence) -> None:
         v[4] += 1
 
 
-def observe_batch(conn: psycopg.Connection, fresh: list) -> None:
-    """Fold the stored pattern_detection messages of a batch into the catalogue (one call)."""
+def observe_batch(conn: psycopg.Connection, fresh: list) -> bool:
+    """Fold the stored pattern_detection messages of a batch into the catalogue (one call).
+
+    Returns whether the batch held any pattern: only then does the session's scratch table
+    `qa_catalogue_names` (which `enrichment.send_for_new_keys` reads) hold this batch's names. A
+    batch of code_analysis messages leaves it as it was: absent in a new session, or the previous
+    batch's names."""
     summary = summarise(fresh)
-    if summary is not None:
-        conn.execute("SELECT hub.catalogue_observe(%s::jsonb)", (orjson.dumps(summary).decode(),))
+    if summary is None:
+        return False
+    conn.execute("SELECT hub.catalogue_observe(%s::jsonb)", (orjson.dumps(summary).decode(),))
+    return True
 
 
 def refresh_ranks(conn: psycopg.Connection) -> int:

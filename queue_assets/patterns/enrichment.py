@@ -357,7 +357,9 @@ def _send_due(
 
 
 # Keys of the batch hub.catalogue_observe just folded in (its session scratch table
-# qa_catalogue_names, same transaction) that are new: observed, never asked about.
+# qa_catalogue_names, same transaction) that are new: observed, never asked about. Only valid right
+# after a catalogue_observe call (catalogue.observe_batch returned True): before the session's first
+# one the table does not exist, and after a batch without patterns it holds an older batch's names.
 _NEW_IN_BATCH_SQL = """
 SELECT count(*) FROM (SELECT DISTINCT k.pattern_type, k.canonical_name FROM qa_catalogue_names k
     JOIN hub.patterns p USING (pattern_type, canonical_name)
@@ -368,7 +370,8 @@ SELECT count(*) FROM (SELECT DISTINCT k.pattern_type, k.canonical_name FROM qa_c
 
 
 def send_for_new_keys(conn: psycopg.Connection, cfg: EnrichmentConfig) -> list[str]:
-    """Inside pattern_messages' ingest transaction, right after `catalogue.observe_batch`: when the
+    """Inside pattern_messages' ingest transaction, right after a `catalogue.observe_batch` that
+    returned True (the batch held patterns): when the
     batch brought keys nobody asked about yet, send as many `llm_request`s at once (provider `queue`
     only), so a new key needs no enrichment run. They go to the most-seen waiting keys first, within
     the hourly budget, exactly as `run_enrichment` picks them; with no budget left nothing is sent

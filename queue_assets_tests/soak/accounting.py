@@ -56,6 +56,8 @@ class Accounting:
     unsent: int = 0
     stored: int = 0
     dead_lettered_valid: int = 0
+    dead_lettered_valid_reasons: list[str] = field(default_factory=list)
+    """For each valid message in a dead-letter queue (up to 10): its key, kind, reason and read_ct."""
     stored_and_dead_lettered: int = 0
     missing: list[str] = field(default_factory=list)
     """Published, not stored, not dead-lettered, and no longer in its queue: lost."""
@@ -141,6 +143,7 @@ class Accounting:
             "unsent": self.unsent,
             "stored": self.stored,
             "dead_lettered_valid": self.dead_lettered_valid,
+            "dead_lettered_valid_reasons": self.dead_lettered_valid_reasons,
             "missing": len(self.missing),
             "pending": self.pending,
             "duplicate_deliveries_dropped": self.duplicate_deliveries,
@@ -186,22 +189,34 @@ def dead_letter_headers(conn: psycopg.Connection) -> tuple[collections.Counter, 
 
 
 def dead_letter_headers_in_tx(conn: psycopg.Connection) -> tuple[collections.Counter, collections.Counter]:
+    keys, bad, _ = dead_letters_in_tx(conn)
+    return keys, bad
+
+
+def dead_letters_in_tx(
+    conn: psycopg.Connection,
+) -> tuple[collections.Counter, collections.Counter, dict[str, str]]:
+    """(idempotency keys, soak_bad_ids, key -> why the hub dead-lettered it) of the consumed queues' DLQs."""
     keys: collections.Counter = collections.Counter()
     bad: collections.Counter = collections.Counter()
+    reasons: dict[str, str] = {}
     for queue in CONSUMED_QUEUES:
         dlq = dlq_for(queue)
         for prefix in ("q_", "a_"):
             rows = conn.execute(
-                sql.SQL("SELECT headers->>'idempotency_key', headers->>'soak_bad_id' FROM pgmq.{}").format(
-                    sql.Identifier(prefix + dlq)
-                )
+                sql.SQL(
+                    "SELECT headers->>'idempotency_key', headers->>'soak_bad_id', headers->>'x-dlq-kind',"
+                    " headers->>'x-dlq-reason', headers->>'x-dlq-read-ct', headers->>'x-dlq-failed-at'"
+                    " FROM pgmq.{}"
+                ).format(sql.Identifier(prefix + dlq))
             ).fetchall()
-            for key, bad_id in rows:
+            for key, bad_id, kind, reason, read_ct, failed_at in rows:
                 if bad_id:
                     bad[bad_id] += 1
                 elif key:
                     keys[key] += 1
-    return keys, bad
+                    reasons[key] = f"{queue}: {kind}: {reason} (read_ct {read_ct}, at {failed_at})"
+    return keys, bad, reasons
 
 
 def table_rows_in_tx(conn: psycopg.Connection) -> dict[str, int]:
@@ -220,6 +235,8 @@ class HubState:
     ledger: list[LedgerRow]
     dlq_keys: collections.Counter
     """Idempotency keys of the valid messages in the dead-letter queues."""
+    dlq_reasons: dict[str, str]
+    """Idempotency key -> the hub's reason for dead-lettering it."""
     bad_in_dlq: collections.Counter
     """`soak_bad_id`s of the malformed messages in the dead-letter queues."""
     rows_actual: dict[str, int]
@@ -239,10 +256,11 @@ def account(
     conn.commit()
     conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
     try:
-        dlq_keys, bad = dead_letter_headers_in_tx(conn)
+        dlq_keys, bad, reasons = dead_letters_in_tx(conn)
         state = HubState(
             ledger=fetch_ledger_in_tx(conn),
             dlq_keys=dlq_keys,
+            dlq_reasons=reasons,
             bad_in_dlq=bad,
             rows_actual=table_rows_in_tx(conn),
             queued=queued_ids_in_tx(conn),
@@ -270,7 +288,9 @@ def tally(records: list[Record], hub: HubState, bad_sent: int, *, upto: float | 
     acc = Accounting(published=len(published), unsent=len(subject) - len(published))
     acc.stored = sum(1 for k in published if k in stored)
     acc.stored_unpublished = sum(1 for k in stored if k not in all_records)
-    acc.dead_lettered_valid = sum(1 for k in published if k in dlq_keys and k not in stored)
+    dead_valid = [k for k in published if k in dlq_keys and k not in stored]
+    acc.dead_lettered_valid = len(dead_valid)
+    acc.dead_lettered_valid_reasons = [f"{k}: {hub.dlq_reasons.get(k)}" for k in sorted(dead_valid)[:10]]
     acc.stored_and_dead_lettered = sum(1 for k in dlq_keys if k in stored)
     not_done = [r for k, r in published.items() if k not in stored and k not in dlq_keys]
     acc.pending = sum(1 for r in not_done if (r.queue, r.msg_id) in hub.queued)

@@ -90,7 +90,8 @@ def test_no_retry_was_counted_twice_by_the_instances_heartbeat_counter(soak_repo
 
 
 def test_no_valid_message_is_dead_lettered(soak_report):
-    assert soak_report["accounting"]["dead_lettered_valid"] == 0
+    acc = soak_report["accounting"]
+    assert acc["dead_lettered_valid"] == 0, acc["dead_lettered_valid_reasons"]
 
 
 def test_every_malformed_message_ends_in_a_dead_letter_queue_exactly_once(soak_report):

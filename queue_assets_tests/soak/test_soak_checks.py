@@ -56,6 +56,7 @@ def hub_state(**changes) -> HubState:
             ledger_row("instance_heartbeat", 2, "k4"),
         ],
         "dlq_keys": collections.Counter(),
+        "dlq_reasons": {},
         "bad_in_dlq": collections.Counter({"bad-1": 1}),
         "rows_actual": {
             "pattern_observations": 2,
@@ -205,6 +206,25 @@ def test_a_lost_message_is_a_problem():
     )
     assert acc.missing == ["k1"]
     assert any("lost" in p for p in acc.problems), acc.problems
+
+
+def test_a_dead_lettered_valid_message_is_reported_with_the_hubs_reason():
+    """A failing soak must say why the hub gave up on the message, not only that it did."""
+    ledger = [r for r in hub_state().ledger if r.key != "k1"]
+    acc = tally(
+        records(),
+        hub_state(
+            ledger=ledger,
+            dlq_keys=collections.Counter({"k1": 1}),
+            dlq_reasons={"k1": "pattern_messages: store_failed: the database refused to store it: boom"},
+            rows_actual=hub_state().rows_actual | {"pattern_observations": 0},
+        ),
+        bad_sent=1,
+    )
+    assert acc.dead_lettered_valid == 1
+    assert acc.summary()["dead_lettered_valid_reasons"] == [
+        "k1: pattern_messages: store_failed: the database refused to store it: boom"
+    ]
 
 
 # --- the run's verdict ---------------------------------------------------------------------------
