@@ -15,6 +15,7 @@ import pytest
 
 from queue_assets import bootstrap, cli
 from queue_assets.aggregation.core import aggregate
+from queue_assets.contracts import parse_ingest
 from queue_assets.ingest.core import IngestConfig, ingest_queue
 from queue_assets.patterns import canonical
 from queue_assets.patterns.models import PatternInfo, PatternList, UnknownPattern, parse_query_result
@@ -261,6 +262,46 @@ def test_catalogue_counts_each_message_once_and_versions_visible_changes(conn):
     assert state() == (3, 1, 2)  # a new name
     _ingest(conn, [_pattern_message("i-2", ["phoenix"], language="erlang")])
     assert state() == (4, 2, 3)  # a new instance and language
+
+
+def test_the_prefetched_summary_counts_only_the_stored_messages(conn, db_url):
+    """With the prefetch thread (as every ingest run uses it) the catalogue summary is built ahead
+    from the batch's valid messages. Breaks if it is used when some of them were not stored: the
+    re-sent message (same key) and the message taken by an earlier run would be counted again."""
+    first = _pattern_message("i-1", ["phoenix"])
+    send_many(conn, "pattern_messages", [first], headers=[{"idempotency_key": "k1"}])
+    conn.commit()
+    ingest_queue(conn, "pattern_messages", IngestConfig(), prefetch_url=db_url)
+    again = [first, first, _pattern_message("i-2", ["Phoenix"]), _pattern_message("i-2", ["ecto"])]
+    send_many(
+        conn, "pattern_messages", again, headers=[{"idempotency_key": k} for k in ("k1", "k1", "k2", "k3")]
+    )
+    conn.commit()
+    result = ingest_queue(conn, "pattern_messages", IngestConfig(), prefetch_url=db_url)
+    assert (result.stored, result.duplicates) == (2, 2)
+    rows = conn.execute(
+        "SELECT canonical_name, observations, instances FROM hub.patterns ORDER BY 1"
+    ).fetchall()
+    assert rows == [("ecto", 1, 1), ("phoenix", 2, 2)]
+    aliases = conn.execute("SELECT name, observations FROM hub.pattern_aliases ORDER BY 1").fetchall()
+    assert aliases == [("Phoenix", 1), ("ecto", 1), ("phoenix", 1)]
+
+
+def test_a_prepared_summary_of_other_deliveries_is_not_used(conn):
+    """`observe_batch` trusts a prepared summary only for as many deliveries as it was built from."""
+    from queue_assets.patterns import catalogue
+
+    stale = catalogue.PreparedSummary(messages=2, json='{"names": [{"t": "framework", "n": "wrong"}]}')
+    send_many(conn, "pattern_messages", [_pattern_message("i-1", ["phoenix"])])
+    conn.commit()
+    ingest_queue(conn, "pattern_messages", IngestConfig())
+    delivery = type("D", (), {})()
+    delivery.model = parse_ingest("pattern_messages", _pattern_message("i-1", ["ecto"]))
+    delivery.instance_id = "i-1"
+    assert catalogue.observe_batch(conn, [delivery], stale) is True
+    conn.commit()
+    assert count(conn, "hub.patterns", "canonical_name = 'ecto'") == 1
+    assert count(conn, "hub.patterns", "canonical_name = 'wrong'") == 0
 
 
 def test_catalogue_is_written_in_the_same_transaction_as_the_observations(conn):

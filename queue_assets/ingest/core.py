@@ -309,10 +309,12 @@ def store_batch(
     batch: list[Delivery],
     result: IngestResult,
     cfg: IngestConfig,
+    prepared: catalogue.PreparedSummary | None = None,
 ) -> None:
     """Ledger, data rows, dead letters and archive for `batch`, inside the caller's transaction.
     From `cfg`: `stale_after_s` (who gets a broadcast), `pattern_approval` (`required` holds an
-    enriched pattern for a person's decision instead of publishing it) and `enrich_new_keys`."""
+    enriched pattern for a person's decision instead of publishing it) and `enrich_new_keys`.
+    `prepared`: the catalogue summary of the batch's valid messages, built ahead (`prepare_batch`)."""
     ids = [d.msg_id for d in batch]
     created_at = batch[0].queue_created_at
     if created_at is None or any(d.queue_created_at != created_at for d in batch):
@@ -371,7 +373,8 @@ def store_batch(
             pass
         elif fresh:
             row_builders.upsert_instances(conn, row_builders.instance_summary(fresh))
-            observed = catalogue.observe_batch(conn, fresh)  # the pattern catalogue, same transaction
+            # the pattern catalogue, same transaction
+            observed = catalogue.observe_batch(conn, fresh, prepared)
             if observed and cfg.enrich_new_keys is not None and queue == "pattern_messages":
                 result.llm_requests.extend(enrichment.send_for_new_keys(conn, cfg.enrich_new_keys))
         if dead:
@@ -468,6 +471,15 @@ def extend_if_slow(
         result.vt_extensions += 1
 
 
+def prepare_batch(queue: str, batch: list[Delivery]) -> catalogue.PreparedSummary | None:
+    """What the prefetch thread can build of the store's work ahead, while the previous batch is being
+    stored: the catalogue summary of a pattern_messages batch (Python work that would otherwise hold
+    up the storing thread; `catalogue.observe_batch` uses it when every valid message was stored)."""
+    if queue != "pattern_messages" or not batch:
+        return None
+    return catalogue.prepare([d for d in batch if d.error is None])
+
+
 class _Prefetcher:
     """Reads and validates the next batch on a second connection while the current one is stored.
 
@@ -500,14 +512,14 @@ class _Prefetcher:
                         # Hand the GIL over: the storing thread, back from a round trip, would
                         # otherwise wait out the interpreter's 5 ms switch interval each time.
                         time.sleep(0)
-                self.out.put((batch, read_at))
+                self.out.put((batch, read_at, prepare_batch(self.queue, batch)))
                 if not batch and not self.keep_polling:
                     return
                 poll = not batch  # lingering: the consumer decides when to stop
         except BaseException as exc:  # handed to the consumer, which re-raises it
             self.out.put(exc)
 
-    def get(self) -> tuple[list[Delivery], float]:
+    def get(self) -> tuple[list[Delivery], float, catalogue.PreparedSummary | None]:
         item = self.out.get()
         if isinstance(item, BaseException):
             raise item
@@ -632,12 +644,13 @@ def _ingest_queue(
                     result.stopped_by = "max_seconds"
                     break
             if fetcher:
-                batch, read_at = fetcher.get()
+                batch, read_at, prepared = fetcher.get()
             else:
                 read_at = time.monotonic()
                 batch = read_batch(conn, queue, cfg, poll=poll)
                 for d in batch:
                     validate(queue, d, cfg)
+                prepared = None  # summarised in the store: no thread to overlap it with
             if not batch:
                 if time.monotonic() - last_data < cfg.linger_s or (wait_while is not None and wait_while()):
                     poll = True
@@ -653,7 +666,7 @@ def _ingest_queue(
             try:
                 # Pipelined: BEGIN, SET and the store statement go out in one round trip.
                 with conn.pipeline(), conn.transaction():
-                    store_batch(conn, queue, batch, result, cfg)
+                    store_batch(conn, queue, batch, result, cfg, prepared)
             except psycopg.OperationalError:
                 raise
             except psycopg.Error:

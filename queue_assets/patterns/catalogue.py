@@ -72,17 +72,36 @@ def _widen(acc: dict, key: tuple, ts, confidence) -> None:
         v[4] += 1
 
 
-def observe_batch(conn: psycopg.Connection, fresh: list) -> bool:
+@dataclass(frozen=True)
+class PreparedSummary:
+    """The batch summary's JSON, built ahead (ingest's prefetch thread, while the previous batch is
+    stored) from the batch's `messages` valid deliveries. It stands for the stored ones only when all
+    of them were stored (no duplicates): `observe_batch` checks that by count."""
+
+    messages: int
+    json: str | None
+    """None: the batch holds no pattern."""
+
+
+def prepare(valid: list) -> PreparedSummary:
+    """Summarise a batch's valid deliveries ahead of storing them (see PreparedSummary)."""
+    summary = summarise(valid)
+    return PreparedSummary(len(valid), None if summary is None else orjson.dumps(summary).decode())
+
+
+def observe_batch(conn: psycopg.Connection, fresh: list, prepared: PreparedSummary | None = None) -> bool:
     """Fold the stored pattern_detection messages of a batch into the catalogue (one call).
 
-    Returns whether the batch held any pattern: only then does the session's scratch table
-    `qa_catalogue_names` (which `enrichment.send_for_new_keys` reads) hold this batch's names. A
-    batch of code_analysis messages leaves it as it was: absent in a new session, or the previous
-    batch's names."""
-    summary = summarise(fresh)
-    if summary is None:
+    `prepared`, when it was built from exactly these deliveries (the batch's valid ones, all of them
+    stored), saves summarising them here. Returns whether the batch held any pattern: only then does
+    the session's scratch table `qa_catalogue_names` (which `enrichment.send_for_new_keys` reads)
+    hold this batch's names. A batch of code_analysis messages leaves it as it was: absent in a new
+    session, or the previous batch's names."""
+    if prepared is None or prepared.messages != len(fresh):
+        prepared = prepare(fresh)
+    if prepared.json is None:
         return False
-    conn.execute("SELECT hub.catalogue_observe(%s::jsonb)", (orjson.dumps(summary).decode(),))
+    conn.execute("SELECT hub.catalogue_observe(%s::jsonb)", (prepared.json,))
     return True
 
 
