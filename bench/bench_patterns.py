@@ -2,14 +2,15 @@
 catalogue maintained vs without it.
 
     .venv/bin/python bench/bench_patterns.py [--patterns 100000] [--aliases-per-pattern 10]
-        [--queries 3000] [--clients 50] [--per-client 100] [--messages 20000] [--rounds 3] [--ingest-compare catalogue|entry] [--server URL]
+        [--queries 3000] [--clients 50] [--per-client 100] [--messages 20000] [--rounds 3] [--ingest-compare catalogue|entry|prepared] [--server URL]
 
 1. Ingest: the same payloads as bench_ingest.py, rounds alternating with the catalogue hook on and
    off (`catalogue.observe_batch` and the prefetch thread's `prepare_batch`, which builds its summary
    ahead, replaced by no-ops in this process), in ABBA order (the tables
    grow every round), medians of each and the median of the pairs' ratios. With
    `--ingest-compare entry` the catalogue is on in every round and the rounds alternate the triggers
-   that keep the stored answer `hub.patterns.entry` (sql/016) on and off: what keeping it costs ingest.
+   that keep the stored answer `hub.patterns.entry` (sql/016) on and off: what keeping it costs ingest;
+   with `--ingest-compare prepared`, the prefetch thread's summary (off: the store summarises).
 2. A catalogue of `--patterns` keys and patterns x aliases-per-pattern names, loaded in bulk.
 3. Single client, interleaved per query so load on the shared machine hits all three alike:
    a plain indexed `SELECT` on hub.patterns (as the owner: instances may not read hub.*),
@@ -84,10 +85,15 @@ def set_entry_triggers(conn: psycopg.Connection, on: bool) -> None:
 
 def bench_ingest(url: str, messages: int, rounds: int, compare: str = "catalogue") -> None:
     """Rounds alternating `with` and `without`: the catalogue hook (compare="catalogue"), or, with the
-    catalogue on in both, the triggers that keep the stored answer (compare="entry")."""
+    catalogue on in both, the triggers that keep the stored answer (compare="entry") or the summary
+    the prefetch thread builds ahead (compare="prepared": without it the store summarises)."""
     payloads = [pattern_message(f"singularity-{i % 8}", i) for i in range(messages)]
     real, real_prepare = catalogue.observe_batch, ingest_core.prepare_batch
-    what = "catalogue" if compare == "catalogue" else "stored answer (entry triggers)"
+    what = {
+        "catalogue": "catalogue",
+        "entry": "stored answer (entry triggers)",
+        "prepared": "summary built ahead",
+    }[compare]
     rates: dict[str, list[float]] = {f"with {what}": [], "without": []}
     with psycopg.connect(url) as conn:
         for r in range(rounds * 2):
@@ -97,6 +103,8 @@ def bench_ingest(url: str, messages: int, rounds: int, compare: str = "catalogue
             label = f"with {what}" if on else "without"
             if compare == "entry":
                 set_entry_triggers(conn, on)
+            elif compare == "prepared":
+                ingest_core.prepare_batch = real_prepare if on else (lambda *args: None)
             else:
                 catalogue.observe_batch = real if on else (lambda *args: False)
                 ingest_core.prepare_batch = real_prepare if on else (lambda *args: None)
@@ -299,10 +307,10 @@ def main() -> None:
         per_client=(int, 100, "queries per client"),
         messages=(int, 20_000, "messages per ingest round"),
         rounds=(int, 3, "ingest rounds each"),
-        ingest_compare=(str, "catalogue", "what the ingest rounds switch off: catalogue or entry"),
+        ingest_compare=(str, "catalogue", "what the ingest rounds switch off: catalogue, entry or prepared"),
     )
-    if args.ingest_compare not in ("catalogue", "entry"):
-        raise SystemExit(f"--ingest-compare {args.ingest_compare!r}: expected catalogue or entry")
+    if args.ingest_compare not in ("catalogue", "entry", "prepared"):
+        raise SystemExit(f"--ingest-compare {args.ingest_compare!r}: expected catalogue, entry or prepared")
     url, label, drop = fresh_database(args.server)
     instance = f"bench-{os.getpid()}"
     try:
