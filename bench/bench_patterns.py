@@ -6,8 +6,8 @@ catalogue maintained vs without it.
 
 1. Ingest: the same payloads as bench_ingest.py, rounds alternating with the catalogue hook on and
    off (`catalogue.observe_batch` and the prefetch thread's `prepare_batch`, which builds its summary
-   ahead, replaced by no-ops in this process), in ABBA order (the tables
-   grow every round), medians of each and the median of the pairs' ratios. With
+   ahead, replaced by no-ops in this process), in ABBA order (the tables grow every round), medians
+   of each and the median of the pairs' ratios. With
    `--ingest-compare entry` the catalogue is on in every round and the rounds alternate the triggers
    that keep the stored answer `hub.patterns.entry` (sql/016) on and off: what keeping it costs ingest;
    with `--ingest-compare prepared`, the prefetch thread's summary (off: the store summarises).

@@ -371,9 +371,8 @@ SELECT count(*) FROM (SELECT DISTINCT k.pattern_type, k.canonical_name FROM qa_c
 
 def send_for_new_keys(conn: psycopg.Connection, cfg: EnrichmentConfig) -> list[str]:
     """Inside pattern_messages' ingest transaction, right after a `catalogue.observe_batch` that
-    returned True (the batch held patterns): when the
-    batch brought keys nobody asked about yet, send as many `llm_request`s at once (provider `queue`
-    only), so a new key needs no enrichment run. They go to the most-seen waiting keys first, within
+    returned True (the batch held patterns): when the batch brought keys nobody asked about yet,
+    send as many `llm_request`s at once (provider `queue` only), so a new key needs no enrichment run. They go to the most-seen waiting keys first, within
     the hourly budget, exactly as `run_enrichment` picks them; with no budget left nothing is sent
     and the enrichment run takes the keys later, in that order. Returns the request ids sent."""
     if cfg.provider != "queue":
